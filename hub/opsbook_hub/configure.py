@@ -1,0 +1,174 @@
+"""Settings -> JupyterHub configuration, one small function per concern.
+
+`jupyterhub_config.py` calls `apply(c, settings)`; the unit tests call the same functions on an
+empty traitlets `Config` and check the result, without starting a hub.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tornado import web
+from traitlets.config import Config
+
+from .access import GroupPolicy
+
+Settings = dict[str, Any]
+
+HUB_DATA = Path("/srv/jupyterhub")
+TEMPLATES = Path(__file__).parent / "templates"
+HOME = "/home/jovyan"
+RUNBOOKS_MOUNT = f"{HOME}/runbooks"
+
+
+def group_policy(s: Settings) -> GroupPolicy:
+    return GroupPolicy.from_names(s["GROUPS_ADMIN"], s["GROUPS_SERVER"], s["GROUPS_VIEWER"])
+
+
+def configure_hub(c: Config, s: Settings) -> None:
+    """Database, secrets, and where the hub listens; the proxy runs in its own container."""
+    c.JupyterHub.db_url = f"sqlite:///{HUB_DATA / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret = s["HUB_COOKIE_SECRET"]
+    c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
+    c.JupyterHub.hub_connect_url = s["HUB_CONNECT_URL"]
+    # Servers outlive a hub restart: the hub finds them again in its database.
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+
+
+def configure_proxy(c: Config, s: Settings) -> None:
+    """configurable-http-proxy is a separate container, so a hub restart cuts no session."""
+    c.ConfigurableHTTPProxy.should_start = False
+    c.ConfigurableHTTPProxy.api_url = s["PROXY_API_URL"]
+    c.ConfigurableHTTPProxy.auth_token = s["CONFIGPROXY_AUTH_TOKEN"]
+
+
+def configure_authenticator(c: Config, s: Settings) -> None:
+    policy = group_policy(s)
+    c.JupyterHub.authenticator_class = "opsbook_hub.authenticator.OpsbookAuthenticator"
+    auth = c.OpsbookAuthenticator
+    auth.client_id = s["OAUTH_CLIENT_ID"]
+    auth.client_secret = s["OAUTH_CLIENT_SECRET"]
+    # client_secret_basic: what OpenID Connect expects by default of a confidential client.
+    auth.basic_auth = True
+    auth.oauth_callback_url = s["OAUTH_CALLBACK_URL"]
+    auth.authorize_url = s["OAUTH_AUTHORIZE_URL"]
+    auth.token_url = s["OAUTH_TOKEN_URL"]
+    auth.userdata_url = s["OAUTH_USERDATA_URL"]
+    auth.scope = list(s["OAUTH_SCOPES"])
+    auth.username_claim = s["OAUTH_USERNAME_CLAIM"]
+    auth.login_service = s["OAUTH_LOGIN_SERVICE"]
+    auth.logout_redirect_url = s["OAUTH_LOGOUT_REDIRECT_URL"]
+    # Groups come from the provider, and nothing else.
+    auth.manage_groups = True
+    auth.auth_state_groups_key = f"oauth_user.{s['OAUTH_GROUPS_CLAIM']}"
+    auth.allowed_groups = set(policy.allowed)
+    auth.admin_groups = set(policy.admin)
+    auth.group_policy = policy
+    auth.custom_403_message = policy.refusal()
+    # Tokens from the provider are kept (encrypted with JUPYTERHUB_CRYPT_KEY) to re-read groups.
+    auth.enable_auth_state = True
+    auth.auth_refresh_age = s["AUTH_REFRESH_AGE"]
+    auth.refresh_pre_spawn = True
+    auth.auto_login = True
+    c.CryptKeeper.keys = [s["JUPYTERHUB_CRYPT_KEY"]]
+
+
+def configure_roles(c: Config, s: Settings) -> None:
+    policy = group_policy(s)
+    c.JupyterHub.load_roles = [*policy.roles()]
+    c.JupyterHub.template_vars = {"opsbook_has_server": _template_may_have_server(policy)}
+    c.JupyterHub.default_url = _default_url(policy)
+
+
+def _groups_of(user: Any) -> list[str]:
+    return [group.name for group in user.groups]
+
+
+def _template_may_have_server(policy: GroupPolicy) -> Callable[[Any], bool]:
+    def may_have_server(user: Any) -> bool:
+        return user is not None and policy.may_have_server(_groups_of(user))
+
+    return may_have_server
+
+
+def _default_url(policy: GroupPolicy) -> Callable[[Any], str | None]:
+    """Viewers land on the home page (which says they have no server); engineers on theirs."""
+
+    def default_url(handler: Any) -> str | None:
+        user = handler.current_user
+        if user is not None and not policy.may_have_server(_groups_of(user)):
+            return handler.hub.base_url + "home"
+        return None
+
+    return default_url
+
+
+def configure_spawner(c: Config, s: Settings) -> None:
+    c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
+    spawner = c.DockerSpawner
+    spawner.image = s["SINGLEUSER_IMAGE"]
+    spawner.pull_policy = "never"
+    spawner.network_name = s["DOCKER_NETWORK"]
+    spawner.use_internal_ip = True
+    spawner.remove = True
+    spawner.prefix = s["CONTAINER_PREFIX"]
+    spawner.name_template = "{prefix}-{username}"
+    spawner.volumes = {
+        "{prefix}-home-{username}": HOME,
+        s["RUNBOOKS_HOST_PATH"]: {"bind": RUNBOOKS_MOUNT, "mode": "ro"},
+    }
+    spawner.notebook_dir = HOME
+    spawner.default_url = "/lab"
+    spawner.mem_limit = s["MEM_LIMIT"]
+    spawner.cpu_limit = s["CPU_LIMIT"]
+    # No privileges: no capabilities, no setuid escalation, a bounded process table.
+    spawner.extra_host_config = {
+        "pids_limit": s["PIDS_LIMIT"],
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+    }
+    spawner.pre_spawn_hook = _refuse_without_server_group(group_policy(s))
+
+
+def _refuse_without_server_group(policy: GroupPolicy) -> Callable[[Any], None]:
+    def pre_spawn_hook(spawner: Any) -> None:
+        if not policy.may_have_server(_groups_of(spawner.user)):
+            raise web.HTTPError(403, "Only members of the server groups get a server.")
+
+    return pre_spawn_hook
+
+
+def configure_culler(c: Config, s: Settings) -> None:
+    """jupyterhub-idle-culler as a hub-managed service, with only the scopes it needs."""
+    c.JupyterHub.services = [
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={s['CULL_IDLE_TIMEOUT']}",
+                f"--cull-every={s['CULL_EVERY']}",
+            ],
+        }
+    ]
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }
+    )
+
+
+def apply(c: Config, s: Settings) -> None:
+    configure_hub(c, s)
+    configure_proxy(c, s)
+    configure_authenticator(c, s)
+    configure_roles(c, s)
+    configure_spawner(c, s)
+    configure_culler(c, s)

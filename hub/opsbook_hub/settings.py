@@ -1,0 +1,261 @@
+"""Every setting of the hub, declared once: name, what it expects, its default, what it is for.
+
+The hub reads its whole configuration from the environment (docker compose passes `.env`; on
+Kubernetes the chart passes the same variables). Each setting is parsed and checked here, before
+anything starts, so that a wrong value stops the hub with one line naming the variable and what it
+expected, instead of a traceback or a hub that half works. `.env.example` documents the same names
+for users; a unit test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """One line per bad setting, each naming the variable and what it expected."""
+
+
+# --- parsers: each takes the raw string and returns the value, or raises ValueError(expected) ---
+
+
+def text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("a non-empty value")
+    return raw.strip()
+
+
+def url(raw: str) -> str:
+    parsed = urlparse(raw.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("an http(s) URL such as https://sso.example.com/auth")
+    return raw.strip()
+
+
+def optional_url(raw: str) -> str:
+    return url(raw) if raw.strip() else ""
+
+
+def secret(min_length: int) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if len(raw.strip()) < min_length:
+            raise ValueError(f"a secret of at least {min_length} characters")
+        return raw.strip()
+
+    return parse
+
+
+def hex_key(n_bytes: int) -> Callable[[str], bytes]:
+    """Keys JupyterHub uses as bytes (cookie secret, auth state key), given as hex."""
+
+    def parse(raw: str) -> bytes:
+        try:
+            key = bytes.fromhex(raw.strip())
+        except ValueError:
+            key = b""
+        if len(key) != n_bytes:
+            raise ValueError(f"{n_bytes * 2} hex digits (openssl rand -hex {n_bytes})")
+        return key
+
+    return parse
+
+
+def positive_int(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError("a whole number above 0")
+    return value
+
+
+def positive_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError("a number above 0, such as 1.5")
+    return value
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$", re.IGNORECASE)
+
+
+def byte_size(raw: str) -> str:
+    """Docker's size syntax (512M, 2G); kept as text because DockerSpawner takes it so."""
+    match = _SIZE.match(raw.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError("a size such as 512M or 2G")
+    return raw.strip().upper()
+
+
+def names(raw: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(raw.replace(",", " ").split()))
+    if not items:
+        raise ValueError("one or more names separated by spaces")
+    return items
+
+
+def absolute_path(raw: str) -> str:
+    if not raw.strip().startswith("/"):
+        raise ValueError("an absolute path on the Docker host")
+    return raw.strip()
+
+
+_DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def docker_name(raw: str) -> str:
+    if not _DOCKER_NAME.match(raw.strip()):
+        raise ValueError("a Docker object name (letters, digits, '_', '.', '-')")
+    return raw.strip()
+
+
+def image_ref(raw: str) -> str:
+    if not re.match(r"^[a-z0-9][a-z0-9._/-]*(:[\w][\w.-]*)?(@sha256:[0-9a-f]{64})?$", raw.strip()):
+        raise ValueError("an image reference such as opsbook/singleuser:0.1.0")
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[str], Any]
+    doc: str
+    default: str | None = None  # None: required
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- single sign-on (OpenID Connect / OAuth2) ---
+    Setting("OAUTH_CLIENT_ID", text, "Client id of the hub at the identity provider."),
+    Setting("OAUTH_CLIENT_SECRET", secret(16), "Client secret of the hub at the provider."),
+    Setting(
+        "OAUTH_CALLBACK_URL",
+        url,
+        "Public URL of the hub's OAuth callback, registered at the provider: "
+        "<hub URL>/hub/oauth_callback. Engineers must use the hub at this host name.",
+    ),
+    Setting(
+        "OAUTH_AUTHORIZE_URL", url, "Provider's authorization endpoint, as the browser reaches it."
+    ),
+    Setting("OAUTH_TOKEN_URL", url, "Provider's token endpoint, as the hub container reaches it."),
+    Setting("OAUTH_USERDATA_URL", url, "Provider's userinfo endpoint, as the hub reaches it."),
+    Setting("OAUTH_SCOPES", names, "Scopes the hub asks for.", "openid profile email groups"),
+    Setting(
+        "OAUTH_USERNAME_CLAIM", text, "Userinfo claim that is the username.", "preferred_username"
+    ),
+    Setting(
+        "OAUTH_GROUPS_CLAIM",
+        text,
+        "Userinfo claim listing the user's groups (dotted path for nested claims; 'roles' for "
+        "Entra ID app roles).",
+        "groups",
+    ),
+    Setting("OAUTH_LOGIN_SERVICE", text, "Name on the sign-in button.", "Opsbook SSO"),
+    Setting(
+        "OAUTH_LOGOUT_REDIRECT_URL",
+        optional_url,
+        "Where logging out of the hub sends the browser (the provider's end-session URL ends "
+        "the SSO session too); empty: the hub's own logout page.",
+        "",
+    ),
+    Setting(
+        "AUTH_REFRESH_AGE",
+        positive_int,
+        "Seconds between re-reads of a user's groups from the provider. Removal from every "
+        "allowed group takes effect at the next re-read.",
+        "300",
+    ),
+    # --- who may do what (group names as the provider sends them) ---
+    Setting("GROUPS_ADMIN", names, "Groups whose members are hub admins.", "admins"),
+    Setting(
+        "GROUPS_SERVER",
+        names,
+        "Groups whose members get a server of their own (engineers, on-call).",
+        "ops oncall",
+    ),
+    Setting(
+        "GROUPS_VIEWER",
+        names,
+        "Groups whose members may log in without a server (managers: the status page).",
+        "viewers",
+    ),
+    # --- secrets of the hub itself ---
+    Setting("HUB_COOKIE_SECRET", hex_key(32), "Signs the hub's cookies (generated by make up)."),
+    Setting(
+        "JUPYTERHUB_CRYPT_KEY",
+        hex_key(32),
+        "Encrypts users' tokens from the provider in the hub's database (generated).",
+    ),
+    Setting(
+        "CONFIGPROXY_AUTH_TOKEN",
+        secret(32),
+        "Shared between hub and proxy for the proxy's routing API (generated).",
+    ),
+    Setting(
+        "PROXY_API_URL", url, "The proxy's routing API, as the hub reaches it.", "http://proxy:8001"
+    ),
+    Setting(
+        "HUB_CONNECT_URL",
+        url,
+        "The hub's API as the proxy and the engineers' containers reach it.",
+        "http://hub:8081",
+    ),
+    # --- engineers' containers ---
+    Setting("SINGLEUSER_IMAGE", image_ref, "Image of every engineer's container."),
+    Setting("DOCKER_NETWORK", docker_name, "Docker network shared by the hub and the containers."),
+    Setting(
+        "CONTAINER_PREFIX",
+        docker_name,
+        "Prefix of engineers' container and volume names (<prefix>-<user>, "
+        "<prefix>-home-<user>); one per deployment on a Docker engine.",
+    ),
+    Setting(
+        "RUNBOOKS_HOST_PATH",
+        absolute_path,
+        "Folder of the runbook library on the Docker host, mounted read-only as ~/runbooks.",
+    ),
+    Setting("MEM_LIMIT", byte_size, "Memory limit of each engineer's container.", "2G"),
+    Setting("CPU_LIMIT", positive_float, "CPU limit of each engineer's container (cores).", "1.0"),
+    Setting("PIDS_LIMIT", positive_int, "Process limit of each engineer's container.", "512"),
+    Setting(
+        "CULL_IDLE_TIMEOUT",
+        positive_int,
+        "Seconds without activity after which an engineer's server is stopped (home kept).",
+        "3600",
+    ),
+    Setting("CULL_EVERY", positive_int, "Seconds between two passes of the idle culler.", "300"),
+)
+
+# Settings whose values never appear in logs or error messages.
+SECRET_NAMES = frozenset(
+    {"OAUTH_CLIENT_SECRET", "HUB_COOKIE_SECRET", "JUPYTERHUB_CRYPT_KEY", "CONFIGPROXY_AUTH_TOKEN"}
+)
+
+
+def load(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Parse every setting from `environ`; raise SettingsError listing each bad one."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None or (raw == "" and setting.default is not None):
+            raw = setting.default
+        if raw is None:
+            problems.append(f"{setting.name}: required, not set ({setting.doc})")
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as expected:
+            shown = "<hidden>" if setting.name in SECRET_NAMES else repr(raw)
+            problems.append(f"{setting.name}: expected {expected}, got {shown}")
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return values

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build every image with plain `docker build` (no BuildKit or buildx), base first.
+#
+#   scripts/build-images.sh [ENV_FILE]   tag from OPSBOOK_VERSION; EXTRA_CA_CERTS from the
+#                                        environment or the env file
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+env_file=${1:-.env}
+setting() { [ -f "$env_file" ] && sed -n "s/^$1=//p" "$env_file" | tail -n 1; }
+tag=${OPSBOOK_VERSION:-$(setting OPSBOOK_VERSION)}
+tag=${tag:-0.1.0}
+export EXTRA_CA_CERTS=${EXTRA_CA_CERTS:-$(setting EXTRA_CA_CERTS)}
+export DOCKER_BUILDKIT=0
+
+bash images/base/build.sh
+
+build() { # NAME CONTEXT [DOCKERFILE]
+  local name=$1 context=$2 dockerfile=${3:-$2/Dockerfile} started=$SECONDS log
+  log=$(mktemp)
+  if ! docker build -t "opsbook/$name:$tag" -f "$dockerfile" "$context" >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "build of opsbook/$name failed (full log: $log)" >&2
+    exit 1
+  fi
+  rm -f "$log"
+  echo "built opsbook/$name:$tag in $((SECONDS - started)) s"
+}
+build proxy images/proxy
+build hub hub
+build idp images/idp
+build singleuser . images/singleuser/Dockerfile

@@ -1,0 +1,121 @@
+"""Settings -> JupyterHub config, checked on a bare traitlets Config without starting a hub."""
+
+from types import SimpleNamespace
+
+import pytest
+from opsbook_hub import configure, settings
+from tornado import web
+from traitlets.config import Config
+
+from .valid_env import VALID_ENV
+
+
+@pytest.fixture
+def config() -> Config:
+    c = Config()
+    configure.apply(c, settings.load({**VALID_ENV, "GROUPS_VIEWER": "viewers managers"}))
+    return c
+
+
+def user_in(*groups: str) -> SimpleNamespace:
+    return SimpleNamespace(name="someone", groups=[SimpleNamespace(name=g) for g in groups])
+
+
+def test_servers_survive_a_hub_restart_and_the_proxy_is_external(config):
+    assert config.JupyterHub.cleanup_servers is False
+    assert config.ConfigurableHTTPProxy.should_start is False
+    assert config.ConfigurableHTTPProxy.api_url == "http://proxy:8001"
+
+
+def test_groups_come_from_the_provider_claim(config):
+    auth = config.OpsbookAuthenticator
+    assert config.JupyterHub.authenticator_class.endswith("OpsbookAuthenticator")
+    assert auth.manage_groups is True
+    assert auth.auth_state_groups_key == "oauth_user.groups"
+    assert auth.allowed_groups == {"admins", "ops", "oncall", "viewers", "managers"}
+    assert auth.admin_groups == {"admins"}
+    assert auth.enable_auth_state is True
+    assert auth.auth_refresh_age == 300
+    assert "none of the Opsbook groups" in auth.custom_403_message
+
+
+def test_default_user_role_has_no_server_and_engineers_get_theirs(config):
+    roles = {role["name"]: role for role in config.JupyterHub.load_roles}
+    user_scopes = roles["user"]["scopes"]
+    assert "self" not in user_scopes
+    assert not [s for s in user_scopes if s.split("!")[0] in ("servers", "tokens")]
+    assert roles["engineer"] == {
+        "name": "engineer",
+        "description": roles["engineer"]["description"],
+        "scopes": ["self"],
+        "groups": ["oncall", "ops"],
+    }
+
+
+def test_viewers_land_on_home_and_engineers_on_their_server(config):
+    default_url = config.JupyterHub.default_url
+    hub = SimpleNamespace(base_url="/hub/")
+    viewer = SimpleNamespace(current_user=user_in("managers"), hub=hub)
+    engineer = SimpleNamespace(current_user=user_in("ops"), hub=hub)
+    assert default_url(viewer) == "/hub/home"
+    assert default_url(engineer) is None
+    has_server = config.JupyterHub.template_vars["opsbook_has_server"]
+    assert has_server(user_in("oncall")) and not has_server(user_in("viewers"))
+
+
+def test_spawn_is_refused_outside_the_server_groups(config):
+    hook = config.DockerSpawner.pre_spawn_hook
+    hook(SimpleNamespace(user=user_in("ops")))
+    with pytest.raises(web.HTTPError) as refused:
+        hook(SimpleNamespace(user=user_in("viewers", "admins")))
+    assert refused.value.status_code == 403
+
+
+def test_engineer_container_home_library_limits_and_no_privileges(config):
+    spawner = config.DockerSpawner
+    assert spawner.image == "opsbook/singleuser:0.1.0"
+    assert spawner.remove is True
+    assert spawner.volumes == {
+        "{prefix}-home-{username}": "/home/jovyan",
+        "/srv/opsbook/shared-notebooks": {"bind": "/home/jovyan/runbooks", "mode": "ro"},
+    }
+    assert not any("docker.sock" in key for key in spawner.volumes)
+    assert spawner.mem_limit == "2G"
+    assert spawner.cpu_limit == 1.0
+    assert spawner.extra_host_config == {
+        "pids_limit": 512,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+    }
+    assert spawner.network_name == "opsbook"
+    assert spawner.use_internal_ip is True
+
+
+def test_limits_follow_the_settings():
+    c = Config()
+    env = {**VALID_ENV, "MEM_LIMIT": "512m", "CPU_LIMIT": "0.5", "PIDS_LIMIT": "64"}
+    configure.configure_spawner(c, settings.load(env))
+    assert (c.DockerSpawner.mem_limit, c.DockerSpawner.cpu_limit) == ("512M", 0.5)
+    assert c.DockerSpawner.extra_host_config["pids_limit"] == 64
+
+
+def test_idle_culler_runs_with_the_timeout_and_only_the_scopes_it_needs():
+    c = Config()
+    s = settings.load({**VALID_ENV, "CULL_IDLE_TIMEOUT": "900", "CULL_EVERY": "60"})
+    configure.configure_roles(c, s)
+    configure.configure_culler(c, s)
+    (service,) = c.JupyterHub.services
+    assert service["name"] == "idle-culler"
+    assert service["command"][1:] == [
+        "-m",
+        "jupyterhub_idle_culler",
+        "--timeout=900",
+        "--cull-every=60",
+    ]
+    culler_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "idle-culler")
+    assert set(culler_role["scopes"]) == {
+        "list:users",
+        "read:users:activity",
+        "read:servers",
+        "delete:servers",
+    }

@@ -1,0 +1,90 @@
+"""Every setting is checked at start; a bad one stops the hub with a line that names it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from opsbook_hub import settings
+
+from .conftest import HUB_DIR
+from .valid_env import VALID_ENV
+
+
+def test_valid_environment_loads_with_defaults():
+    values = settings.load(VALID_ENV)
+    assert values["OAUTH_SCOPES"] == ("openid", "profile", "email", "groups")
+    assert values["GROUPS_SERVER"] == ("ops", "oncall")
+    assert values["HUB_COOKIE_SECRET"] == bytes.fromhex("ab" * 32)
+    assert values["MEM_LIMIT"] == "2G"
+    assert values["CULL_IDLE_TIMEOUT"] == 3600
+
+
+def test_empty_value_means_default():
+    values = settings.load({**VALID_ENV, "CPU_LIMIT": "", "AUTH_REFRESH_AGE": ""})
+    assert values["CPU_LIMIT"] == 1.0
+    assert values["AUTH_REFRESH_AGE"] == 300
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("OAUTH_TOKEN_URL", "idp:9000/token", "OAUTH_TOKEN_URL: expected an http(s) URL"),
+        ("OAUTH_AUTHORIZE_URL", "ftp://x/auth", "OAUTH_AUTHORIZE_URL: expected an http(s) URL"),
+        ("OAUTH_CLIENT_SECRET", "", "OAUTH_CLIENT_SECRET: expected a secret of at least 16"),
+        ("OAUTH_CLIENT_ID", "  ", "OAUTH_CLIENT_ID: expected a non-empty value"),
+        ("MEM_LIMIT", "lots", "MEM_LIMIT: expected a size such as 512M or 2G, got 'lots'"),
+        ("CPU_LIMIT", "one", "CPU_LIMIT: expected a number above 0"),
+        ("CPU_LIMIT", "-2", "CPU_LIMIT: expected a number above 0"),
+        ("PIDS_LIMIT", "1.5", "PIDS_LIMIT: expected a whole number above 0"),
+        ("CULL_IDLE_TIMEOUT", "0", "CULL_IDLE_TIMEOUT: expected a whole number above 0"),
+        ("HUB_COOKIE_SECRET", "abc", "HUB_COOKIE_SECRET: expected 64 hex digits"),
+        ("JUPYTERHUB_CRYPT_KEY", "zz" * 32, "JUPYTERHUB_CRYPT_KEY: expected 64 hex digits"),
+        ("RUNBOOKS_HOST_PATH", "shared-notebooks", "RUNBOOKS_HOST_PATH: expected an absolute"),
+        ("DOCKER_NETWORK", "my net", "DOCKER_NETWORK: expected a Docker object name"),
+        ("SINGLEUSER_IMAGE", "Opsbook/Singleuser", "SINGLEUSER_IMAGE: expected an image"),
+    ],
+)
+def test_bad_value_is_named_with_what_was_expected(name, value, expected):
+    with pytest.raises(settings.SettingsError) as raised:
+        settings.load({**VALID_ENV, name: value})
+    assert str(raised.value).startswith(expected)
+    assert len(str(raised.value).splitlines()) == 1
+
+
+def test_missing_required_setting_is_named():
+    env = {k: v for k, v in VALID_ENV.items() if k != "OAUTH_USERDATA_URL"}
+    with pytest.raises(settings.SettingsError, match=r"^OAUTH_USERDATA_URL: required, not set"):
+        settings.load(env)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(settings.SettingsError) as raised:
+        settings.load({**VALID_ENV, "MEM_LIMIT": "x", "CPU_LIMIT": "y"})
+    assert [line.split(":")[0] for line in str(raised.value).splitlines()] == [
+        "MEM_LIMIT",
+        "CPU_LIMIT",
+    ]
+
+
+def test_secrets_are_never_echoed():
+    secret = "short-secret"
+    with pytest.raises(settings.SettingsError) as raised:
+        settings.load({**VALID_ENV, "OAUTH_CLIENT_SECRET": secret})
+    assert secret not in str(raised.value)
+
+
+def test_hub_stops_at_start_with_one_line_per_bad_setting():
+    """The real config file, run as JupyterHub runs it: exit 1, the variable named, no traceback."""
+    env = {**os.environ, **VALID_ENV, "OAUTH_TOKEN_URL": "not a url"}
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyterhub", "--config", str(HUB_DIR / "jupyterhub_config.py")],
+        env={**env, "PYTHONPATH": str(HUB_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=HUB_DIR,
+    )
+    assert result.returncode == 1
+    assert "opsbook hub: OAUTH_TOKEN_URL: expected an http(s) URL" in result.stderr
+    assert "Traceback" not in result.stderr
