@@ -15,6 +15,7 @@ random_word() { LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c "$1"; }
 set_value() { # NAME VALUE: replace the NAME= line, or append one
   local name=$1 value=$2
   if grep -q "^$name=" "$file"; then
+    value=$(printf '%s' "$value" | sed 's/[&|\\]/\\&/g') # literal in sed's replacement
     sed -i "s|^$name=.*|$name=$value|" "$file"
   else
     printf '%s=%s\n' "$name" "$value" >>"$file"

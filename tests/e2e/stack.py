@@ -37,6 +37,8 @@ OVERRIDES = {
     "IDP_ISSUER": f"http://127.0.0.1:{IDP_PORT}",
     "OAUTH_CALLBACK_URL": f"http://127.0.0.1:{HUB_PORT}/hub/oauth_callback",
     "OAUTH_AUTHORIZE_URL": f"http://127.0.0.1:{IDP_PORT}/auth",
+    "OAUTH_LOGOUT_REDIRECT_URL": f"http://127.0.0.1:{IDP_PORT}/session/end?client_id=opsbook-hub"
+    f"&post_logout_redirect_uri=http://127.0.0.1:{HUB_PORT}/hub/login",
     # Re-read groups every few seconds, so that the revocation test does not wait minutes.
     "AUTH_REFRESH_AGE": "5",
     "IDP_ACCOUNTS_DIR": str(ACCOUNTS_DIR),

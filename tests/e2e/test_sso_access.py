@@ -2,7 +2,7 @@
 
 import pytest
 
-from .hubclient import HubUser
+from .hubclient import HubUser, first_form
 from .stack import wait_for
 
 
@@ -77,3 +77,17 @@ def test_group_loss_at_the_provider_revokes_access_at_the_next_refresh(stack):
     finally:
         stack.set_groups("erin", ["ops"])
     assert HubUser(stack.hub_url, "erin").sign_in(stack.demo_password).status_code == 302
+
+
+def test_logout_ends_the_sso_session_too(stack):
+    """The next person at the same browser must type a password, not ride on alice's session."""
+    alice = HubUser(stack.hub_url, "alice")
+    alice.sign_in(stack.demo_password)
+    to_provider = alice.session.get(f"{stack.hub_url}/hub/logout", timeout=10)
+    assert to_provider.url.startswith(f"{stack.idp_url}/session/end")
+    confirm = first_form(to_provider)
+    confirm.fields["logout"] = "yes"  # the "Yes, sign me out" button
+    back_at_hub = alice.submit(confirm)
+    assert back_at_hub.status_code == 200
+    assert 'name="password"' in back_at_hub.text  # the login form again, not a silent sign-in
+    assert alice.whoami().status_code == 403

@@ -7,7 +7,7 @@ import sys
 import pytest
 from opsbook_hub import settings
 
-from .conftest import HUB_DIR
+from ..conftest import HUB_DIR
 from .valid_env import VALID_ENV
 
 

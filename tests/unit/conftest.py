@@ -3,5 +3,5 @@
 import sys
 from pathlib import Path
 
-HUB_DIR = Path(__file__).resolve().parents[3] / "hub"
+HUB_DIR = Path(__file__).resolve().parents[2] / "hub"
 sys.path.insert(0, str(HUB_DIR))

@@ -1,0 +1,85 @@
+"""The deployment's files agree with each other: settings, compose, env example, pins."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from opsbook_hub.settings import SETTINGS
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+ENV_EXAMPLE = {
+    line.split("=", 1)[0]
+    for line in (ROOT / ".env.example").read_text().splitlines()
+    if re.match(r"^[A-Z_]+=", line)
+}
+# Set by scripts/compose.sh, not by users.
+COMPUTED = {"OPSBOOK_ROOT", "DOCKER_GID"}
+
+
+def test_the_hub_gets_exactly_the_settings_it_declares():
+    assert set(COMPOSE["services"]["hub"]["environment"]) == {s.name for s in SETTINGS}
+
+
+def test_every_variable_compose_reads_is_documented_in_the_env_example():
+    used = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "docker-compose.yml").read_text()))
+    assert used - COMPUTED - ENV_EXAMPLE == set()
+
+
+def test_settings_users_set_are_in_the_env_example():
+    fixed_by_compose = {
+        name
+        for name, value in COMPOSE["services"]["hub"]["environment"].items()
+        if not str(value).startswith(f"${{{name}")
+    }
+    user_settings = {s.name for s in SETTINGS} - fixed_by_compose
+    assert user_settings - ENV_EXAMPLE == set()
+
+
+def test_only_the_hub_gets_the_docker_socket():
+    for name, service in COMPOSE["services"].items():
+        mounts = " ".join(str(v) for v in service.get("volumes", []))
+        assert ("docker.sock" in mounts) == (name == "hub"), name
+
+
+def test_only_the_proxy_and_the_demo_provider_publish_ports():
+    published = {name for name, service in COMPOSE["services"].items() if service.get("ports")}
+    assert published == {"proxy", "idp"}
+
+
+def pins(path: Path) -> dict[str, str]:
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    requirements = [line for line in lines if line and not line.startswith("-")]
+    unpinned = [line for line in requirements if "==" not in line]
+    assert unpinned == [], f"{path}: not pinned exactly: {unpinned}"
+    return dict(line.split("==") for line in requirements)
+
+
+def test_every_python_dependency_of_every_image_is_pinned_and_jupyterhub_is_one_version():
+    hub = pins(ROOT / "hub" / "requirements.txt")
+    singleuser = pins(ROOT / "images" / "singleuser" / "requirements.txt")
+    tests = pins(ROOT / "tests" / "requirements.txt")
+    assert hub["jupyterhub"] == singleuser["jupyterhub"] == tests["jupyterhub"] == "5.5.4"
+
+
+def test_every_npm_dependency_is_exact_and_locked():
+    for package_json in ROOT.glob("images/*/package.json"):
+        declared = json.loads(package_json.read_text()).get("dependencies", {})
+        assert all(re.match(r"^\d+\.\d+\.\d+$", v) for v in declared.values()), package_json
+        lock = json.loads((package_json.parent / "package-lock.json").read_text())
+        locked = lock["packages"]
+        for name, version in declared.items():
+            assert locked[f"node_modules/{name}"]["version"] == version
+
+
+def test_every_dockerfile_starts_from_the_projects_base():
+    for dockerfile in [*ROOT.glob("images/*/Dockerfile"), ROOT / "hub" / "Dockerfile"]:
+        lines = dockerfile.read_text().splitlines()
+        first = next(line for line in lines if line.startswith("FROM"))
+        expected = (
+            "opsbook/debian:bookworm"
+            if dockerfile.parent.name == "base"
+            else "opsbook/base:bookworm"
+        )
+        assert first == f"FROM {expected}", dockerfile
