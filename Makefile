@@ -15,6 +15,7 @@ help: ## list the targets
 up: ## build the images and start the deployment; prints how to log in
 	@scripts/init-env.sh $(ENV_FILE)
 	@scripts/build-images.sh $(ENV_FILE)
+	@scripts/init-secrets.sh $(ENV_FILE)
 	@$(COMPOSE) up -d --remove-orphans
 	@scripts/wait-ready.sh $(ENV_FILE)
 

@@ -3,14 +3,18 @@
 #
 #   scripts/compose.sh ENV_FILE compose-args...
 #
-# Sets what compose cannot know by itself: the repository's absolute path (the runbook library is
-# bind-mounted from it into engineers' containers by the hub, through the host's Docker engine) and
-# the group of the Docker socket (the hub runs as a non-root user in that group).
+# Sets what compose cannot know by itself: the absolute paths of the repository and of the
+# secrets folder (the hub bind-mounts the runbook library, the playbooks and the fleet key from
+# them into engineers' containers, through the host's Docker engine), and the group of the Docker
+# socket (the hub runs as a non-root user in that group).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 env_file=$1
 shift
 export OPSBOOK_ROOT=$root
+# Each deployment keeps its generated key files in secrets/ beside its env file.
+OPSBOOK_SECRETS=$(cd "$(dirname "$env_file")" && pwd)/secrets
+export OPSBOOK_SECRETS
 DOCKER_GID=$(stat -c %g /var/run/docker.sock)
 export DOCKER_GID
 if docker compose version >/dev/null 2>&1; then

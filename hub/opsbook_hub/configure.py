@@ -22,6 +22,8 @@ HUB_DATA = Path("/srv/jupyterhub")
 TEMPLATES = Path(__file__).parent / "templates"
 HOME = "/home/jovyan"
 RUNBOOKS_MOUNT = f"{HOME}/runbooks"
+ANSIBLE_MOUNT = f"{HOME}/ansible"
+SSH_KEY_MOUNT = "/etc/opsbook/ssh"
 
 
 def group_policy(s: Settings) -> GroupPolicy:
@@ -77,9 +79,9 @@ def configure_authenticator(c: Config, s: Settings) -> None:
     c.CryptKeeper.keys = [s["JUPYTERHUB_CRYPT_KEY"]]
 
 
-def configure_roles(c: Config, s: Settings) -> None:
+def configure_access(c: Config, s: Settings) -> None:
+    """Where each kind of user lands, and what the pages know of them (roles: hub_roles)."""
     policy = group_policy(s)
-    c.JupyterHub.load_roles = [*policy.roles()]
     c.JupyterHub.template_vars = {"opsbook_has_server": _template_may_have_server(policy)}
     c.JupyterHub.default_url = _default_url(policy)
 
@@ -120,6 +122,15 @@ def configure_spawner(c: Config, s: Settings) -> None:
     spawner.volumes = {
         "{prefix}-home-{username}": HOME,
         s["RUNBOOKS_HOST_PATH"]: {"bind": RUNBOOKS_MOUNT, "mode": "ro"},
+        s["ANSIBLE_HOST_PATH"]: {"bind": ANSIBLE_MOUNT, "mode": "ro"},
+    }
+    # What the opsbook package in the container reads.
+    spawner.environment = {
+        "OPSBOOK_PROMETHEUS_URL": s["PROMETHEUS_URL"],
+        "OPSBOOK_ALERTMANAGER_URL": s["ALERTMANAGER_URL"],
+        "OPSBOOK_PACKAGE_REPO_URL": s["PACKAGE_REPO_URL"],
+        "OPSBOOK_ANSIBLE_DIR": ANSIBLE_MOUNT,
+        "ANSIBLE_CONFIG": f"{ANSIBLE_MOUNT}/ansible.cfg",
     }
     spawner.notebook_dir = HOME
     spawner.default_url = "/lab"
@@ -131,44 +142,67 @@ def configure_spawner(c: Config, s: Settings) -> None:
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
     }
-    spawner.pre_spawn_hook = _refuse_without_server_group(group_policy(s))
+    spawner.pre_spawn_hook = _server_groups_only(group_policy(s), s["FLEET_SSH_KEY_DIR"])
 
 
-def _refuse_without_server_group(policy: GroupPolicy) -> Callable[[Any], None]:
+def _server_groups_only(policy: GroupPolicy, ssh_key_dir: str) -> Callable[[Any], None]:
+    """Refuse a server outside the server groups; give the fleet's SSH key only inside them.
+
+    Checked at each spawn, with the groups of the latest refresh (refresh_pre_spawn).
+    """
+
     def pre_spawn_hook(spawner: Any) -> None:
         if not policy.may_have_server(_groups_of(spawner.user)):
             raise web.HTTPError(403, "Only members of the server groups get a server.")
+        if ssh_key_dir:
+            spawner.volumes = {
+                **spawner.volumes,
+                ssh_key_dir: {"bind": SSH_KEY_MOUNT, "mode": "ro"},
+            }
 
     return pre_spawn_hook
 
 
-def configure_culler(c: Config, s: Settings) -> None:
-    """jupyterhub-idle-culler as a hub-managed service, with only the scopes it needs."""
-    c.JupyterHub.services = [
-        {
-            "name": "idle-culler",
-            "command": [
-                sys.executable,
-                "-m",
-                "jupyterhub_idle_culler",
-                f"--timeout={s['CULL_IDLE_TIMEOUT']}",
-                f"--cull-every={s['CULL_EVERY']}",
-            ],
-        }
-    ]
-    c.JupyterHub.load_roles.append(
+def hub_services(s: Settings) -> list[dict]:
+    """Services the hub knows: each with its own token or command, and a role of its own below."""
+    idle_culler = {
+        "name": "idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={s['CULL_IDLE_TIMEOUT']}",
+            f"--cull-every={s['CULL_EVERY']}",
+        ],
+    }
+    # Prometheus scrapes /hub/metrics with this token.
+    prometheus = {"name": "prometheus", "api_token": s["HUB_METRICS_TOKEN"]}
+    return [idle_culler, prometheus]
+
+
+def hub_roles(s: Settings) -> list[dict]:
+    """The groups' roles, and for each service only the scopes it needs."""
+    return [
+        *group_policy(s).roles(),
         {
             "name": "idle-culler",
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
             "services": ["idle-culler"],
-        }
-    )
+        },
+        {"name": "metrics-reader", "scopes": ["read:metrics"], "services": ["prometheus"]},
+    ]
+
+
+def configure_services(c: Config, s: Settings) -> None:
+    c.JupyterHub.services = hub_services(s)
+    c.JupyterHub.load_roles = hub_roles(s)
+    c.JupyterHub.authenticate_prometheus = True
 
 
 def apply(c: Config, s: Settings) -> None:
     configure_hub(c, s)
     configure_proxy(c, s)
     configure_authenticator(c, s)
-    configure_roles(c, s)
+    configure_access(c, s)
     configure_spawner(c, s)
-    configure_culler(c, s)
+    configure_services(c, s)

@@ -109,6 +109,10 @@ def absolute_path(raw: str) -> str:
     return raw.strip()
 
 
+def optional_absolute_path(raw: str) -> str:
+    return absolute_path(raw) if raw.strip() else ""
+
+
 _DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
@@ -200,6 +204,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Shared between hub and proxy for the proxy's routing API (generated).",
     ),
     Setting(
+        "HUB_METRICS_TOKEN",
+        secret(32),
+        "Token of the `prometheus` service: reads the hub's /hub/metrics and nothing else.",
+    ),
+    Setting(
         "PROXY_API_URL", url, "The proxy's routing API, as the hub reaches it.", "http://proxy:8001"
     ),
     Setting(
@@ -222,6 +231,37 @@ SETTINGS: tuple[Setting, ...] = (
         absolute_path,
         "Folder of the runbook library on the Docker host, mounted read-only as ~/runbooks.",
     ),
+    Setting(
+        "ANSIBLE_HOST_PATH",
+        absolute_path,
+        "Folder of the playbooks and inventories on the Docker host, mounted read-only on "
+        "~/ansible.",
+    ),
+    Setting(
+        "FLEET_SSH_KEY_DIR",
+        optional_absolute_path,
+        "Folder on the Docker host holding the team's SSH key (id_ed25519), mounted read-only on "
+        "/etc/opsbook/ssh in the containers of the server groups only; empty: none.",
+        "",
+    ),
+    Setting(
+        "PROMETHEUS_URL",
+        url,
+        "Prometheus, as engineers' containers reach it.",
+        "http://prometheus:9090",
+    ),
+    Setting(
+        "ALERTMANAGER_URL",
+        url,
+        "Alertmanager, as engineers' containers reach it.",
+        "http://alertmanager:9093",
+    ),
+    Setting(
+        "PACKAGE_REPO_URL",
+        url,
+        "The local package repository (errata), as engineers' containers reach it.",
+        "http://pkgrepo/debian",
+    ),
     Setting("MEM_LIMIT", byte_size, "Memory limit of each engineer's container.", "2G"),
     Setting("CPU_LIMIT", positive_float, "CPU limit of each engineer's container (cores).", "1.0"),
     Setting("PIDS_LIMIT", positive_int, "Process limit of each engineer's container.", "512"),
@@ -236,7 +276,13 @@ SETTINGS: tuple[Setting, ...] = (
 
 # Settings whose values never appear in logs or error messages.
 SECRET_NAMES = frozenset(
-    {"OAUTH_CLIENT_SECRET", "HUB_COOKIE_SECRET", "JUPYTERHUB_CRYPT_KEY", "CONFIGPROXY_AUTH_TOKEN"}
+    {
+        "OAUTH_CLIENT_SECRET",
+        "HUB_COOKIE_SECRET",
+        "JUPYTERHUB_CRYPT_KEY",
+        "CONFIGPROXY_AUTH_TOKEN",
+        "HUB_METRICS_TOKEN",
+    }
 )
 
 

@@ -128,6 +128,7 @@ def up() -> Stack:
     ENV_FILE.unlink(missing_ok=True)
     overrides = [f"{name}={value}" for name, value in OVERRIDES.items()]
     subprocess.run(["bash", "scripts/init-env.sh", str(ENV_FILE), *overrides], check=True, cwd=ROOT)
+    subprocess.run(["bash", "scripts/init-secrets.sh", str(ENV_FILE)], check=True, cwd=ROOT)
     shutil.rmtree(ACCOUNTS_DIR, ignore_errors=True)
     shutil.copytree(ROOT / "images" / "idp" / "accounts", ACCOUNTS_DIR)
     result = compose("up", "-d", check=False)

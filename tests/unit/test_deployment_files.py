@@ -15,7 +15,7 @@ ENV_EXAMPLE = {
     if re.match(r"^[A-Z_]+=", line)
 }
 # Set by scripts/compose.sh, not by users.
-COMPUTED = {"OPSBOOK_ROOT", "DOCKER_GID"}
+COMPUTED = {"OPSBOOK_ROOT", "OPSBOOK_SECRETS", "DOCKER_GID"}
 
 
 def test_the_hub_gets_exactly_the_settings_it_declares():

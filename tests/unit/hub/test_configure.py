@@ -65,7 +65,7 @@ def test_viewers_land_on_home_and_engineers_on_their_server(config):
 
 def test_spawn_is_refused_outside_the_server_groups(config):
     hook = config.DockerSpawner.pre_spawn_hook
-    hook(SimpleNamespace(user=user_in("ops")))
+    hook(SimpleNamespace(user=user_in("ops"), volumes={}))
     with pytest.raises(web.HTTPError) as refused:
         hook(SimpleNamespace(user=user_in("viewers", "admins")))
     assert refused.value.status_code == 403
@@ -78,6 +78,7 @@ def test_engineer_container_home_library_limits_and_no_privileges(config):
     assert spawner.volumes == {
         "{prefix}-home-{username}": "/home/jovyan",
         "/srv/opsbook/shared-notebooks": {"bind": "/home/jovyan/runbooks", "mode": "ro"},
+        "/srv/opsbook/ansible": {"bind": "/home/jovyan/ansible", "mode": "ro"},
     }
     assert not any("docker.sock" in key for key in spawner.volumes)
     assert spawner.mem_limit == "2G"
@@ -100,22 +101,53 @@ def test_limits_follow_the_settings():
 
 
 def test_idle_culler_runs_with_the_timeout_and_only_the_scopes_it_needs():
-    c = Config()
     s = settings.load({**VALID_ENV, "CULL_IDLE_TIMEOUT": "900", "CULL_EVERY": "60"})
-    configure.configure_roles(c, s)
-    configure.configure_culler(c, s)
-    (service,) = c.JupyterHub.services
-    assert service["name"] == "idle-culler"
-    assert service["command"][1:] == [
+    culler = next(
+        service for service in configure.hub_services(s) if service["name"] == "idle-culler"
+    )
+    assert culler["command"][1:] == [
         "-m",
         "jupyterhub_idle_culler",
         "--timeout=900",
         "--cull-every=60",
     ]
-    culler_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "idle-culler")
+    culler_role = next(r for r in configure.hub_roles(s) if r["name"] == "idle-culler")
     assert set(culler_role["scopes"]) == {
         "list:users",
         "read:users:activity",
         "read:servers",
         "delete:servers",
     }
+
+
+def test_prometheus_reads_metrics_with_its_own_token_and_nothing_else(config):
+    prometheus = next(s for s in config.JupyterHub.services if s["name"] == "prometheus")
+    assert prometheus == {"name": "prometheus", "api_token": "m" * 64}
+    role = next(r for r in config.JupyterHub.load_roles if r.get("services") == ["prometheus"])
+    assert role["scopes"] == ["read:metrics"]
+    assert config.JupyterHub.authenticate_prometheus is True
+
+
+def test_containers_know_where_monitoring_and_playbooks_are(config):
+    env = config.DockerSpawner.environment
+    assert env["OPSBOOK_PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert env["OPSBOOK_ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    assert env["ANSIBLE_CONFIG"] == "/home/jovyan/ansible/ansible.cfg"
+
+
+def test_the_fleet_key_is_mounted_read_only_for_server_groups_only():
+    c = Config()
+    configure.configure_spawner(
+        c, settings.load({**VALID_ENV, "FLEET_SSH_KEY_DIR": "/srv/opsbook/secrets/fleet-ssh"})
+    )
+    hook = c.DockerSpawner.pre_spawn_hook
+    engineer = SimpleNamespace(user=user_in("oncall"), volumes={"home": "/home/jovyan"})
+    hook(engineer)
+    assert engineer.volumes["/srv/opsbook/secrets/fleet-ssh"] == {
+        "bind": "/etc/opsbook/ssh",
+        "mode": "ro",
+    }
+    viewer = SimpleNamespace(user=user_in("viewers"), volumes={"home": "/home/jovyan"})
+    with pytest.raises(web.HTTPError):
+        hook(viewer)
+    assert viewer.volumes == {"home": "/home/jovyan"}

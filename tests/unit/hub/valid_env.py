@@ -14,4 +14,6 @@ VALID_ENV = {
     "DOCKER_NETWORK": "opsbook",
     "CONTAINER_PREFIX": "opsbook",
     "RUNBOOKS_HOST_PATH": "/srv/opsbook/shared-notebooks",
+    "ANSIBLE_HOST_PATH": "/srv/opsbook/ansible",
+    "HUB_METRICS_TOKEN": "m" * 64,
 }

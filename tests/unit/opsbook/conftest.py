@@ -1,0 +1,25 @@
+"""Fixtures shared by the opsbook unit tests: fake HTTP services on loopback."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from opsbook_fakes import FakeServer, running_server
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeServer]:
+    """A loopback HTTP server; set its `responder` to script the answers."""
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """An http URL on loopback where nothing listens: connections are refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
