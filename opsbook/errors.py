@@ -28,3 +28,26 @@ class SilenceError(OpsbookError):
 
 class PlayError(OpsbookError):
     """A playbook run cannot be started as asked (missing playbook, unwritable runs folder ...)."""
+
+
+class ConfigError(OpsbookError):
+    """A runbook session's settings (environment variables) are missing or wrong.
+
+    `problems` maps each bad variable to what is wrong with it; the message has one line each.
+    """
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = dict(problems)
+        lines = [f"  {name}: {problem}" for name, problem in sorted(self.problems.items())]
+        super().__init__(
+            "opsbook settings are wrong; fix the environment, then restart the kernel:\n"
+            + "\n".join(lines)
+        )
+
+
+class VersionError(OpsbookError):
+    """A Debian version string is malformed."""
+
+
+class ErrataError(OpsbookError):
+    """The package repository's indexes cannot be read, or errata cannot be listed or chosen."""

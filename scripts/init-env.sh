@@ -37,6 +37,7 @@ generated HUB_COOKIE_SECRET random_hex 32
 generated JUPYTERHUB_CRYPT_KEY random_hex 32
 generated CONFIGPROXY_AUTH_TOKEN random_hex 32
 generated HUB_METRICS_TOKEN random_hex 32
+generated RUNS_SERVICE_TOKEN random_hex 32
 generated OAUTH_CLIENT_SECRET random_hex 24
 generated IDP_COOKIE_SECRET random_hex 32
 generated DEMO_PASSWORD random_word 16

@@ -1,13 +1,15 @@
 """Who may do what, from the groups the identity provider sends; nothing is managed by hand.
 
 - admin groups: hub admins (the admin page, other users' servers);
-- server groups: a container of their own (engineers, on-call);
+- server groups: a container of their own (engineers, on-call), and runs on non-production stacks;
+- on-call groups: also runs on production stacks, and taking over orphaned runs;
 - viewer groups: may log in and read (the runs status page), but get no server;
 - anyone else: refused at login.
 
-JupyterHub enforces the server rule through roles: the default `user` role is narrowed to what a
-viewer may do, and the full `self` scope is granted to the server groups only. The spawner checks
-it again before starting a container, so a wrong role setup fails closed.
+JupyterHub enforces it through roles: the default `user` role is narrowed to what a viewer may do,
+the full `self` scope goes to the server groups only, and the runs service's custom scopes go to
+the groups above. The spawner and the runs service check again, so a wrong role setup fails
+closed.
 """
 
 from __future__ import annotations
@@ -23,39 +25,54 @@ VIEWER_SCOPES = (
     "users:activity!user",
     "read:servers!user",
     "access:services",
+    "custom:runs:read",
 )
 
+# The runs service's permissions (it enforces them on every request; see opsbook/service).
+RUNS_SCOPES = {
+    "custom:runs:read": "Read runs and their history: the status page.",
+    "custom:runs:write": "Start and run runs on non-production stacks; hand off, accept, note.",
+    "custom:runs:production": "Start, run and accept runs on production stacks.",
+    "custom:runs:takeover": "Take over an orphaned run, giving a reason.",
+}
+
 ENGINEER_ROLE = "engineer"
+ONCALL_ROLE = "oncall"
 
 
 @dataclass(frozen=True)
 class GroupPolicy:
     admin: frozenset[str]
     server: frozenset[str]
+    oncall: frozenset[str]
     viewer: frozenset[str]
 
     @classmethod
     def from_names(
-        cls, admin: Iterable[str], server: Iterable[str], viewer: Iterable[str]
+        cls,
+        admin: Iterable[str],
+        server: Iterable[str],
+        oncall: Iterable[str],
+        viewer: Iterable[str],
     ) -> GroupPolicy:
-        return cls(frozenset(admin), frozenset(server), frozenset(viewer))
+        return cls(frozenset(admin), frozenset(server), frozenset(oncall), frozenset(viewer))
 
     @property
     def allowed(self) -> frozenset[str]:
         """Groups that may log in at all."""
-        return self.admin | self.server | self.viewer
+        return self.admin | self.server | self.oncall | self.viewer
 
     def may_log_in(self, groups: Iterable[str]) -> bool:
         return bool(self.allowed & set(groups))
 
     def may_have_server(self, groups: Iterable[str]) -> bool:
-        return bool(self.server & set(groups))
+        return bool((self.server | self.oncall) & set(groups))
 
     def is_admin(self, groups: Iterable[str]) -> bool:
         return bool(self.admin & set(groups))
 
     def roles(self) -> list[dict]:
-        """JupyterHub roles: a narrowed default `user` role and the engineers' full one."""
+        """JupyterHub roles: a narrowed default `user` role, the engineers' and on-call's."""
         return [
             {
                 "name": "user",
@@ -65,8 +82,14 @@ class GroupPolicy:
             {
                 "name": ENGINEER_ROLE,
                 "description": "Members of the server groups: their own server and tokens",
-                "scopes": ["self"],
-                "groups": sorted(self.server),
+                "scopes": ["self", "custom:runs:write"],
+                "groups": sorted(self.server | self.oncall),
+            },
+            {
+                "name": ONCALL_ROLE,
+                "description": "On-call engineers: production runs and takeovers",
+                "scopes": ["custom:runs:production", "custom:runs:takeover"],
+                "groups": sorted(self.oncall),
             },
         ]
 

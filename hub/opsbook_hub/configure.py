@@ -14,7 +14,7 @@ from typing import Any
 from tornado import web
 from traitlets.config import Config
 
-from .access import GroupPolicy
+from .access import RUNS_SCOPES, GroupPolicy
 
 Settings = dict[str, Any]
 
@@ -27,7 +27,9 @@ SSH_KEY_MOUNT = "/etc/opsbook/ssh"
 
 
 def group_policy(s: Settings) -> GroupPolicy:
-    return GroupPolicy.from_names(s["GROUPS_ADMIN"], s["GROUPS_SERVER"], s["GROUPS_VIEWER"])
+    return GroupPolicy.from_names(
+        s["GROUPS_ADMIN"], s["GROUPS_SERVER"], s["GROUPS_ONCALL"], s["GROUPS_VIEWER"]
+    )
 
 
 def configure_hub(c: Config, s: Settings) -> None:
@@ -142,6 +144,14 @@ def configure_spawner(c: Config, s: Settings) -> None:
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
     }
+    # The server's own token (JUPYTERHUB_API_TOKEN, what runbooks call the runs service with):
+    # the default server scopes, plus the runs service's, as far as the user holds them.
+    spawner.server_token_scopes = [
+        "users:activity!user",
+        "access:servers!server",
+        "access:services!service=runs",
+        *sorted(RUNS_SCOPES),
+    ]
     spawner.pre_spawn_hook = _server_groups_only(group_policy(s), s["FLEET_SSH_KEY_DIR"])
 
 
@@ -177,7 +187,17 @@ def hub_services(s: Settings) -> list[dict]:
     }
     # Prometheus scrapes /hub/metrics with this token.
     prometheus = {"name": "prometheus", "api_token": s["HUB_METRICS_TOKEN"]}
-    return [idle_culler, prometheus]
+    # The ledger of patch runs and its status page, at /services/runs/ (own container).
+    runs = {
+        "name": "runs",
+        "url": s["RUNS_SERVICE_URL"],
+        "api_token": s["RUNS_SERVICE_TOKEN"],
+        "oauth_client_id": "service-runs",
+        "oauth_redirect_uri": "/services/runs/oauth_callback",
+        "oauth_client_allowed_scopes": sorted(RUNS_SCOPES),
+        "display": True,
+    }
+    return [idle_culler, prometheus, runs]
 
 
 def hub_roles(s: Settings) -> list[dict]:
@@ -190,10 +210,17 @@ def hub_roles(s: Settings) -> list[dict]:
             "services": ["idle-culler"],
         },
         {"name": "metrics-reader", "scopes": ["read:metrics"], "services": ["prometheus"]},
+        {
+            # Who is on call (the handoff's choices), and users' groups.
+            "name": "runs-service",
+            "scopes": ["list:users", "read:users:groups", "read:groups"],
+            "services": ["runs"],
+        },
     ]
 
 
 def configure_services(c: Config, s: Settings) -> None:
+    c.JupyterHub.custom_scopes = {name: {"description": doc} for name, doc in RUNS_SCOPES.items()}
     c.JupyterHub.services = hub_services(s)
     c.JupyterHub.load_roles = hub_roles(s)
     c.JupyterHub.authenticate_prometheus = True

@@ -182,8 +182,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GROUPS_SERVER",
         names,
-        "Groups whose members get a server of their own (engineers, on-call).",
-        "ops oncall",
+        "Groups of engineers: a server of their own, runs on non-production stacks.",
+        "ops",
+    ),
+    Setting(
+        "GROUPS_ONCALL",
+        names,
+        "Groups of on-call engineers: a server, runs on production stacks, takeovers.",
+        "oncall",
     ),
     Setting(
         "GROUPS_VIEWER",
@@ -207,6 +213,14 @@ SETTINGS: tuple[Setting, ...] = (
         "HUB_METRICS_TOKEN",
         secret(32),
         "Token of the `prometheus` service: reads the hub's /hub/metrics and nothing else.",
+    ),
+    Setting(
+        "RUNS_SERVICE_TOKEN",
+        secret(32),
+        "Token of the runs service (the ledger of patch runs) at the hub (generated).",
+    ),
+    Setting(
+        "RUNS_SERVICE_URL", url, "The runs service, as the hub reaches it.", "http://runs:8000"
     ),
     Setting(
         "PROXY_API_URL", url, "The proxy's routing API, as the hub reaches it.", "http://proxy:8001"
@@ -282,6 +296,7 @@ SECRET_NAMES = frozenset(
         "JUPYTERHUB_CRYPT_KEY",
         "CONFIGPROXY_AUTH_TOKEN",
         "HUB_METRICS_TOKEN",
+        "RUNS_SERVICE_TOKEN",
     }
 )
 

@@ -9,7 +9,7 @@ from opsbook_hub.access import GroupPolicy
 from opsbook_hub.authenticator import OpsbookAuthenticator, provider_unreachable
 from tornado.httpclient import HTTPClientError
 
-POLICY = GroupPolicy.from_names(["admins"], ["ops", "oncall"], ["viewers"])
+POLICY = GroupPolicy.from_names(["admins"], ["ops"], ["oncall"], ["viewers"])
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,7 @@ POLICY = GroupPolicy.from_names(["admins"], ["ops", "oncall"], ["viewers"])
     [
         (["admins", "ops", "oncall"], True, True, True),
         (["ops", "oncall"], True, True, False),
+        (["oncall"], True, True, False),
         (["ops"], True, True, False),
         (["viewers"], True, False, False),
         (["admins"], True, False, True),

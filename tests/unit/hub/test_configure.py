@@ -44,12 +44,34 @@ def test_default_user_role_has_no_server_and_engineers_get_theirs(config):
     user_scopes = roles["user"]["scopes"]
     assert "self" not in user_scopes
     assert not [s for s in user_scopes if s.split("!")[0] in ("servers", "tokens")]
-    assert roles["engineer"] == {
-        "name": "engineer",
-        "description": roles["engineer"]["description"],
-        "scopes": ["self"],
-        "groups": ["oncall", "ops"],
+    assert "custom:runs:read" in user_scopes
+    assert roles["engineer"]["scopes"] == ["self", "custom:runs:write"]
+    assert roles["engineer"]["groups"] == ["oncall", "ops"]
+    assert roles["oncall"]["scopes"] == ["custom:runs:production", "custom:runs:takeover"]
+    assert roles["oncall"]["groups"] == ["oncall"]
+
+
+def test_the_runs_service_is_registered_with_its_scopes(config):
+    assert set(config.JupyterHub.custom_scopes) == {
+        "custom:runs:read",
+        "custom:runs:write",
+        "custom:runs:production",
+        "custom:runs:takeover",
     }
+    runs = next(s for s in config.JupyterHub.services if s["name"] == "runs")
+    assert runs["url"] == "http://runs:8000"
+    assert runs["api_token"] == "r" * 64
+    assert runs["oauth_redirect_uri"] == "/services/runs/oauth_callback"
+    assert set(runs["oauth_client_allowed_scopes"]) == set(config.JupyterHub.custom_scopes)
+    role = next(r for r in config.JupyterHub.load_roles if r.get("services") == ["runs"])
+    assert set(role["scopes"]) == {"list:users", "read:users:groups", "read:groups"}
+
+
+def test_the_servers_token_may_call_the_runs_service(config):
+    scopes = config.DockerSpawner.server_token_scopes
+    assert "access:services!service=runs" in scopes
+    assert {"custom:runs:write", "custom:runs:takeover"} <= set(scopes)
+    assert "self" not in scopes and "inherit" not in scopes
 
 
 def test_viewers_land_on_home_and_engineers_on_their_server(config):

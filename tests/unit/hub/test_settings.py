@@ -14,7 +14,8 @@ from .valid_env import VALID_ENV
 def test_valid_environment_loads_with_defaults():
     values = settings.load(VALID_ENV)
     assert values["OAUTH_SCOPES"] == ("openid", "profile", "email", "groups")
-    assert values["GROUPS_SERVER"] == ("ops", "oncall")
+    assert values["GROUPS_SERVER"] == ("ops",)
+    assert values["GROUPS_ONCALL"] == ("oncall",)
     assert values["HUB_COOKIE_SECRET"] == bytes.fromhex("ab" * 32)
     assert values["MEM_LIMIT"] == "2G"
     assert values["CULL_IDLE_TIMEOUT"] == 3600

@@ -16,4 +16,5 @@ VALID_ENV = {
     "RUNBOOKS_HOST_PATH": "/srv/opsbook/shared-notebooks",
     "ANSIBLE_HOST_PATH": "/srv/opsbook/ansible",
     "HUB_METRICS_TOKEN": "m" * 64,
+    "RUNS_SERVICE_TOKEN": "r" * 64,
 }

@@ -1,0 +1,63 @@
+# A demo fleet host (opsbook/fleet-web, opsbook/fleet-db): sshd for Ansible, Debian's node exporter
+# for Prometheus, and version 1 of the stack's demo packages, updated only from the fleet's own
+# package repository (pkgrepo). Build context: images/fleet/.
+#
+#   DOCKER_BUILDKIT=0 docker build --build-arg STACK=web -t opsbook/fleet-web:0.1.0 \
+#     -f images/fleet/host.Dockerfile images/fleet
+#
+# Runtime contract: images/fleet/README.md.
+
+# The demo packages, built from packages/*.pkg (the same stage as in repo.Dockerfile).
+FROM opsbook/base:bookworm AS debs
+COPY build-debs.sh /usr/local/bin/opsbook-build-debs
+COPY packages /src/packages
+RUN opsbook-build-debs /src/packages /debs
+
+FROM opsbook/base:bookworm
+# No init system: packages must not try to start services while they install (policy-rc.d).
+# python3-apt is what Ansible's apt module needs (it would install it on first use otherwise).
+# Host keys are made at the first start, never baked into the image.
+RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
+ && chmod 0755 /usr/sbin/policy-rc.d \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends \
+      openssh-server python3 python3-apt sudo prometheus-node-exporter procps \
+ && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
+
+# The user Ansible comes in as: key only (no password: "*"), passwordless sudo.
+COPY common/sshd_config /etc/ssh/sshd_config.d/opsbook.conf
+COPY common/opsbook-sshd-prepare common/opsbook-healthcheck /usr/local/sbin/
+RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
+ && usermod --password '*' opsbook \
+ && echo 'opsbook ALL=(ALL:ALL) NOPASSWD: ALL' >/etc/sudoers.d/opsbook \
+ && chmod 0440 /etc/sudoers.d/opsbook \
+ && visudo -cq \
+ && install -d -m 0755 /etc/opsbook/fleet-ssh /etc/ssh/authorized_keys
+
+COPY host/opsbook-fleet-start host/opsbook-node-textfile /usr/local/sbin/
+COPY host/apt-opsbook.conf /etc/apt/apt.conf.d/90opsbook-textfile
+
+ARG STACK
+# Version 1 of the stack's demo packages, then the fleet's repository as the only apt source: no
+# host reaches the internet for a patch. The install asked for a reboot; the image has not "booted".
+COPY --from=debs /debs /tmp/debs
+COPY host/opsbook-demo.list /etc/apt/sources.list.d/opsbook-demo.list
+RUN case "$STACK" in \
+      web|db) ;; \
+      *) echo "STACK: expected web or db (--build-arg STACK=web), got '$STACK'" >&2; exit 1 ;; \
+    esac \
+ && cd /tmp/debs \
+ && dpkg -i $(cat "baseline-$STACK.list") \
+ && rm -rf /tmp/debs /run/reboot-required /run/reboot-required.pkgs \
+ && rm -f /etc/apt/sources.list /etc/apt/sources.list.d/debian.sources \
+ && test "$(ls /etc/apt/sources.list.d/)" = opsbook-demo.list \
+ && echo "$STACK" >/etc/opsbook/stack
+
+ENV OPSBOOK_STACK=$STACK
+LABEL org.opencontainers.image.title="opsbook/fleet-$STACK" \
+      org.opencontainers.image.description="Opsbook demo fleet host, stack $STACK"
+EXPOSE 22 9100
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["/usr/local/sbin/opsbook-healthcheck", "pid:/run/sshd.pid", "http://127.0.0.1:9100/metrics"]
+ENTRYPOINT ["tini", "-g", "--"]
+CMD ["/usr/local/sbin/opsbook-fleet-start"]

@@ -1,0 +1,52 @@
+# The demo fleet's Debian package repository (opsbook/pkgrepo): every demo package version in
+# suite `incoming`, the approved ones in `stable`, signed with a key made at the first start, served
+# by nginx on port 80 at /debian/; `opsbook-repo promote` approves errata. sshd for Ansible, as on
+# the fleet hosts. Build context: images/fleet/.
+#
+#   DOCKER_BUILDKIT=0 docker build -t opsbook/pkgrepo:0.1.0 -f images/fleet/repo.Dockerfile images/fleet
+#
+# Runtime contract: images/fleet/README.md.
+
+# The demo packages, built from packages/*.pkg (the same stage as in host.Dockerfile).
+FROM opsbook/base:bookworm AS debs
+COPY build-debs.sh /usr/local/bin/opsbook-build-debs
+COPY packages /src/packages
+RUN opsbook-build-debs /src/packages /debs
+
+FROM opsbook/base:bookworm
+# No init system: packages must not try to start services while they install (policy-rc.d).
+# apt-utils: apt-ftparchive; gpg, gpg-agent: signing; python3: opsbook-repo and Ansible.
+RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
+ && chmod 0755 /usr/sbin/policy-rc.d \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends \
+      nginx-light apt-utils gpg gpg-agent openssh-server python3 sudo procps \
+ && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* \
+      /etc/nginx/sites-enabled/default /var/www/html
+
+# The user Ansible comes in as: key only (no password: "*"), passwordless sudo.
+COPY common/sshd_config /etc/ssh/sshd_config.d/opsbook.conf
+COPY common/opsbook-sshd-prepare common/opsbook-healthcheck /usr/local/sbin/
+RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
+ && usermod --password '*' opsbook \
+ && echo 'opsbook ALL=(ALL:ALL) NOPASSWD: ALL' >/etc/sudoers.d/opsbook \
+ && chmod 0440 /etc/sudoers.d/opsbook \
+ && visudo -cq \
+ && install -d -m 0755 /etc/opsbook/fleet-ssh /etc/ssh/authorized_keys
+
+COPY repo/nginx.conf /etc/nginx/nginx.conf
+COPY repo/opsbook-repo /usr/local/bin/opsbook-repo
+COPY repo/opsbook-repo-start /usr/local/sbin/opsbook-repo-start
+COPY --from=debs /debs /usr/share/opsbook-repo/debs
+# /srv/repo: state (key, approvals, published repository); /export/keyrings: the public keyring.
+# Both are meant to be volumes; no key is in the image.
+RUN nginx -tq \
+ && install -d -m 0755 /srv/repo /export/keyrings
+
+LABEL org.opencontainers.image.title="opsbook/pkgrepo" \
+      org.opencontainers.image.description="Opsbook demo fleet package repository"
+EXPOSE 22 80
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["/usr/local/sbin/opsbook-healthcheck", "pid:/run/sshd.pid", "http://127.0.0.1/debian/dists/stable/InRelease"]
+ENTRYPOINT ["tini", "-g", "--"]
+CMD ["/usr/local/sbin/opsbook-repo-start"]
