@@ -265,15 +265,25 @@ def choose(errata: Sequence[Erratum], approve: str | Iterable[str] | None) -> li
     return [erratum for erratum in errata if erratum.spec in wanted]
 
 
-def not_applied(errata: Iterable[Erratum], installed: Mapping[str, Mapping[str, str]]) -> list[str]:
+def not_applied(
+    errata: Iterable[Erratum],
+    installed: Mapping[str, Mapping[str, str]],
+    *,
+    hosts: Iterable[str] | None = None,
+) -> list[str]:
     """What is still missing after a patch: one line per host whose version is still older.
 
-    A host absent from `installed` (the post-check did not reach it) is reported too.
+    Only the errata's affected hosts are looked at, and of those only `hosts` if given (the hosts
+    the rolling patch did). A host absent from `installed` (the post-check did not reach it) is
+    reported too.
     """
+    only = None if hosts is None else set(hosts)
     missing = []
     for erratum in errata:
         wanted = DebianVersion.parse(erratum.new_version)
         for host in erratum.hosts_affected:
+            if only is not None and host not in only:
+                continue
             now = installed.get(host, {}).get(erratum.package)
             if host not in installed:
                 missing.append(f"{host}: {erratum.package}: installed version unknown")

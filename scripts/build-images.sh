@@ -15,10 +15,11 @@ export DOCKER_BUILDKIT=0
 
 bash images/base/build.sh
 
-build() { # NAME CONTEXT [DOCKERFILE]
-  local name=$1 context=$2 dockerfile=${3:-$2/Dockerfile} started=$SECONDS log
+build() { # NAME CONTEXT DOCKERFILE [docker build options...]
+  local name=$1 context=$2 dockerfile=$3 started=$SECONDS log
+  shift 3
   log=$(mktemp)
-  if ! docker build -t "opsbook/$name:$tag" -f "$dockerfile" "$context" >"$log" 2>&1; then
+  if ! docker build "$@" -t "opsbook/$name:$tag" -f "$dockerfile" "$context" >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "build of opsbook/$name failed (full log: $log)" >&2
     exit 1
@@ -26,7 +27,15 @@ build() { # NAME CONTEXT [DOCKERFILE]
   rm -f "$log"
   echo "built opsbook/$name:$tag in $((SECONDS - started)) s"
 }
-build proxy images/proxy
-build hub hub
-build idp images/idp
+
+build proxy images/proxy images/proxy/Dockerfile
+build hub hub hub/Dockerfile
 build singleuser . images/singleuser/Dockerfile
+# The demo: identity provider, fleet, package repository, monitoring.
+build idp images/idp images/idp/Dockerfile
+build pkgrepo images/fleet images/fleet/repo.Dockerfile
+build fleet-web images/fleet images/fleet/host.Dockerfile --build-arg STACK=web
+build fleet-db images/fleet images/fleet/host.Dockerfile --build-arg STACK=db
+build prometheus images/prometheus images/prometheus/Dockerfile
+build alertmanager images/alertmanager images/alertmanager/Dockerfile
+build recorder images/recorder images/recorder/Dockerfile

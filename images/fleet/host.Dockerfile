@@ -34,7 +34,7 @@ RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
  && visudo -cq \
  && install -d -m 0755 /etc/opsbook/fleet-ssh /etc/ssh/authorized_keys
 
-COPY host/opsbook-fleet-start host/opsbook-node-textfile /usr/local/sbin/
+COPY host/opsbook-fleet-start host/opsbook-node-textfile host/opsbook-exporter /usr/local/sbin/
 COPY host/apt-opsbook.conf /etc/apt/apt.conf.d/90opsbook-textfile
 
 ARG STACK
@@ -57,7 +57,7 @@ ENV OPSBOOK_STACK=$STACK
 LABEL org.opencontainers.image.title="opsbook/fleet-$STACK" \
       org.opencontainers.image.description="Opsbook demo fleet host, stack $STACK"
 EXPOSE 22 9100
-HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/usr/local/sbin/opsbook-healthcheck", "pid:/run/sshd.pid", "http://127.0.0.1:9100/metrics"]
 ENTRYPOINT ["tini", "-g", "--"]
 CMD ["/usr/local/sbin/opsbook-fleet-start"]

@@ -25,7 +25,8 @@ retention=${PROMETHEUS_RETENTION:-7d}
 [[ $retention =~ ^([0-9]+(ms|s|m|h|d|w|y))+$ ]] ||
   fail "PROMETHEUS_RETENTION: expected a duration such as 7d or 12h, got '$retention'"
 [ -w "$run_dir" ] ||
-  fail "$run_dir is not writable by uid $(id -u): mount a tmpfs there or leave the image's folder"
+  fail "$run_dir is not writable by uid $(id -u): leave the image's folder, or mount a tmpfs" \
+    "owned by it ($run_dir:uid=$(id -u),gid=$(id -g),mode=0700)"
 [ -w "$data_dir" ] ||
   fail "$data_dir is not writable by uid $(id -u): give the volume to $(id -u):$(id -g)"
 

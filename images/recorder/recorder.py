@@ -22,7 +22,7 @@ Settings (environment), checked at start; a bad one stops the start with a line 
     RECORDER_DIR       folder of the <channel>.jsonl files [/var/lib/recorder]
     RECORDER_MAX_BODY  largest body accepted, in bytes [1048576]
 
-Logs go to stdout, one line per request (never a body).
+Logs go to stdout, one line per request (never a body; not the health check's).
 """
 
 from __future__ import annotations
@@ -234,6 +234,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The health check asks every few seconds: only its failures are worth a line.
+        if urlsplit(self.path).path == HEALTH_PATH and str(code) == "200":
+            return
+        super().log_request(code, size)
 
     def log_message(self, format: str, *args: object) -> None:
         log.info("%s %s", self.address_string(), format % args)

@@ -294,3 +294,18 @@ def test_every_bad_setting_is_named(tmp_path):
         "RECORDER_DIR",
     ]
     assert "got '80a'" in lines[0]
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+
+def test_requests_are_logged_but_not_bodies_nor_health_checks(server, caplog):
+    with caplog.at_level("INFO", logger="recorder"):
+        post(server, "/runs", {"text": "secret-ish payload"})
+        call(server, "GET", "/healthz")
+        call(server, "GET", "/nope_")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any('"POST /runs HTTP/1.1" 200' in line for line in lines)
+    assert any('"GET /nope_ HTTP/1.1" 404' in line for line in lines)
+    assert not any("healthz" in line for line in lines)
+    assert not any("secret-ish" in line for line in lines)

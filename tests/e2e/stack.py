@@ -27,13 +27,26 @@ ACCOUNTS_DIR = STACK_DIR / "accounts"
 PROJECT = "opsbook-test"
 HUB_PORT = int(os.environ.get("OPSBOOK_TEST_HUB_PORT", "18000"))
 IDP_PORT = int(os.environ.get("OPSBOOK_TEST_IDP_PORT", "19000"))
-IMAGES = ("proxy", "hub", "idp", "singleuser")
+PROMETHEUS_PORT = int(os.environ.get("OPSBOOK_TEST_PROMETHEUS_PORT", "19090"))
+IMAGES = (
+    "proxy",
+    "hub",
+    "singleuser",
+    "idp",
+    "pkgrepo",
+    "fleet-web",
+    "fleet-db",
+    "prometheus",
+    "alertmanager",
+    "recorder",
+)
 
 # What differs from a user's deployment; the rest comes from .env.example like theirs.
 OVERRIDES = {
     "COMPOSE_PROJECT_NAME": PROJECT,
     "HUB_PORT": str(HUB_PORT),
     "IDP_PORT": str(IDP_PORT),
+    "PROMETHEUS_PORT": str(PROMETHEUS_PORT),
     "IDP_ISSUER": f"http://127.0.0.1:{IDP_PORT}",
     "OAUTH_CALLBACK_URL": f"http://127.0.0.1:{HUB_PORT}/hub/oauth_callback",
     "OAUTH_AUTHORIZE_URL": f"http://127.0.0.1:{IDP_PORT}/auth",
@@ -136,8 +149,17 @@ def up() -> Stack:
         raise StackError(f"compose up failed:\n{result.stdout}\n{result.stderr}")
     stack = Stack(f"http://127.0.0.1:{HUB_PORT}", f"http://127.0.0.1:{IDP_PORT}", read_env())
     wait_for(lambda: hub_answers(stack.hub_url), 120, "hub health through the proxy")
-    wait_for(lambda: requests.get(f"{stack.idp_url}/healthz", timeout=2).ok, 60, "idp health")
+    wait_for(all_healthy, 120, "every container's healthcheck passing")
     return stack
+
+
+def all_healthy() -> bool:
+    """Every container of the stack that has a healthcheck reports healthy."""
+    ids = compose("ps", "-q").stdout.split()
+    states = docker(
+        "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", *ids
+    ).stdout.split()
+    return bool(ids) and all(state == "healthy" for state in states)
 
 
 def down() -> None:

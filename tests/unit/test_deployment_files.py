@@ -43,9 +43,11 @@ def test_only_the_hub_gets_the_docker_socket():
         assert ("docker.sock" in mounts) == (name == "hub"), name
 
 
-def test_only_the_proxy_and_the_demo_provider_publish_ports():
+def test_only_the_proxy_and_the_demos_provider_and_prometheus_publish_ports():
     published = {name for name, service in COMPOSE["services"].items() if service.get("ports")}
-    assert published == {"proxy", "idp"}
+    assert published == {"proxy", "idp", "prometheus"}
+    for name in published - {"proxy"}:  # the demo's pages: this machine only
+        assert all(p.startswith("127.0.0.1:") for p in COMPOSE["services"][name]["ports"]), name
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -83,3 +85,24 @@ def test_every_dockerfile_starts_from_the_projects_base():
             else "opsbook/base:bookworm"
         )
         assert first == f"FROM {expected}", dockerfile
+
+
+def test_the_demo_fleet_prometheus_and_the_inventory_agree():
+    """Same hosts everywhere: compose services, scrape targets (with stack and environment)."""
+    from opsbook.inventory import Inventory
+
+    inventory = Inventory.load(ROOT / "ansible" / "inventories" / "demo")
+    targets = json.loads((ROOT / "images" / "prometheus" / "targets" / "fleet.json").read_text())
+    scraped = {
+        instance: (group["labels"]["stack"], group["labels"]["environment"])
+        for group in targets
+        for instance in group["targets"]
+    }
+    expected = {
+        inventory.exporter_instance(host): (stack, inventory.environment(stack))
+        for stack in inventory.stacks()
+        for host in inventory.hosts(stack)
+    }
+    assert scraped == expected
+    fleet_services = {n for n, s in COMPOSE["services"].items() if "fleet-" in s["image"]}
+    assert fleet_services == {h for stack in inventory.stacks() for h in inventory.hosts(stack)}

@@ -28,7 +28,8 @@ class Request:
     body: Any
 
 
-# A responder gets the request and returns (HTTP status, JSON-able body).
+# A responder gets the request and returns (HTTP status, JSON-able body); a body of bytes is sent
+# as it is, as text/plain (a Debian Packages index, say).
 Responder = Callable[[Request], tuple[int, Any]]
 
 
@@ -59,9 +60,10 @@ def running_server() -> Iterator[FakeServer]:
             )
             server.requests.append(request)
             status, body = server.responder(request)
-            payload = json.dumps(body).encode()
+            raw_body = isinstance(body, bytes)
+            payload = body if raw_body else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain" if raw_body else "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -1,0 +1,701 @@
+"""The rolling patch of a stack: batch after batch, each silenced, patched and health-gated.
+
+For each batch of the plan, in order:
+1. ``observer.batch_starting(index, hosts)``: the place where a run can be paused or handed
+   over (raise Paused or StopRun there and the run ends cleanly before the batch);
+2. an Alertmanager silence of exactly the batch's exporter instances (not in check mode);
+3. the patch play on the batch's hosts, every ansible-runner event passed to
+   ``observer.event`` as it happens: if that raises, the play is cancelled and the run stops
+   (no host is patched whose events cannot be recorded);
+4. the health gate: Prometheus must say every host of the batch is up and healthy. Hosts that
+   rebooted need a few seconds to come back, so the gate is asked again every `gate_interval`
+   seconds until it passes or `gate_timeout` runs out; the last answer decides, and no answer
+   is a failed gate. Each answer goes to ``observer.gate_result``;
+5. the silence is expired, whatever happened (an error, an interrupt);
+6. ``observer.batch_finished(index, batch_result)``.
+The run stops at the first failed gate, when more hosts have failed the play than `max_fail`
+allows, when the play is cancelled or times out, or when anything above raises. A host that
+failed the play but still passes the gate counts against `max_fail` only; the gate covers every
+host of the batch. After the last batch (or the stop), ``observer.finished(rolling_result)``.
+
+Check mode (``check=True``) is a dry run: the play runs with --check, so nothing is installed
+and nothing reboots. No silence is set (nothing will alert, and a silence would hide real
+alerts), and the gate is asked once per batch, without waiting: there is nothing to come back,
+but a dry run still proves that Prometheus answers and the hosts are healthy now.
+
+Hosts end in one of four states (RollingResult): done (play ok and gate passed), failed (play
+failed, host unreachable, no result for it, or gate failed), in doubt (the play was cut short:
+cancelled, timed out, interrupted, or its events could not be recorded; run the batch again,
+the play is idempotent) and not started. `resume_from` is the batch to pass as `start_batch`
+to go on.
+
+Batch indexes are 0-based in the API; people read "batch 1 of 3".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from opsbook import health, silences
+from opsbook.batching import plan_batches
+from opsbook.config import Settings
+from opsbook.errors import BatchError, OpsbookError, PlayError
+from opsbook.health import Check, GateResult
+from opsbook.inventory import PRODUCTION_ENVIRONMENT, Inventory
+from opsbook.plays import HostResult, PlayResult, RunnerEvent, run_play, summarize_events
+
+DONE = "done"
+FAILED = "failed"
+IN_DOUBT = "in doubt"
+NOT_STARTED = "not started"
+
+# play statuses of a batch besides ansible-runner's (successful, failed, canceled, timeout)
+PLAY_NOT_STARTED = "not started"
+PLAY_INTERRUPTED = "interrupted"
+_PLAY_ENDED = ("successful", "failed")
+
+DEFAULT_PLAYBOOK = "patch.yml"
+
+
+class StopRun(Exception):
+    """Raise from RunObserver.batch_starting (or batch_finished) to end the run at that boundary.
+
+    The message says why; the run's `stopped` quotes it and `resume_from` is where to go on.
+    """
+
+
+class Paused(StopRun):
+    """The run is paused at a batch boundary, e.g. to hand it to another engineer."""
+
+
+class RunObserver(Protocol):
+    """What a rolling patch tells whoever follows it (a widget, the runs ledger), as it happens.
+
+    Subclass it to get no-op defaults for the calls you do not need. Every method but `event`
+    is called in the thread that called rolling_patch; `event` is called in the play's worker
+    thread. An exception from any method stops the run (see rolling_patch); StopRun from
+    batch_starting or batch_finished stops it cleanly at that batch boundary.
+    """
+
+    def batch_starting(self, index: int, hosts: Sequence[str]) -> None:
+        """Batch `index` is about to start; raise StopRun (Paused) to stop before it."""
+
+    def event(self, event: RunnerEvent) -> None:
+        """One ansible-runner event of the batch's play; raising cancels the play."""
+
+    def gate_result(self, index: int, gate_result: GateResult) -> None:
+        """One answer of the batch's health gate; the last one before batch_finished decides."""
+
+    def batch_finished(self, index: int, batch_result: BatchResult) -> None:
+        """Batch `index` is over (also when it failed or never started its play)."""
+
+    def finished(self, rolling_result: RollingResult) -> None:
+        """The run is over: complete, stopped, or interrupted."""
+
+
+class NullObserver(RunObserver):
+    """Follows nothing."""
+
+
+@dataclass(frozen=True)
+class RollingPlan:
+    """A stack's hosts in the batches they will be patched in, and their exporter instances."""
+
+    stack: str
+    environment: str
+    batches: tuple[tuple[str, ...], ...]
+    instances: Mapping[str, str]
+
+    @property
+    def hosts(self) -> list[str]:
+        """Every host, in batch order."""
+        return [host for batch in self.batches for host in batch]
+
+    @property
+    def production(self) -> bool:
+        """Whether the stack is in production (on-call only)."""
+        return self.environment == PRODUCTION_ENVIRONMENT
+
+    def describe(self) -> str:
+        """The plan for a person: stack, environment and each batch's hosts."""
+        lines = [
+            f"stack {self.stack} ({self.environment}): {len(self.hosts)} hosts "
+            f"in {len(self.batches)} batches"
+        ]
+        lines += [
+            f"  batch {number}: {', '.join(batch)}"
+            for number, batch in enumerate(self.batches, start=1)
+        ]
+        return "\n".join(lines)
+
+
+def plan_rolling(
+    inventory: Inventory | str | os.PathLike[str],
+    stack: str,
+    *,
+    size: int | None = None,
+    percent: float | None = None,
+) -> RollingPlan:
+    """Plan a stack's rolling patch: batches of `size` hosts or `percent` of the stack.
+
+    With neither given, one host at a time. The stack must be in exactly one environment.
+    """
+    fleet = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
+    hosts = fleet.hosts(stack)
+    environment = fleet.environment(stack)
+    if size is None and percent is None:
+        size = 1
+    batches = plan_batches(hosts, size=size, percent=percent)
+    return RollingPlan(
+        stack=stack,
+        environment=environment,
+        batches=tuple(tuple(batch) for batch in batches),
+        instances=fleet.exporter_instances(hosts),
+    )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What happened to one batch.
+
+    play_status: ansible-runner's (successful, failed, canceled, timeout), or 'not started'
+      (the silence could not be set) or 'interrupted' (the play was stopped by an interrupt or
+      by an observer that could not record its events).
+    play: the play's result per host (partial if the play was cut short).
+    gate: the last answer of the health gate (None if it was not asked); gate_attempts: how many.
+    silence_id: the batch's Alertmanager silence (None in check mode or if none was set).
+    record: the play's folder under the runs folder (events, stdout).
+    note: why the batch did not end normally, if it did not.
+    """
+
+    index: int
+    hosts: tuple[str, ...]
+    play_status: str
+    play: Mapping[str, HostResult]
+    gate: GateResult | None
+    gate_attempts: int
+    silence_id: str | None
+    record: Path | None
+    started_at: datetime
+    finished_at: datetime
+    note: str = ""
+
+    def outcome(self, host: str) -> str:
+        """The host's state after this batch: done, failed, in doubt or not started."""
+        return self._outcomes()[host][0]
+
+    def reasons(self) -> dict[str, str]:
+        """Why each host that is not done is not: host -> one line."""
+        return {host: why for host, (state, why) in self._outcomes().items() if state != DONE}
+
+    @property
+    def done(self) -> list[str]:
+        return self._hosts_in(DONE)
+
+    @property
+    def failed(self) -> list[str]:
+        return self._hosts_in(FAILED)
+
+    @property
+    def in_doubt(self) -> list[str]:
+        return self._hosts_in(IN_DOUBT)
+
+    @property
+    def not_started(self) -> list[str]:
+        return self._hosts_in(NOT_STARTED)
+
+    @property
+    def play_failures(self) -> list[str]:
+        """Hosts the play failed on, was unreachable on, or gave no result for (max_fail)."""
+        if self.play_status not in _PLAY_ENDED:
+            return []
+        return [host for host in self.hosts if _play_problem(self.play.get(host))]
+
+    def _hosts_in(self, state: str) -> list[str]:
+        return [host for host, (found, _) in self._outcomes().items() if found == state]
+
+    def _outcomes(self) -> dict[str, tuple[str, str]]:
+        if self.play_status == PLAY_NOT_STARTED:
+            return {
+                host: (NOT_STARTED, self.note or "the play did not start") for host in self.hosts
+            }
+        if self.play_status not in _PLAY_ENDED:
+            why = self.note or f"the play was {self.play_status}"
+            return {host: (IN_DOUBT, why) for host in self.hosts}
+        gate_problems: dict[str, str] = {}
+        if self.gate is not None:
+            for check in self.gate.failures:
+                gate_problems.setdefault(check.host, f"health gate: {check.check}: {check.message}")
+        outcomes = {}
+        for host in self.hosts:
+            problem = _play_problem(self.play.get(host))
+            if problem is None and self.gate is None:
+                problem = "health gate not asked" + (f" ({self.note})" if self.note else "")
+            problem = problem or gate_problems.get(host)
+            outcomes[host] = (FAILED, problem) if problem else (DONE, "")
+        return outcomes
+
+
+def _play_problem(result: HostResult | None) -> str | None:
+    if result is None:
+        return "no result from the play (the host was not reached)"
+    if result.state in ("failed", "unreachable"):
+        return f"{result.state} at task '{result.failed_task}': {result.message}"
+    return None
+
+
+@dataclass(frozen=True)
+class RollingResult:
+    """The outcome of rolling_patch: every batch it ran, and why it stopped if it did.
+
+    stopped: None when every batch from start_batch on ran (hosts may still have failed, as
+      many as max_fail allowed); else the reason the run stopped.
+    resume_from: the batch index to give as start_batch to go on (None when complete).
+    error: the exception that stopped the run, if one did (kept for its traceback).
+    """
+
+    plan: RollingPlan
+    check: bool
+    start_batch: int
+    batches: tuple[BatchResult, ...]
+    stopped: str | None
+    resume_from: int | None
+    max_fail: int = 0
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None
+
+    def outcomes(self) -> dict[str, str]:
+        """host -> done / failed / in doubt / not started, for the hosts from start_batch on."""
+        states: dict[str, str] = {}
+        for index in range(self.start_batch, len(self.plan.batches)):
+            for host in self.plan.batches[index]:
+                states[host] = NOT_STARTED
+        for batch in self.batches:
+            for host in batch.hosts:
+                states[host] = batch.outcome(host)
+        return states
+
+    @property
+    def done(self) -> list[str]:
+        return [host for host, state in self.outcomes().items() if state == DONE]
+
+    @property
+    def failed(self) -> list[str]:
+        return [host for host, state in self.outcomes().items() if state == FAILED]
+
+    @property
+    def in_doubt(self) -> list[str]:
+        return [host for host, state in self.outcomes().items() if state == IN_DOUBT]
+
+    @property
+    def not_started(self) -> list[str]:
+        return [host for host, state in self.outcomes().items() if state == NOT_STARTED]
+
+    def summary(self) -> str:
+        """Which hosts are done, failed, in doubt and not started, and why the run stopped."""
+        plan = self.plan
+        mode = "DRY RUN (check mode) of the rolling patch" if self.check else "Rolling patch"
+        verdict = "complete" if self.complete else f"STOPPED: {self.stopped}"
+        if self.complete and self.failed:
+            verdict += f", with {len(self.failed)} failed (max_fail={self.max_fail})"
+        lines = [f"{mode} of {plan.stack} ({plan.environment}): {verdict}"]
+        if self.start_batch:
+            earlier = [host for batch in plan.batches[: self.start_batch] for host in batch]
+            lines.append(
+                f"  started at batch {self.start_batch + 1} of {len(plan.batches)}; "
+                f"not part of this run: {', '.join(earlier)}"
+            )
+        reasons: dict[str, str] = {}
+        for batch in self.batches:
+            reasons.update(batch.reasons())
+        for label, hosts in (
+            (DONE, self.done),
+            (FAILED, self.failed),
+            (IN_DOUBT, self.in_doubt),
+            (NOT_STARTED, self.not_started),
+        ):
+            lines.append(f"  {label} ({len(hosts)}): {', '.join(hosts) or '-'}")
+            if label in (FAILED, IN_DOUBT):
+                lines += [f"    {host}: {reasons[host]}" for host in hosts if host in reasons]
+        if self.resume_from is not None:
+            lines.append(
+                f"  to go on once the cause is fixed: start_batch={self.resume_from} "
+                f"(batch {self.resume_from + 1}); the patch play is idempotent"
+            )
+        return "\n".join(lines)
+
+    def raise_if_stopped(self) -> None:
+        """Raise RollingStopped (with the summary) unless the run is complete."""
+        if not self.complete:
+            raise RollingStopped(self.summary()) from self.error
+
+
+class RollingStopped(OpsbookError):
+    """A rolling patch stopped before its end; the message is its summary."""
+
+
+# The age of the newest sample of each host's exporter, in Prometheus' own clock.
+FRESHNESS_QUERY = 'time() - max by (instance) (timestamp(up{instance=~"{instances}"}))'
+
+
+def freshness_check(since: datetime) -> Check:
+    """A check that passes for a host only if Prometheus has scraped it after `since`.
+
+    Right after a reboot Prometheus may still answer from a scrape made before it, when the host
+    was up: a gate asked then would pass on stale data. This compares two durations, the age
+    of the host's newest sample (in Prometheus' clock) and the time since `since` (in ours), so
+    the two machines' clocks need not agree. Build it anew for each question.
+    """
+    elapsed = max((datetime.now(UTC) - since).total_seconds(), 0.0)
+    return Check(
+        name="fresh",
+        query=FRESHNESS_QUERY,
+        op="<",
+        threshold=elapsed,
+        description="age of the last scrape in seconds; it must be newer than the play's end",
+    )
+
+
+def wait_for_gate(
+    prometheus_url: str,
+    instances_by_host: Mapping[str, str],
+    checks: Sequence[Check] = health.DEFAULT_CHECKS,
+    *,
+    timeout: float,
+    interval: float = 2.0,
+    fresh_after: datetime | None = None,
+    cancel: threading.Event | None = None,
+    on_result: Callable[[GateResult], None] | None = None,
+) -> tuple[GateResult, int]:
+    """Ask the health gate until it passes or `timeout` seconds are up; the last answer decides.
+
+    fresh_after: if given (the end of a play that changed the hosts), the gate also requires
+    every host to have been scraped since then (freshness_check), so no answer from before a
+    reboot counts. The gate is asked at least once, then every `interval` seconds while there
+    is time; a set `cancel` ends the wait with the last answer. Returns that answer and how many
+    times the gate was asked.
+    """
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    while True:
+        asked = list(checks)
+        if fresh_after is not None:
+            asked.append(freshness_check(fresh_after))
+        result = health.gate(prometheus_url, instances_by_host, asked)
+        attempts += 1
+        if on_result is not None:
+            on_result(result)
+        if result.passed or time.monotonic() + interval > deadline:
+            return result, attempts
+        if _wait(interval, cancel):
+            return result, attempts
+
+
+def _wait(seconds: float, cancel: threading.Event | None) -> bool:
+    """Sleep; True if `cancel` was set meanwhile."""
+    if cancel is None:
+        time.sleep(seconds)
+        return False
+    return cancel.wait(seconds)
+
+
+def rolling_patch(
+    plan: RollingPlan,
+    settings: Settings,
+    *,
+    playbook: str = DEFAULT_PLAYBOOK,
+    check: bool = False,
+    max_fail: int = 0,
+    checks: Sequence[Check] = health.DEFAULT_CHECKS,
+    gate_timeout: float = 120.0,
+    gate_interval: float = 2.0,
+    start_batch: int = 0,
+    extravars: Mapping[str, Any] | None = None,
+    observer: RunObserver | None = None,
+    cancel: threading.Event | None = None,
+    created_by: str | None = None,
+    silence_for: timedelta = timedelta(hours=1),
+    play_timeout: float | None = None,
+) -> RollingResult:
+    """Patch the plan's batches from `start_batch` on; see the module docstring for the flow.
+
+    playbook: file name under settings.playbooks_dir, run per batch with the batch as limit.
+    max_fail: how many hosts may fail the play (in this call) before the run stops.
+    gate_timeout / gate_interval: seconds; see wait_for_gate. After a play that changed
+      something, the gate also requires a scrape newer than the play's end (freshness_check).
+    cancel: set it (a widget's Stop button) to stop the play in flight and the run.
+    created_by: the silences' author (default settings.user). silence_for: each silence's
+      ceiling, should this process die mid-batch; normally it is expired at the batch's end.
+    play_timeout: seconds after which a batch's play is stopped (its hosts are then in doubt).
+    Returns the RollingResult. It raises only for a wrong argument, a missing playbook or a host
+    the inventory does not have (all before anything runs), and
+    for a KeyboardInterrupt, which is re-raised after the play has stopped, the silence has
+    expired and observer.finished has heard of it (the summary is added to it as a note).
+    """
+    if not 0 <= start_batch < len(plan.batches):
+        raise BatchError(
+            f"start_batch {start_batch} is out of range; expected 0 to {len(plan.batches) - 1}"
+        )
+    if isinstance(max_fail, bool) or not isinstance(max_fail, int) or max_fail < 0:
+        raise BatchError(f"max_fail {max_fail!r} is invalid; expected a whole number >= 0")
+    if gate_timeout < 0 or gate_interval <= 0:
+        raise BatchError(
+            f"gate_timeout {gate_timeout} and gate_interval {gate_interval} are invalid; "
+            "expected seconds, gate_timeout >= 0 and gate_interval > 0"
+        )
+    playbook_path = settings.playbook(playbook)
+    if not playbook_path.is_file():
+        raise PlayError(f"playbook '{playbook_path}' does not exist; expected a playbook file")
+    Inventory.load(settings.inventory).check_hosts(plan.hosts)
+    run = _Run(
+        plan=plan,
+        settings=settings,
+        playbook=playbook_path,
+        check=check,
+        checks=tuple(checks),
+        gate_timeout=gate_timeout,
+        gate_interval=gate_interval,
+        extravars=dict(extravars or {}),
+        observer=observer if observer is not None else NullObserver(),
+        cancel=cancel,
+        created_by=created_by or settings.user,
+        silence_for=silence_for,
+        play_timeout=play_timeout,
+    )
+    return run.execute(start_batch, max_fail)
+
+
+@dataclass
+class _Run:
+    """One call of rolling_patch: its options, and what it has done so far."""
+
+    plan: RollingPlan
+    settings: Settings
+    playbook: Path
+    check: bool
+    checks: tuple[Check, ...]
+    gate_timeout: float
+    gate_interval: float
+    extravars: dict[str, Any]
+    observer: RunObserver
+    cancel: threading.Event | None
+    created_by: str
+    silence_for: timedelta
+    play_timeout: float | None
+    batches: list[BatchResult] = field(default_factory=list)
+    current: int = 0
+    max_fail: int = 0
+
+    def execute(self, start_batch: int, max_fail: int) -> RollingResult:
+        self.max_fail = max_fail
+        stopped: str | None = None
+        resume_from: int | None = None
+        error: Exception | None = None
+        try:
+            for index in range(start_batch, len(self.plan.batches)):
+                self.current = index
+                stopped, resume_from, error = self._batch(index, max_fail)
+                if stopped is not None:
+                    break
+        except KeyboardInterrupt as interrupt:
+            stopped = f"interrupted (KeyboardInterrupt) in batch {self.current + 1}"
+            result = self._result(start_batch, stopped, self.current, None)
+            try:
+                self.observer.finished(result)
+            finally:
+                interrupt.add_note(result.summary())
+            raise
+        result = self._result(start_batch, stopped, resume_from, error)
+        try:
+            self.observer.finished(result)
+        except Exception as failure:
+            failure.add_note(f"observer.finished failed; the run's summary:\n{result.summary()}")
+            raise
+        return result
+
+    def _result(
+        self,
+        start_batch: int,
+        stopped: str | None,
+        resume_from: int | None,
+        error: BaseException | None,
+    ) -> RollingResult:
+        return RollingResult(
+            plan=self.plan,
+            check=self.check,
+            start_batch=start_batch,
+            batches=tuple(self.batches),
+            stopped=stopped,
+            resume_from=resume_from,
+            max_fail=self.max_fail,
+            error=error,
+        )
+
+    def _batch(self, index: int, max_fail: int) -> tuple[str | None, int | None, Exception | None]:
+        """Run one batch; returns why the run stops (None to go on), where to resume, the error."""
+        number = f"batch {index + 1} of {len(self.plan.batches)}"
+        if self.cancel is not None and self.cancel.is_set():
+            return f"cancelled before {number}", index, None
+        hosts = self.plan.batches[index]
+        try:
+            self.observer.batch_starting(index, list(hosts))
+        except StopRun as stop:
+            verb = "paused" if isinstance(stop, Paused) else "stopped"
+            return f"{verb} before {number}: {stop}", index, None
+        except Exception as error:
+            return f"before {number}: the observer failed: {_describe(error)}", index, error
+        failed_before = sum(len(batch.play_failures) for batch in self.batches)
+        batch, failure = self._patch(index, hosts)
+        self.batches.append(batch)
+        stop_after: StopRun | None = None
+        observer_error: Exception | None = None
+        try:
+            self.observer.batch_finished(index, batch)
+        except StopRun as stop:
+            stop_after = stop
+        except Exception as error:
+            observer_error = error
+        if failure is not None and not isinstance(failure, Exception):
+            if observer_error is not None:
+                failure.add_note(f"observer.batch_finished failed: {_describe(observer_error)}")
+            raise failure  # KeyboardInterrupt: execute() reports it, then re-raises it
+        reasons = []
+        if failure is not None or batch.play_status not in _PLAY_ENDED:
+            reasons.append(batch.note or f"the play was {batch.play_status}")
+        else:
+            if batch.gate is not None and not batch.gate.passed:
+                failing = sorted({r.host for r in batch.gate.failures}, key=hosts.index)
+                reasons.append(f"health gate failed for {', '.join(failing)}")
+            failed_so_far = failed_before + len(batch.play_failures)
+            if failed_so_far > max_fail:
+                reasons.append(
+                    f"{failed_so_far} host{'s' if failed_so_far > 1 else ''} failed the play, "
+                    f"more than max_fail={max_fail}"
+                )
+        if observer_error is not None:
+            reasons.append(f"the observer could not take the result: {_describe(observer_error)}")
+        if reasons:
+            return f"{number}: {'; '.join(reasons)}", index, failure or observer_error
+        next_index = index + 1 if index + 1 < len(self.plan.batches) else None
+        if next_index is None:
+            return None, None, None  # the last batch is done: nothing left to stop before
+        if self.cancel is not None and self.cancel.is_set():
+            return f"cancelled after {number}", next_index, None
+        if stop_after is not None:
+            verb = "paused" if isinstance(stop_after, Paused) else "stopped"
+            return f"{verb} after {number}: {stop_after}", next_index, None
+        return None, None, None
+
+    def _patch(
+        self, index: int, hosts: tuple[str, ...]
+    ) -> tuple[BatchResult, BaseException | None]:
+        """Silence, play, gate, unsilence; never raises: what went wrong is returned."""
+        started_at = datetime.now(UTC)
+        events: list[RunnerEvent] = []
+        gates: list[GateResult] = []
+        status = PLAY_NOT_STARTED
+        silence_id: str | None = None
+        play: PlayResult | None = None
+        failure: BaseException | None = None
+
+        def on_event(event: RunnerEvent) -> None:
+            events.append(event)
+            self.observer.event(event)
+
+        def on_gate(result: GateResult) -> None:
+            gates.append(result)
+            self.observer.gate_result(index, result)
+
+        try:
+            with self._silence(index, hosts) as silence_id:
+                status = PLAY_INTERRUPTED
+                play = run_play(
+                    self.playbook,
+                    self.settings.inventory,
+                    runs_dir=self.settings.runs_dir,
+                    hosts=list(hosts),
+                    extravars=self.extravars,
+                    check=self.check,
+                    on_event=on_event,
+                    cancel=self.cancel,
+                    timeout=self.play_timeout,
+                )
+                status = play.status
+                if status in _PLAY_ENDED:
+                    self._gate(hosts, play, on_gate)
+        except BaseException as caught:  # KeyboardInterrupt too: _batch re-raises it
+            failure = caught
+        note = ""
+        if failure is not None:
+            where = {PLAY_NOT_STARTED: "before the play", PLAY_INTERRUPTED: "during the play"}
+            note = f"{where.get(status, 'after the play')}: {_describe(failure)}"
+        result = BatchResult(
+            index=index,
+            hosts=hosts,
+            play_status=status,
+            play=play.hosts if play is not None else summarize_events(events),
+            gate=gates[-1] if gates else None,
+            gate_attempts=len(gates),
+            silence_id=silence_id,
+            record=play.private_data_dir if play is not None else _record_of(failure),
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            note=note,
+        )
+        return result, failure
+
+    def _gate(
+        self, hosts: tuple[str, ...], play: PlayResult, on_gate: Callable[[GateResult], None]
+    ) -> None:
+        """The batch's health gate: waited for after a real patch, asked once in check mode."""
+        changed = any(result.changed for result in play.hosts.values())
+        wait_for_gate(
+            self.settings.prometheus_url,
+            {host: self.plan.instances[host] for host in hosts},
+            self.checks,
+            timeout=0 if self.check else self.gate_timeout,
+            interval=self.gate_interval,
+            fresh_after=datetime.now(UTC) if changed and not self.check else None,
+            cancel=self.cancel,
+            on_result=on_gate,
+        )
+
+    def _silence(self, index: int, hosts: tuple[str, ...]) -> Any:
+        if self.check:
+            return nullcontext(None)
+        return silences.silenced(
+            self.settings.alertmanager_url,
+            [self.plan.instances[host] for host in hosts],
+            duration=self.silence_for,
+            created_by=self.created_by,
+            comment=(
+                f"opsbook: rolling patch of {self.plan.stack}, batch {index + 1} of "
+                f"{len(self.plan.batches)} ({', '.join(hosts)})"
+            ),
+        )
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OpsbookError):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _record_of(failure: BaseException | None) -> Path | None:
+    """The play's folder, from the note run_play adds to an exception that cancelled it."""
+    for note in getattr(failure, "__notes__", []):
+        marker = "its record is in "
+        if marker in note:
+            return Path(note.split(marker, 1)[1].strip())
+    return None

@@ -1,0 +1,110 @@
+"""Start the runs service: `python -m opsbook.service` (the opsbook/runs image's command).
+
+Checks every setting and opens the database before listening, so a mistake stops the start with
+one line naming it (exit 1) instead of a service that fails its first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Mapping
+
+from opsbook.service.app import Context, make_app, start_sweeper
+from opsbook.service.identity import HubIdentity, make_hub_auth
+from opsbook.service.notify import Notifier
+from opsbook.service.oncall import HubOncall
+from opsbook.service.settings import SettingsError, load, masked_database_url
+from opsbook.service.store import Store, StoreError
+
+log = logging.getLogger("opsbook.runs")
+
+
+def _fail(lines: str) -> int:
+    for line in lines.splitlines():
+        print(f"opsbook runs: {line}", file=sys.stderr)
+    return 1
+
+
+async def serve(settings: dict, store: Store) -> None:
+    hub_auth = make_hub_auth(settings)
+    prefix = settings["JUPYTERHUB_SERVICE_PREFIX"]
+    ctx = Context(
+        store=store,
+        identity=HubIdentity(hub_auth),
+        oncall=HubOncall(
+            settings["JUPYTERHUB_API_URL"],
+            settings["JUPYTERHUB_API_TOKEN"],
+            settings["RUNS_ONCALL_GROUP"],
+            cache_seconds=settings["RUNS_AUTH_CACHE_SECONDS"],
+        ),
+        notifier=Notifier(
+            settings["RUNS_WEBHOOK_URL"], public_url=settings["RUNS_PUBLIC_URL"], prefix=prefix
+        ),
+        prefix=prefix,
+        hub_auth=hub_auth,
+    )
+    # The OAuth cookie only holds a hub token: a new secret per start means browsers go through
+    # the hub's OAuth once more (invisibly) after a restart; notebooks use tokens and never notice.
+    app = make_app(ctx, cookie_secret=secrets.token_bytes(32))
+    server = app.listen(settings["RUNS_PORT"], xheaders=True)
+    sweeper = start_sweeper(ctx, settings["RUNS_SWEEP_SECONDS"])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "runs service on port %d under %s; database %s; lease %d s; on-call group %s; webhook %s",
+        settings["RUNS_PORT"],
+        prefix,
+        masked_database_url(settings["RUNS_DATABASE_URL"]),
+        settings["RUNS_LEASE_SECONDS"],
+        settings["RUNS_ONCALL_GROUP"],
+        "on" if settings["RUNS_WEBHOOK_URL"] else "off",
+    )
+    await stop.wait()
+    log.info("stopping")
+    sweeper.stop()
+    server.stop()
+    await server.close_all_connections()
+    ctx.executor.shutdown(wait=True)
+
+
+def main(environ: Mapping[str, str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load(os.environ if environ is None else environ)
+    except SettingsError as error:
+        return _fail(str(error))
+    try:
+        store = Store(
+            settings["RUNS_DATABASE_URL"],
+            lease_seconds=settings["RUNS_LEASE_SECONDS"],
+            production_environments=settings["RUNS_PRODUCTION_ENVIRONMENTS"],
+        )
+    except StoreError as error:
+        url = masked_database_url(settings["RUNS_DATABASE_URL"])
+        return _fail(f"RUNS_DATABASE_URL: {error} ({url})")
+    renewed = store.extend_leases_after_restart()
+    if renewed:
+        log.info(
+            "gave %d running run(s) a fresh lease: no kernel could renew while we were down",
+            renewed,
+        )
+    try:
+        asyncio.run(serve(settings, store))
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

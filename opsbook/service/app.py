@@ -1,0 +1,552 @@
+"""The runs service's web app (tornado): the JSON API for notebooks and the status pages.
+
+Every handler does three things: find out who is asking (`Identity`), hand the work to the store in
+a worker thread (the store is synchronous and enforces the rules), and answer in the wire format.
+Refusals become `{"error": {...}}` with the status the rules chose; a bug becomes a 500 whose body
+says so without a traceback (the log has it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from sqlalchemy.exc import OperationalError
+from tornado import web
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from opsbook.service import pages
+from opsbook.service.identity import Identity
+from opsbook.service.notify import Notifier
+from opsbook.service.oncall import Oncall
+from opsbook.service.rules import Caller, Refused, may_read
+from opsbook.service.store import Store
+from opsbook.wire import (
+    SCOPES,
+    AppendEvents,
+    BatchFinish,
+    BatchStart,
+    CreateRun,
+    ErrorCode,
+    ErrorReply,
+    Event,
+    FinishRequest,
+    GateReport,
+    HandoffRequest,
+    Health,
+    Me,
+    NoteIn,
+    ReasonRequest,
+    RunList,
+    Wire,
+    WireError,
+)
+from opsbook.wire import Oncall as OncallReply
+
+log = logging.getLogger("opsbook.runs")
+T = TypeVar("T")
+W = TypeVar("W", bound=Wire)
+
+MAX_BODY = 8 * 1024 * 1024  # 1000 events of summaries fit with room to spare
+
+
+@dataclass
+class Context:
+    """Everything the handlers share."""
+
+    store: Store
+    identity: Identity
+    oncall: Oncall
+    notifier: Notifier
+    prefix: str = "/services/runs/"
+    hub_auth: Any = None  # HubOAuth in the real service; None with a fake identity
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="runs-db")
+    )
+    recent_runs: int = 20
+    card_events: int = 8
+    page_events: int = 200
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await IOLoop.current().run_in_executor(self.executor, partial(fn, *args, **kwargs))
+
+    async def act(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store action and announce what it recorded on the webhook."""
+
+        def recorded() -> tuple[T, list[Event]]:
+            with self.store.recording() as events:
+                result = fn(*args, **kwargs)
+            return result, events
+
+        result, events = await self.call(recorded)
+        if events:
+            run = result if hasattr(result, "batches") else None
+            if run is None:
+                run = await self.call(self.store.get_run, events[0].run_id)
+            self.notifier.events(run, events)
+        return result
+
+
+def _path_int(text: str) -> int:
+    """A run or batch number from the URL; one past any the database can hold does not exist."""
+    value = int(text)
+    if value > 2**31 - 1:
+        raise Refused(404, ErrorCode.NOT_FOUND, f"there is no run or batch {text}")
+    return value
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    ctx: Context
+    caller: Caller | None = None
+
+    def initialize(self, ctx: Context) -> None:
+        self.ctx = ctx
+        if ctx.hub_auth is not None:
+            self.hub_auth = ctx.hub_auth
+
+    async def prepare(self) -> None:
+        try:
+            self.caller = await self.ctx.identity.caller(self)
+        except web.HTTPError as error:
+            # HubAuth's way of saying the hub did not answer (or refused our own token).
+            log.error("cannot check a token with the hub: %s", error.log_message or error)
+            raise Refused(
+                503,
+                ErrorCode.UNAVAILABLE,
+                "cannot check who you are: the hub's API did not answer; try again shortly",
+            ) from None
+
+    def get_current_user(self) -> Caller | None:
+        return self.caller
+
+    def check_xsrf_cookie(self) -> None:
+        # Cookie-authenticated writes are checked by HubOAuth when it reads the cookie; with a
+        # fake identity (tests) there is no cookie at all.
+        if self.ctx.hub_auth is not None:
+            super().check_xsrf_cookie()
+
+
+class ApiHandler(BaseHandler):
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def signed_in(self) -> Caller:
+        if self.caller is None:
+            raise Refused(
+                401,
+                ErrorCode.UNAUTHENTICATED,
+                "not signed in: send the header 'Authorization: token $JUPYTERHUB_API_TOKEN' "
+                "(a notebook has it in its environment), or sign in to the hub in a browser",
+            )
+        return self.caller
+
+    def who(self) -> Caller:
+        """The caller, who must at least be allowed to read runs."""
+        caller = self.signed_in()
+        may_read(caller)
+        return caller
+
+    def body(self, kind: type[W]) -> W:
+        raw = self.request.body or b"{}"
+        try:
+            data = json.loads(raw)
+        except ValueError as error:
+            raise Refused(400, ErrorCode.BAD_REQUEST, f"the body is not JSON: {error}") from None
+        try:
+            return kind.from_dict(data)
+        except WireError as error:
+            raise Refused(400, ErrorCode.BAD_REQUEST, str(error)) from None
+
+    def reply(self, value: Wire | dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(value.to_dict() if isinstance(value, Wire) else value))
+
+    def int_arg(self, name: str, default: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise Refused(
+                400, ErrorCode.BAD_REQUEST, f"{name}: expected a whole number, got {raw!r}"
+            ) from None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, Refused):
+            reply = error.reply()
+        elif isinstance(error, OperationalError):
+            reply = ErrorReply(
+                status=503,
+                code=ErrorCode.UNAVAILABLE,
+                message="the runs database does not answer; try again shortly",
+            )
+        elif isinstance(error, web.HTTPError) and status_code < 500:
+            reply = ErrorReply(
+                status=status_code,
+                code=ErrorCode.NOT_FOUND if status_code == 404 else ErrorCode.BAD_REQUEST,
+                message=error.log_message or self._reason,
+            )
+        else:
+            reply = ErrorReply(
+                status=status_code if status_code >= 500 else 500,
+                code=ErrorCode.INTERNAL,
+                message="the runs service failed on this request; its log says why",
+            )
+        self.set_status(reply.status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(reply.to_body()))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, Refused):
+            log.info(
+                "%s %s by %s: %d %s",
+                self.request.method,
+                self.request.path,
+                self.caller.name if self.caller else "-",
+                value.status,
+                value.message,
+            )
+        else:
+            super().log_exception(typ, value, tb)
+
+
+# --- API ------------------------------------------------------------------------------------------
+
+
+class HealthHandler(ApiHandler):
+    """Unauthenticated: Docker's health check and the proxy's probes; says nothing private."""
+
+    async def prepare(self) -> None:
+        self.caller = None
+
+    async def get(self) -> None:
+        try:
+            version = await self.ctx.call(self.ctx.store.schema_version)
+        except Exception as error:
+            log.error("health: database check failed: %s", error)
+            raise Refused(503, ErrorCode.UNAVAILABLE, "the runs database does not answer") from None
+        self.reply(Health(status="ok", schema_version=version, database=self.ctx.store.backend))
+
+
+class MeHandler(ApiHandler):
+    async def get(self) -> None:
+        caller = self.signed_in()
+        scopes = sorted(s for s in caller.scopes if s in SCOPES)
+        self.reply(Me(name=caller.name, scopes=scopes))
+
+
+class OncallHandler(ApiHandler):
+    async def get(self) -> None:
+        self.who()
+        users = await self.ctx.oncall.members()
+        self.reply(OncallReply(group=self.ctx.oncall.group, users=users))
+
+
+class RunsHandler(ApiHandler):
+    async def get(self) -> None:
+        self.who()
+        finished = max(0, min(self.int_arg("finished", self.ctx.recent_runs), 200))
+        runs = await self.ctx.call(
+            self.ctx.store.list_runs,
+            finished=finished,
+            runbook=self.get_query_argument("runbook", None),
+            stack=self.get_query_argument("stack", None),
+            active=self.get_query_argument("active", "1") not in ("0", "false", "no"),
+        )
+        self.reply(RunList(runs=runs))
+
+    async def post(self) -> None:
+        caller = self.who()
+        request = self.body(CreateRun)
+        run = await self.ctx.act(
+            self.ctx.store.create_run,
+            caller,
+            runbook=request.runbook,
+            stack=request.stack,
+            environment=request.environment,
+            plan=request.plan,
+            parameters=request.parameters,
+        )
+        self.set_header("Location", f"{self.ctx.prefix}api/runs/{run.id}")
+        self.reply(run, 201)
+
+
+class RunHandler(ApiHandler):
+    async def get(self, run_id: str) -> None:
+        self.who()
+        self.reply(await self.ctx.call(self.ctx.store.get_run, _path_int(run_id)))
+
+
+class EventsHandler(ApiHandler):
+    async def get(self, run_id: str) -> None:
+        self.who()
+        page = await self.ctx.call(
+            self.ctx.store.events,
+            _path_int(run_id),
+            since=max(0, self.int_arg("since", 0)),
+            limit=self.int_arg("limit", 500),
+        )
+        self.reply(page)
+
+    async def post(self, run_id: str) -> None:
+        caller = self.who()
+        request = self.body(AppendEvents)
+        result = await self.ctx.call(
+            self.ctx.store.append_events, _path_int(run_id), caller, request.events
+        )
+        self.reply(result)
+
+
+class BatchHandler(ApiHandler):
+    async def post(self, run_id: str, number: str, what: str) -> None:
+        caller = self.who()
+        store = self.ctx.store
+        if what == "start":
+            hosts = self.body(BatchStart).hosts
+            run = await self.ctx.act(
+                store.start_batch, _path_int(run_id), caller, _path_int(number), hosts
+            )
+        elif what == "finish":
+            results = self.body(BatchFinish).results
+            run = await self.ctx.act(
+                store.finish_batch, _path_int(run_id), caller, _path_int(number), results
+            )
+        else:
+            report = self.body(GateReport)
+            run = await self.ctx.act(
+                store.record_gate, _path_int(run_id), caller, _path_int(number), report
+            )
+        self.reply(run)
+
+
+class ActionHandler(ApiHandler):
+    """POST api/runs/{id}/{action}: lease, notes, handoff, pause, accept, takeover, resume,
+    finish, abort."""
+
+    async def post(self, run_id: str, action: str) -> None:
+        caller = self.who()
+        rid = _path_int(run_id)
+        store = self.ctx.store
+        if action == "lease":
+            self.reply(await self.ctx.call(store.renew_lease, rid, caller))
+        elif action == "notes":
+            note = self.body(NoteIn).text
+            self.reply(await self.ctx.act(store.add_note, rid, caller, note), 201)
+        elif action == "handoff":
+            request = self.body(HandoffRequest)
+            users = await self.ctx.oncall.members()
+            run = await self.ctx.act(
+                store.handoff,
+                rid,
+                caller,
+                to=request.to,
+                note=request.note,
+                oncall=users,
+                oncall_group=self.ctx.oncall.group,
+            )
+            self.reply(run)
+        elif action in ("takeover", "abort"):
+            reason = self.body(ReasonRequest).reason
+            method = store.takeover if action == "takeover" else store.abort
+            self.reply(await self.ctx.act(method, rid, caller, reason))
+        elif action == "finish":
+            request = self.body(FinishRequest)
+            self.reply(
+                await self.ctx.act(store.finish, rid, caller, request.outcome, request.summary)
+            )
+        else:
+            method = {"pause": store.pause, "accept": store.accept, "resume": store.resume}[action]
+            self.reply(await self.ctx.act(method, rid, caller))
+
+
+class NotFoundApiHandler(ApiHandler):
+    async def prepare(self) -> None:
+        raise Refused(
+            404,
+            ErrorCode.NOT_FOUND,
+            f"no such API path: {self.request.method} {self.request.path}; "
+            f"see {self.ctx.prefix}api/ in the service's README",
+        )
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+
+class PageHandler(BaseHandler):
+    def who(self) -> Caller | None:
+        """None when a redirect to the hub's login was sent."""
+        if self.caller is None:
+            url = self.ctx.identity.login_url(self)
+            if url is None:
+                raise Refused(401, ErrorCode.UNAUTHENTICATED, "Sign in to the hub first.")
+            self.redirect(url)
+            return None
+        may_read(self.caller)
+        return self.caller
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, Refused):
+            status, message = error.status, error.message
+        elif isinstance(error, web.HTTPError) and status_code < 500:
+            status, message = status_code, error.log_message or self._reason
+        else:
+            status, message = 500, "The runs service failed on this page; its log says why."
+        self.set_status(status)
+        title = {401: "Not signed in", 403: "Not allowed", 404: "Not found"}.get(status, "Error")
+        who = self.caller.name if self.caller else ""
+        self.finish(pages.message_page(title, message, who=who, prefix=self.ctx.prefix))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if not isinstance(value, Refused):
+            super().log_exception(typ, value, tb)
+
+    def card(self, run_id: int) -> pages.RunCard:
+        """Runs in a worker thread: the run, its last events and its notes."""
+        store = self.ctx.store
+        people = store.last_events(run_id, 50, people_only=True)
+        return pages.RunCard(
+            run=store.get_run(run_id),
+            last_events=store.last_events(run_id, self.ctx.card_events),
+            notes=[e for e in people if e.type in ("note", "handoff") and e.message][-5:],
+        )
+
+
+class IndexPage(PageHandler):
+    async def get(self) -> None:
+        caller = self.who()
+        if caller is None:
+            return
+
+        def gather() -> str:
+            runs = self.ctx.store.list_runs(finished=self.ctx.recent_runs)
+            active = [self.card(run.id) for run in runs if not run.finished]
+            recent = [run for run in runs if run.finished]
+            return pages.index_page(
+                active, recent, who=caller.name, prefix=self.ctx.prefix, now=datetime.now(UTC)
+            )
+
+        self.set_header("Cache-Control", "no-store")
+        self.finish(await self.ctx.call(gather))
+
+
+class RunPage(PageHandler):
+    async def get(self, run_id: str) -> None:
+        caller = self.who()
+        if caller is None:
+            return
+        before_raw = self.get_query_argument("before", "")
+        before = int(before_raw) if before_raw.isdigit() else None
+        rid = _path_int(run_id)
+        store = self.ctx.store
+
+        def gather() -> str:
+            card = self.card(rid)
+            events = store.last_events(rid, self.ctx.page_events, before=before)
+            history = store.last_events(rid, 1000, people_only=True)
+            older = events[0].seq if events and events[0].seq > 1 else None
+            return pages.run_page(
+                card,
+                history,
+                events,
+                older=older,
+                latest=before is None,
+                who=caller.name,
+                prefix=self.ctx.prefix,
+                now=datetime.now(UTC),
+            )
+
+        self.set_header("Cache-Control", "no-store")
+        self.finish(await self.ctx.call(gather))
+
+
+class OAuthCallback(HubOAuthCallbackHandler):
+    def initialize(self, hub_auth: Any) -> None:
+        self.hub_auth = hub_auth
+
+
+def make_app(ctx: Context, *, cookie_secret: bytes | None = None) -> web.Application:
+    p = ctx.prefix
+    api = f"{p}api"
+    run = rf"{api}/runs/(\d+)"
+    handlers: list[Any] = [
+        (p, IndexPage, {"ctx": ctx}),
+        (rf"{p}runs/(\d+)", RunPage, {"ctx": ctx}),
+        (f"{api}/health", HealthHandler, {"ctx": ctx}),
+        (f"{api}/me", MeHandler, {"ctx": ctx}),
+        (f"{api}/oncall", OncallHandler, {"ctx": ctx}),
+        (f"{api}/runs", RunsHandler, {"ctx": ctx}),
+        (run, RunHandler, {"ctx": ctx}),
+        (f"{run}/events", EventsHandler, {"ctx": ctx}),
+        (rf"{run}/batches/(\d+)/(start|finish|gate)", BatchHandler, {"ctx": ctx}),
+        (
+            f"{run}/(lease|notes|handoff|pause|accept|takeover|resume|finish|abort)",
+            ActionHandler,
+            {"ctx": ctx},
+        ),
+        (f"{api}/.*", NotFoundApiHandler, {"ctx": ctx}),
+        (p.rstrip("/"), web.RedirectHandler, {"url": p}),
+    ]
+    if ctx.hub_auth is not None:
+        handlers.insert(0, (f"{p}oauth_callback", OAuthCallback, {"hub_auth": ctx.hub_auth}))
+    return web.Application(
+        handlers,
+        log_function=_log_request,
+        cookie_secret=cookie_secret,
+        xsrf_cookies=False,  # HubOAuth checks XSRF on cookie-authenticated writes itself
+        max_body_size=MAX_BODY,
+    )
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    """Tornado's access log, without the health checks Docker makes every few seconds."""
+    status = handler.get_status()
+    if isinstance(handler, HealthHandler) and status == 200:
+        return
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    who = getattr(handler, "caller", None)
+    logging.getLogger("tornado.access").log(
+        level,
+        "%d %s %s (%s, %s) %.1f ms",
+        status,
+        request.method,
+        request.path,  # not the query: nothing secret travels there, but keep logs short
+        request.remote_ip,
+        who.name if who else "-",
+        request.request_time() * 1000,
+    )
+
+
+def start_sweeper(ctx: Context, every_seconds: float) -> PeriodicCallback:
+    """Orphan runs whose lease ran out, every few seconds, and announce them."""
+
+    async def sweep() -> None:
+        try:
+            with_events = await ctx.call(_expire_with_events, ctx.store)
+        except Exception:
+            log.exception("lease sweep failed; will try again")
+            return
+        for run, events in with_events:
+            log.warning("run %d orphaned: %s's lease ran out", run.id, run.owner)
+            ctx.notifier.events(run, events)
+
+    callback = PeriodicCallback(sweep, every_seconds * 1000)
+    callback.start()
+    return callback
+
+
+def _expire_with_events(store: Store) -> list[tuple[Any, list[Event]]]:
+    with store.recording() as events:
+        orphaned = store.expire_leases()
+    return [(run, [e for e in events if e.run_id == run.id]) for run in orphaned]

@@ -1,0 +1,494 @@
+"""Who may do what to a run, and what state it is in afterwards: pure functions, no database.
+
+The store calls these inside the transaction that holds the run's row, so a decision is always
+made on the run as it is, never on a copy that changed meanwhile. Every refusal is a `Refused`
+carrying the HTTP status, a wire error code and a message a person can act on ("run 12 is owned by
+bob, not by you (alice)"), because the client shows these messages to engineers as they are.
+
+Order of checks, so that the answer is the most useful one: the scope the action needs (403, naming
+it), then whether the run is finished (409), then ownership and state (409).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from opsbook.wire import (
+    FINISHED_STATES,
+    RESULT_STATES,
+    SCOPE_PRODUCTION,
+    SCOPE_READ,
+    SCOPE_TAKEOVER,
+    SCOPE_WRITE,
+    BatchState,
+    ErrorCode,
+    ErrorReply,
+    HostState,
+    RunState,
+)
+
+WHO_HOLDS = {
+    SCOPE_READ: "everyone signed in to Opsbook",
+    SCOPE_WRITE: "engineers in ops and on call",
+    SCOPE_PRODUCTION: "on-call engineers, for production stacks",
+    SCOPE_TAKEOVER: "on-call engineers",
+}
+
+
+class Refused(Exception):
+    """A request the service turns down; becomes an ErrorReply on the wire."""
+
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        *,
+        scope: str | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.scope = scope
+        self.run_id = run_id
+
+    def reply(self) -> ErrorReply:
+        return ErrorReply(
+            status=self.status,
+            code=self.code,
+            message=self.message,
+            scope=self.scope,
+            run_id=self.run_id,
+        )
+
+
+def bad_request(message: str) -> Refused:
+    return Refused(400, ErrorCode.BAD_REQUEST, message)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A JupyterHub user (or service) and the scopes their token carries."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def has(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class Action(StrEnum):
+    APPEND = "append events to"
+    BATCH_START = "start a batch of"
+    BATCH_FINISH = "finish a batch of"
+    GATE = "record a health gate of"
+    LEASE = "renew the lease of"
+    NOTE = "add a note to"
+    HANDOFF = "hand off"
+    PAUSE = "pause"
+    ACCEPT = "accept"
+    TAKEOVER = "take over"
+    RESUME = "resume"
+    FINISH = "finish"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the rules need to know of a run."""
+
+    id: int
+    state: RunState
+    owner: str
+    production: bool
+    handoff_to: str | None = None
+    current_batch: int | None = None
+    lease_expires_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def require(caller: Caller, scope: str, doing: str) -> None:
+    """403 naming the scope, who normally holds it, and what the caller holds."""
+    if caller.has(scope):
+        return
+    held = sorted(s for s in caller.scopes if s.startswith("custom:runs:")) or ["no runs scope"]
+    raise Refused(
+        403,
+        ErrorCode.MISSING_SCOPE,
+        f"{caller.name} may not {doing}: that needs the JupyterHub scope {scope} "
+        f"(given to {WHO_HOLDS[scope]}); you have {', '.join(held)}.",
+        scope=scope,
+    )
+
+
+def may_read(caller: Caller) -> None:
+    require(caller, SCOPE_READ, "read runs")
+
+
+def may_create(caller: Caller, *, production: bool, stack: str) -> None:
+    require(caller, SCOPE_WRITE, f"start a run on {stack}")
+    if production:
+        require(caller, SCOPE_PRODUCTION, f"start a run on the production stack {stack}")
+
+
+# States each action needs (the owner acting). Pause, accept and resume list the states where a
+# repeat of the same request is harmless, so that a client retrying after a lost answer is fine.
+_OWNER_STATES: dict[Action, frozenset[RunState]] = {
+    Action.APPEND: frozenset({RunState.RUNNING}),
+    Action.BATCH_START: frozenset({RunState.RUNNING}),
+    Action.BATCH_FINISH: frozenset({RunState.RUNNING}),
+    Action.GATE: frozenset({RunState.RUNNING}),
+    Action.LEASE: frozenset({RunState.RUNNING}),
+    Action.HANDOFF: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF}),
+    Action.PAUSE: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF}),
+    Action.RESUME: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF}),
+    Action.FINISH: frozenset({RunState.RUNNING, RunState.PAUSED}),
+    Action.ABORT: frozenset(
+        {RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF, RunState.ORPHANED}
+    ),
+}
+
+
+def authorize(action: Action, run: RunFacts, caller: Caller) -> None:
+    """Raise Refused unless `caller` may do `action` to `run` now; return None if they may."""
+    doing = f"{action.value} run {run.id}"
+    require(caller, SCOPE_WRITE, doing)
+    if action is Action.NOTE:
+        return  # anyone who may write may comment, on any run, finished ones included
+    if action is Action.TAKEOVER and caller.name != run.owner:
+        require(caller, SCOPE_TAKEOVER, doing)
+    if run.production:
+        require(caller, SCOPE_PRODUCTION, f"{doing}, which is on a production stack")
+    if run.state in FINISHED_STATES:
+        raise Refused(
+            409,
+            ErrorCode.RUN_FINISHED,
+            f"run {run.id} is already {run.state.value}"
+            + (f" (finished {_clock(run.finished_at)})" if run.finished_at else "")
+            + f"; it cannot {_verb(action)}. Start a new run instead.",
+            run_id=run.id,
+        )
+    if action is Action.ACCEPT:
+        _authorize_accept(run, caller)
+    elif action is Action.TAKEOVER:
+        _authorize_takeover(run)
+    elif action is Action.ABORT and caller.name != run.owner:
+        if run.state is not RunState.ORPHANED:
+            raise _not_owner(
+                run, caller, action, hint=" An orphaned run may be aborted by on-call."
+            )
+        require(caller, SCOPE_TAKEOVER, f"abort the orphaned run {run.id}")
+    else:
+        _authorize_owner(action, run, caller)
+
+
+def _authorize_owner(action: Action, run: RunFacts, caller: Caller) -> None:
+    if caller.name != run.owner:
+        raise _not_owner(run, caller, action)
+    if run.state in _OWNER_STATES[action]:
+        return
+    if run.state is RunState.ORPHANED:
+        raise Refused(
+            409,
+            ErrorCode.LEASE_EXPIRED,
+            f"run {run.id} is orphaned: your lease ran out"
+            + (f" at {_clock(run.lease_expires_at)}" if run.lease_expires_at else "")
+            + ". Stop working on it: take it over again (with a reason) or abort it.",
+            run_id=run.id,
+        )
+    allowed = " or ".join(sorted(state.value for state in _OWNER_STATES[action]))
+    hint = {
+        RunState.PAUSED: " Resume it first.",
+        RunState.HANDED_OFF: f" It waits for {run.handoff_to} to accept it; resume it to cancel.",
+    }.get(run.state, "")
+    raise Refused(
+        409,
+        ErrorCode.WRONG_STATE,
+        f"run {run.id} is {run.state.value}; to {action.value} it, it must be {allowed}.{hint}",
+        run_id=run.id,
+    )
+
+
+def _authorize_accept(run: RunFacts, caller: Caller) -> None:
+    if caller.name == run.owner and run.state is RunState.RUNNING and run.handoff_to is None:
+        return  # already accepted: a repeat is harmless
+    if run.handoff_to is None:
+        raise Refused(
+            409,
+            ErrorCode.NOT_HANDED_TO_YOU,
+            f"run {run.id} has not been handed off to anyone (it is {run.state.value}, owner "
+            f"{run.owner}); ask {run.owner} to hand it to you.",
+            run_id=run.id,
+        )
+    if run.handoff_to != caller.name:
+        raise Refused(
+            409,
+            ErrorCode.NOT_HANDED_TO_YOU,
+            f"run {run.id} was handed to {run.handoff_to}, not to you ({caller.name}); "
+            f"only {run.handoff_to} may accept it.",
+            run_id=run.id,
+        )
+    if run.state is RunState.RUNNING:
+        batch = f"batch {run.current_batch} is still running" if run.current_batch else "running"
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} is not paused yet: {run.owner}'s {batch}; it pauses at the end of "
+            "the batch. Accept it when it shows handed_off.",
+            run_id=run.id,
+        )
+    if run.state is not RunState.HANDED_OFF:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} is {run.state.value}, not handed_off; it cannot be accepted now.",
+            run_id=run.id,
+        )
+
+
+def _authorize_takeover(run: RunFacts) -> None:
+    if run.state is RunState.ORPHANED:
+        return
+    if run.state is RunState.RUNNING:
+        until = f" until {_clock(run.lease_expires_at)}" if run.lease_expires_at else ""
+        detail = f"{run.owner} holds its lease{until}"
+    else:
+        detail = f"it is {run.state.value} (owner {run.owner})"
+    raise Refused(
+        409,
+        ErrorCode.WRONG_STATE,
+        f"run {run.id} is not orphaned: {detail}. Only a run whose lease ran out can be taken "
+        f"over; ask {run.owner} to hand it off.",
+        run_id=run.id,
+    )
+
+
+def _not_owner(run: RunFacts, caller: Caller, action: Action, *, hint: str = "") -> Refused:
+    lost = (
+        " Your kernel no longer holds this run: stop working on it."
+        if action in (Action.APPEND, Action.LEASE, Action.BATCH_START, Action.BATCH_FINISH)
+        else ""
+    )
+    return Refused(
+        409,
+        ErrorCode.NOT_OWNER,
+        f"run {run.id} is owned by {run.owner}, not by you ({caller.name}); only the owner may "
+        f"{action.value} it.{lost}{hint}",
+        run_id=run.id,
+    )
+
+
+def state_after(action: Action, run: RunFacts) -> RunState:
+    """The run's state once `action` (already authorized) is done."""
+    if action is Action.PAUSE:
+        return RunState.HANDED_OFF if run.handoff_to else RunState.PAUSED
+    if action is Action.HANDOFF:
+        # A running run pauses at its next batch boundary (the owner's kernel calls pause).
+        return RunState.RUNNING if run.state is RunState.RUNNING else RunState.HANDED_OFF
+    if action in (Action.ACCEPT, Action.TAKEOVER, Action.RESUME):
+        return RunState.RUNNING
+    if action is Action.ABORT:
+        return RunState.ABORTED
+    return run.state
+
+
+# --- checks on the request's contents, given the run's batches and hosts --------------------------
+
+
+def check_plan(plan: Sequence[Sequence[str]], max_hosts: int = 10_000) -> None:
+    if not plan or any(not batch for batch in plan):
+        raise bad_request("plan: expected one or more batches, each with one or more hosts")
+    seen: set[str] = set()
+    for number, batch in enumerate(plan, start=1):
+        for host in batch:
+            if not host.strip():
+                raise bad_request(f"plan: batch {number} has a blank host name")
+            if len(host) > 255 or any(ord(ch) < 32 for ch in host):
+                raise bad_request(f"plan: host {host[:40]!r} is not a host name")
+            if host in seen:
+                raise bad_request(f"plan: host {host} appears twice; each host is in one batch")
+            seen.add(host)
+    if len(seen) > max_hosts:
+        raise bad_request(f"plan: {len(seen)} hosts; at most {max_hosts} per run")
+
+
+def check_batch_start(run: RunFacts, number: int, batch_states: Sequence[BatchState]) -> None:
+    """Batches run in order, one at a time. `batch_states[i]` is batch i+1's."""
+    _check_batch_number(run, number, len(batch_states))
+    if run.current_batch is not None and run.current_batch != number:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"batch {run.current_batch} of run {run.id} is still in flight; finish it before "
+            f"starting batch {number}.",
+            run_id=run.id,
+        )
+    unfinished = [
+        str(index)
+        for index, state in enumerate(batch_states[: number - 1], start=1)
+        if state is not BatchState.DONE
+    ]
+    if unfinished:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id}: batch {number} cannot start before batch "
+            f"{', '.join(unfinished)} is done; batches run in order.",
+            run_id=run.id,
+        )
+
+
+def check_pause(run: RunFacts) -> None:
+    """A run pauses at a batch boundary: the batch in flight finishes first."""
+    if run.state is RunState.RUNNING and run.current_batch is not None:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"batch {run.current_batch} of run {run.id} is in flight; pause when it has "
+            "finished (a pending handoff waits for that too).",
+            run_id=run.id,
+        )
+
+
+def check_hosts_in_batch(number: int, wanted: Iterable[str], batch_hosts: Iterable[str]) -> None:
+    unknown = sorted(set(wanted) - set(batch_hosts))
+    if unknown:
+        raise bad_request(
+            f"hosts {', '.join(unknown)} are not in batch {number} "
+            f"(it has {', '.join(sorted(batch_hosts))})"
+        )
+
+
+def check_batch_finish(
+    run: RunFacts,
+    number: int,
+    batch_count: int,
+    results: dict[str, HostState],
+    host_states: dict[str, HostState],
+) -> None:
+    """`host_states`: the batch's hosts now. Every host running in the batch needs a result."""
+    _check_batch_number(run, number, batch_count)
+    if run.current_batch != number:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"batch {number} of run {run.id} is not in flight"
+            + (f" (batch {run.current_batch} is)" if run.current_batch else "")
+            + "; start it before finishing it.",
+            run_id=run.id,
+        )
+    bad = sorted(host for host, state in results.items() if state not in RESULT_STATES)
+    if bad:
+        raise bad_request(
+            f"results for {', '.join(bad)}: a host's result is ok, failed, unreachable or in_doubt"
+        )
+    check_hosts_in_batch(number, results, host_states)
+    missing = sorted(
+        host
+        for host, state in host_states.items()
+        if state is HostState.RUNNING and host not in results
+    )
+    if missing:
+        raise bad_request(
+            f"batch {number}: no result for {', '.join(missing)}; every host that ran needs one "
+            "(in_doubt if you cannot tell)"
+        )
+
+
+def check_gate(run: RunFacts, number: int, batch_count: int, state: BatchState) -> None:
+    _check_batch_number(run, number, batch_count)
+    if state is not BatchState.DONE:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"batch {number} of run {run.id} is {state.value}; the health gate comes after the "
+            "batch is finished.",
+            run_id=run.id,
+        )
+
+
+def check_finish(
+    run: RunFacts,
+    outcome: RunState,
+    batch_states: Sequence[BatchState],
+    host_states: dict[str, HostState],
+) -> None:
+    if outcome not in (RunState.COMPLETED, RunState.FAILED):
+        raise bad_request(f"outcome: expected completed or failed, got {outcome.value}")
+    if outcome is RunState.FAILED:
+        return
+    problems = []
+    if run.current_batch is not None:
+        problems.append(f"batch {run.current_batch} is still in flight")
+    not_run = [
+        str(index)
+        for index, state in enumerate(batch_states, start=1)
+        if state is not BatchState.DONE and index != run.current_batch
+    ]
+    if not_run:
+        problems.append(f"batch {', '.join(not_run)} has not run")
+    doubtful = sorted(h for h, s in host_states.items() if s is HostState.IN_DOUBT)
+    if doubtful:
+        problems.append(f"hosts in doubt: {', '.join(doubtful)}")
+    if problems:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} cannot be completed: {'; '.join(problems)}. Run them, or finish "
+            "the run as failed.",
+            run_id=run.id,
+        )
+
+
+def check_handoff_target(run: RunFacts, to: str, oncall: Sequence[str], group: str) -> None:
+    if not to.strip():
+        raise bad_request("to: expected the user name of the on-call engineer to hand off to")
+    if to == run.owner:
+        raise bad_request(f"run {run.id} is already yours ({to}); hand it to someone else")
+    if to not in oncall:
+        listed = ", ".join(sorted(oncall)) if oncall else f"nobody (group {group} is empty)"
+        raise Refused(
+            400,
+            ErrorCode.NOT_ON_CALL,
+            f"{to} is not on call (group {group}), so run {run.id} cannot be handed to them; "
+            f"on call now: {listed}.",
+            run_id=run.id,
+        )
+
+
+def require_reason(reason: str, action: Action) -> str:
+    if not reason.strip():
+        raise bad_request(f"reason: say why you {action.value} the run; it goes into the record")
+    return reason.strip()
+
+
+def _check_batch_number(run: RunFacts, number: int, count: int) -> None:
+    if not 1 <= number <= count:
+        raise Refused(
+            404,
+            ErrorCode.NOT_FOUND,
+            f"run {run.id} has batches 1 to {count}; there is no batch {number}.",
+            run_id=run.id,
+        )
+
+
+def _verb(action: Action) -> str:
+    return {
+        Action.RESUME: "be resumed",
+        Action.FINISH: "be finished again",
+        Action.ABORT: "be aborted",
+        Action.ACCEPT: "be accepted",
+        Action.TAKEOVER: "be taken over",
+        Action.HANDOFF: "be handed off",
+        Action.PAUSE: "be paused",
+        Action.LEASE: "be leased",
+    }.get(action, "take more events or batches")
+
+
+def _clock(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "?"

@@ -1,0 +1,1164 @@
+"""The runs ledger: every operation on runs, hosts and events, each in one database transaction.
+
+Each change locks the run's row first (SELECT ... FOR UPDATE on PostgreSQL; on SQLite every write
+transaction is BEGIN IMMEDIATE, which takes the database's write lock), then asks `rules` whether
+the caller may do it, then writes the change and its event. So the decision and the change see the
+same run, the per-run sequence numbers have no gaps or repeats, and two engineers acting at once are
+served one after the other. Permissions live here rather than in the HTTP layer so that the store's
+tests cover them and no other caller can skip them.
+
+The methods are synchronous (SQLAlchemy Core); the web app runs them in a small thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from opsbook.service import rules
+from opsbook.service.rules import Action, Caller, Refused, RunFacts, bad_request
+from opsbook.service.tables import SCHEMA_VERSION, batches, events, hosts, metadata, runs, schema
+from opsbook.wire import (
+    AppendResult,
+    BatchState,
+    BatchView,
+    ErrorCode,
+    Event,
+    EventIn,
+    EventKind,
+    EventPage,
+    GateReport,
+    Handoff,
+    HostResult,
+    HostState,
+    HostView,
+    LeaseGrant,
+    Run,
+    RunState,
+    WireError,
+    is_production,
+    parse_wire_time,
+    wire_time,
+)
+
+log = logging.getLogger("opsbook.runs")
+
+SYSTEM_ACTOR = "runs"
+MAX_EVENTS_PER_APPEND = 1000
+MAX_EVENT_DATA = 16_384  # bytes of JSON per event; beyond: replaced by a note saying so
+MAX_TEXT = 4000  # characters of a message, note or reason
+MAX_PAGE = 1000
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or used (message names what to check)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _db(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment else None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment else None
+
+
+def _wire(moment: datetime | None) -> str | None:
+    return wire_time(moment.replace(tzinfo=UTC)) if moment else None
+
+
+def _name(value: str, what: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 255 or any(ord(ch) < 32 for ch in value):
+        raise bad_request(f"{what}: expected a name of 1 to 255 printable characters")
+    return value
+
+
+def _text(value: str | None) -> str | None:
+    """Free text as stored: bounded, and without NUL (PostgreSQL refuses it in text)."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "")
+    return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for SQLite (a file; WAL; BEGIN IMMEDIATE for writes) or PostgreSQL."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+            # We issue BEGIN ourselves (below): pysqlite's own would start writes deferred.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in (
+                "journal_mode=WAL",  # readers do not wait for the writer
+                "synchronous=FULL",  # a committed event survives a power cut
+                "foreign_keys=ON",
+                "busy_timeout=30000",
+            ):
+                cursor.execute(f"PRAGMA {pragma}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection: Connection) -> None:
+            readonly = connection.get_execution_options().get("opsbook_readonly", False)
+            connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class Store:
+    """The ledger. `now` is injectable so tests can let leases run out without waiting."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_seconds: int = 60,
+        production_environments: frozenset[str] = frozenset({"production"}),
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self.url = url
+        self.lease_seconds = lease_seconds
+        self.production_environments = production_environments
+        self.now = now
+        self._journal = threading.local()
+        try:
+            self.engine = make_engine(url)
+            self.backend = self.engine.dialect.name
+            self._reader = self.engine.execution_options(opsbook_readonly=True)
+            self._migrate()
+        except SQLAlchemyError as error:
+            raise StoreError(f"cannot open the database: {_short(error)}") from error
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def recording(self) -> Iterator[list[Event]]:
+        """Collect the human and system events this thread records inside the block (for the
+        webhook: the app announces what an action did, and only that)."""
+        self._journal.events = collected = []
+        try:
+            yield collected
+        finally:
+            self._journal.events = None
+
+    # --- transactions -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn, conn.begin():
+            yield conn
+
+    def _migrate(self) -> None:
+        metadata.create_all(self.engine)
+        with self._write() as conn:
+            version = conn.execute(select(func.max(schema.c.version))).scalar()
+            if version is None:
+                conn.execute(insert(schema).values(version=SCHEMA_VERSION, created_at=_db(_now())))
+            elif version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database's schema version is {version}, newer than this service's "
+                    f"({SCHEMA_VERSION}): run the newer opsbook/runs image, or restore a backup"
+                )
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.max(schema.c.version))).scalar() or 0)
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def get_run(self, run_id: int) -> Run:
+        with self._read() as conn:
+            return self._load(conn, run_id)
+
+    def list_runs(
+        self,
+        *,
+        finished: int = 20,
+        runbook: str | None = None,
+        stack: str | None = None,
+        active: bool = True,
+    ) -> list[Run]:
+        """Active runs (newest first), then the `finished` most recently finished ones."""
+        filters = []
+        if runbook:
+            filters.append(runs.c.runbook == runbook)
+        if stack:
+            filters.append(runs.c.stack == stack)
+        with self._read() as conn:
+            rows: list[RowMapping] = []
+            if active:
+                query = select(runs).where(runs.c.active_key.is_not(None), *filters)
+                rows += conn.execute(query.order_by(runs.c.id.desc())).mappings().all()
+            if finished > 0:
+                query = select(runs).where(runs.c.active_key.is_(None), *filters)
+                query = query.order_by(runs.c.finished_at.desc(), runs.c.id.desc())
+                rows += conn.execute(query.limit(finished)).mappings().all()
+            return self._views(conn, rows)
+
+    def events(self, run_id: int, *, since: int = 0, limit: int = 500) -> EventPage:
+        limit = max(1, min(limit, MAX_PAGE))
+        since = max(0, min(since, 2**31 - 1))
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            query = (
+                select(events)
+                .where(events.c.run_id == run_id, events.c.seq > since)
+                .order_by(events.c.seq)
+                .limit(limit + 1)
+            )
+            rows = conn.execute(query).mappings().all()
+        page = [_event_view(row) for row in rows[:limit]]
+        return EventPage(
+            events=page, next_since=page[-1].seq if page else since, more=len(rows) > limit
+        )
+
+    def last_events(
+        self, run_id: int, count: int, *, before: int | None = None, people_only: bool = False
+    ) -> list[Event]:
+        """The `count` latest events (seq < before), oldest first; people_only: no runner events."""
+        query = select(events).where(events.c.run_id == run_id)
+        if before is not None:
+            query = query.where(events.c.seq < max(0, min(before, 2**31 - 1)))
+        if people_only:
+            query = query.where(events.c.kind.in_([EventKind.HUMAN, EventKind.SYSTEM]))
+        query = query.order_by(events.c.seq.desc()).limit(max(1, min(count, MAX_PAGE)))
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_event_view(row) for row in reversed(rows)]
+
+    def event_count(self, run_id: int) -> int:
+        with self._read() as conn:
+            query = select(func.count()).select_from(events).where(events.c.run_id == run_id)
+            return int(conn.execute(query).scalar() or 0)
+
+    # --- starting a run ---------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        caller: Caller,
+        *,
+        runbook: str,
+        stack: str,
+        environment: str,
+        plan: Sequence[Sequence[str]],
+        parameters: dict[str, Any] | None = None,
+    ) -> Run:
+        runbook, stack = _name(runbook, "runbook"), _name(stack, "stack")
+        environment = _name(environment, "environment")
+        plan = [[host.strip() for host in batch] for batch in plan]
+        production = is_production(environment, self.production_environments)
+        rules.may_create(caller, production=production, stack=stack)
+        rules.check_plan(plan)
+        parameters = dict(parameters or {})
+        if len(json.dumps(parameters, default=str)) > MAX_EVENT_DATA:
+            raise bad_request(f"parameters: more than {MAX_EVENT_DATA} bytes of JSON")
+        key = f"{runbook}\n{stack}"
+        now = self.now()
+        try:
+            with self._write() as conn:
+                self._refuse_if_active(conn, key, runbook, stack)
+                run_id = conn.execute(
+                    insert(runs).values(
+                        runbook=runbook,
+                        stack=stack,
+                        environment=environment,
+                        production=production,
+                        parameters=parameters,
+                        state=RunState.RUNNING,
+                        owner=caller.name,
+                        lease_expires_at=_db(now + timedelta(seconds=self.lease_seconds)),
+                        lease_seconds=self.lease_seconds,
+                        created_by=caller.name,
+                        created_at=_db(now),
+                        updated_at=_db(now),
+                        active_key=key,
+                        last_seq=0,
+                    )
+                ).inserted_primary_key[0]
+                conn.execute(
+                    insert(batches),
+                    [
+                        {"run_id": run_id, "number": n, "state": BatchState.PENDING, "attempts": 0}
+                        for n in range(1, len(plan) + 1)
+                    ],
+                )
+                conn.execute(
+                    insert(hosts),
+                    [
+                        {
+                            "run_id": run_id,
+                            "name": host,
+                            "batch": number,
+                            "position": position,
+                            "state": HostState.PENDING,
+                            "attempts": 0,
+                        }
+                        for position, (number, host) in enumerate(
+                            (n, h) for n, batch in enumerate(plan, start=1) for h in batch
+                        )
+                    ],
+                )
+                count = sum(len(batch) for batch in plan)
+                self._record(
+                    conn,
+                    run_id,
+                    0,
+                    caller.name,
+                    "start",
+                    message=f"{caller.name} started {runbook} on {stack} ({environment}): "
+                    f"{_count(len(plan), 'batch', 'batches')}, {_count(count, 'host', 'hosts')}",
+                    data={"plan": plan, "environment": environment},
+                )
+                return self._load(conn, run_id)
+        except IntegrityError:
+            # Lost the race to a simultaneous start: the unique active_key let the other through.
+            with self._read() as conn:
+                self._refuse_if_active(conn, key, runbook, stack)
+            raise
+
+    def _refuse_if_active(self, conn: Connection, key: str, runbook: str, stack: str) -> None:
+        row = (
+            conn.execute(
+                select(runs.c.id, runs.c.owner, runs.c.state).where(runs.c.active_key == key)
+            )
+            .mappings()
+            .first()
+        )
+        if row:
+            raise Refused(
+                409,
+                ErrorCode.RUN_ACTIVE,
+                f"runbook {runbook} already has run {row['id']} on stack {stack} "
+                f"({row['state']}, owner {row['owner']}); one run per runbook and stack at a time. "
+                f"Ask {row['owner']} to hand it to you, or wait until it finishes.",
+                run_id=row["id"],
+            )
+
+    # --- the owner's kernel at work ---------------------------------------------------------------
+
+    def append_events(
+        self, run_id: int, caller: Caller, incoming: Sequence[EventIn]
+    ) -> AppendResult:
+        if len(incoming) > MAX_EVENTS_PER_APPEND:
+            raise bad_request(
+                f"events: {len(incoming)} in one request; send at most {MAX_EVENTS_PER_APPEND}"
+            )
+        cleaned = [_clean_event(item, index) for index, item in enumerate(incoming)]
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            rules.authorize(Action.APPEND, _facts(row), caller)
+            uuids = [item["uuid"] for item in cleaned if item["uuid"]]
+            known: set[str] = set()
+            for start in range(0, len(uuids), 500):
+                chunk = uuids[start : start + 500]
+                known |= set(
+                    conn.execute(
+                        select(events.c.uuid).where(
+                            events.c.run_id == run_id, events.c.uuid.in_(chunk)
+                        )
+                    ).scalars()
+                )
+            fresh, duplicates = [], 0
+            for item in cleaned:
+                if item["uuid"] and item["uuid"] in known:
+                    duplicates += 1
+                    continue
+                if item["uuid"]:
+                    known.add(item["uuid"])
+                fresh.append(item)
+            now = _db(self.now())
+            seq = row["last_seq"]
+            for item in fresh:
+                seq += 1
+                item.update(run_id=run_id, seq=seq, at=now, actor=caller.name)
+                item["kind"] = EventKind.RUNNER.value
+            if fresh:
+                conn.execute(insert(events), fresh)
+                self._touch(conn, run_id, seq)
+                self._note_activity(conn, run_id, fresh)
+            return AppendResult(stored=len(fresh), duplicates=duplicates, last_seq=seq)
+
+    def _note_activity(self, conn: Connection, run_id: int, fresh: list[dict[str, Any]]) -> None:
+        """Live progress: each host's latest task, for the status page (not its result)."""
+        latest = {item["host"]: item["task"] for item in fresh if item["host"] and item["task"]}
+        if latest:
+            conn.execute(
+                update(hosts)
+                .where(hosts.c.run_id == run_id, hosts.c.name == bindparam("h"))
+                .values(activity=bindparam("task")),
+                [{"h": host, "task": _text(task)} for host, task in latest.items()],
+            )
+
+    def renew_lease(self, run_id: int, caller: Caller) -> LeaseGrant:
+        now = self.now()
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            rules.authorize(Action.LEASE, _facts(row), caller)
+            expires = now + timedelta(seconds=self.lease_seconds)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(lease_expires_at=_db(expires), lease_seconds=self.lease_seconds)
+            )
+            return LeaseGrant(
+                run_id=run_id,
+                owner=row["owner"],
+                state=RunState(row["state"]),
+                lease_expires_at=wire_time(expires),
+                lease_seconds=self.lease_seconds,
+                handoff=_handoff(row),
+            )
+
+    def start_batch(
+        self, run_id: int, caller: Caller, number: int, wanted: Sequence[str] | None = None
+    ) -> Run:
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.BATCH_START, facts, caller)
+            states = self._batch_states(conn, run_id)
+            rules.check_batch_start(facts, number, states)
+            batch_hosts = self._hosts_of(conn, run_id, number)
+            chosen = list(dict.fromkeys(wanted)) if wanted else list(batch_hosts)
+            if not chosen:
+                raise bad_request(f"hosts: name at least one host of batch {number}")
+            rules.check_hosts_in_batch(number, chosen, batch_hosts)
+            if (
+                facts.current_batch == number
+                and states[number - 1] is BatchState.RUNNING
+                and all(batch_hosts[h] is HostState.RUNNING for h in chosen)
+            ):
+                return self._load(conn, run_id)  # the same start again: a client's retry
+            now = _db(self.now())
+            conn.execute(
+                update(hosts)
+                .where(hosts.c.run_id == run_id, hosts.c.name.in_(chosen))
+                .values(
+                    state=HostState.RUNNING,
+                    attempts=hosts.c.attempts + 1,
+                    updated_by=caller.name,
+                    updated_at=now,
+                    message=None,
+                    activity=None,
+                )
+            )
+            conn.execute(
+                update(batches)
+                .where(batches.c.run_id == run_id, batches.c.number == number)
+                .values(
+                    state=BatchState.RUNNING,
+                    attempts=batches.c.attempts + 1,
+                    started_by=caller.name,
+                    started_at=now,
+                    finished_by=None,
+                    finished_at=None,
+                    gate_passed=None,
+                    gate_message=None,
+                )
+            )
+            conn.execute(update(runs).where(runs.c.id == run_id).values(current_batch=number))
+            again = states[number - 1] is not BatchState.PENDING
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "batch_started",
+                batch=number,
+                message=f"{caller.name} {'re' if again else ''}started batch {number}: "
+                + ", ".join(chosen),
+                data={"hosts": chosen, "again": again},
+            )
+            return self._load(conn, run_id)
+
+    def finish_batch(
+        self, run_id: int, caller: Caller, number: int, results: Sequence[HostResult]
+    ) -> Run:
+        by_host: dict[str, HostResult] = {}
+        for result in results:
+            if result.host in by_host:
+                raise bad_request(f"results: {result.host} is listed twice")
+            by_host[result.host] = result
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.BATCH_FINISH, facts, caller)
+            states = self._batch_states(conn, run_id)
+            batch_hosts = self._hosts_of(conn, run_id, number) if states else {}
+            if (
+                facts.current_batch is None
+                and 1 <= number <= len(states)
+                and states[number - 1] is BatchState.DONE
+                and all(batch_hosts.get(h) is r.state for h, r in by_host.items())
+            ):
+                return self._load(conn, run_id)  # the same finish again: a client's retry
+            rules.check_batch_finish(
+                facts,
+                number,
+                len(states),
+                {h: r.state for h, r in by_host.items()},
+                batch_hosts,
+            )
+            now = _db(self.now())
+            conn.execute(
+                update(hosts)
+                .where(hosts.c.run_id == run_id, hosts.c.name == bindparam("h"))
+                .values(
+                    state=bindparam("new_state"),
+                    message=bindparam("new_message"),
+                    updated_by=caller.name,
+                    updated_at=now,
+                ),
+                [
+                    {"h": h, "new_state": r.state.value, "new_message": _text(r.message)}
+                    for h, r in by_host.items()
+                ],
+            )
+            conn.execute(
+                update(batches)
+                .where(batches.c.run_id == run_id, batches.c.number == number)
+                .values(state=BatchState.DONE, finished_by=caller.name, finished_at=now)
+            )
+            conn.execute(update(runs).where(runs.c.id == run_id).values(current_batch=None))
+            counts: dict[str, int] = {}
+            for result in by_host.values():
+                counts[result.state.value] = counts.get(result.state.value, 0) + 1
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "batch_finished",
+                batch=number,
+                message=f"{caller.name} finished batch {number}: "
+                + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
+                data={"results": {h: r.state.value for h, r in by_host.items()}},
+            )
+            return self._load(conn, run_id)
+
+    def record_gate(self, run_id: int, caller: Caller, number: int, report: GateReport) -> Run:
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.GATE, facts, caller)
+            states = self._batch_states(conn, run_id)
+            state = states[number - 1] if 1 <= number <= len(states) else BatchState.PENDING
+            rules.check_gate(facts, number, len(states), state)
+            conn.execute(
+                update(batches)
+                .where(batches.c.run_id == run_id, batches.c.number == number)
+                .values(gate_passed=report.passed, gate_message=_text(report.message))
+            )
+            verdict = "passed" if report.passed else "FAILED"
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "gate",
+                batch=number,
+                message=f"health gate of batch {number} {verdict}"
+                + (f": {report.message}" if report.message else ""),
+                data={
+                    "passed": report.passed,
+                    "details": {h: _text(m) for h, m in report.details.items()},
+                },
+            )
+            return self._load(conn, run_id)
+
+    # --- people -----------------------------------------------------------------------------------
+
+    def add_note(self, run_id: int, caller: Caller, note: str) -> Event:
+        if not note.strip():
+            raise bad_request("text: a note needs some text")
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            rules.authorize(Action.NOTE, _facts(row), caller)
+            seq = self._record(
+                conn, run_id, row["last_seq"], caller.name, "note", message=note.strip()
+            )
+            return _event_view(
+                conn.execute(select(events).where(events.c.run_id == run_id, events.c.seq == seq))
+                .mappings()
+                .one()
+            )
+
+    def handoff(
+        self,
+        run_id: int,
+        caller: Caller,
+        *,
+        to: str,
+        note: str,
+        oncall: Sequence[str],
+        oncall_group: str,
+    ) -> Run:
+        to = to.strip()
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.HANDOFF, facts, caller)
+            rules.check_handoff_target(facts, to, oncall, oncall_group)
+            state = rules.state_after(Action.HANDOFF, facts)
+            now = _db(self.now())
+            values: dict[str, Any] = {
+                "state": state,
+                "handoff_to": to,
+                "handoff_note": _text(note.strip()),
+                "handoff_by": caller.name,
+                "handoff_at": now,
+            }
+            if state is RunState.HANDED_OFF:
+                values["lease_expires_at"] = None
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            when = (
+                "it waits for them"
+                if state is RunState.HANDED_OFF
+                else "the run pauses at the end of the batch in flight"
+            )
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "handoff",
+                message=f"{caller.name} handed the run to {to}; {when}"
+                + (f". Note: {note.strip()}" if note.strip() else ""),
+                data={"to": to, "note": _text(note.strip())},
+            )
+            return self._load(conn, run_id)
+
+    def pause(self, run_id: int, caller: Caller) -> Run:
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.PAUSE, facts, caller)
+            if facts.state is not RunState.RUNNING:
+                return self._load(conn, run_id)  # already paused: a client's retry
+            rules.check_pause(facts)
+            state = rules.state_after(Action.PAUSE, facts)
+            conn.execute(
+                update(runs).where(runs.c.id == run_id).values(state=state, lease_expires_at=None)
+            )
+            message = (
+                f"{caller.name} paused the run for {facts.handoff_to} to accept"
+                if state is RunState.HANDED_OFF
+                else f"{caller.name} paused the run"
+            )
+            self._record(conn, run_id, row["last_seq"], caller.name, "pause", message=message)
+            return self._load(conn, run_id)
+
+    def accept(self, run_id: int, caller: Caller) -> Run:
+        now = self.now()
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.ACCEPT, facts, caller)
+            if facts.handoff_to is None:
+                return self._load(conn, run_id)  # accepted already: a client's retry
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    state=RunState.RUNNING,
+                    owner=caller.name,
+                    lease_expires_at=_db(now + timedelta(seconds=self.lease_seconds)),
+                    **_NO_HANDOFF,
+                )
+            )
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "accept",
+                message=f"{caller.name} accepted the run from {facts.owner}",
+                data={"from": facts.owner, "note": row["handoff_note"]},
+            )
+            return self._load(conn, run_id)
+
+    def takeover(self, run_id: int, caller: Caller, reason: str) -> Run:
+        reason = rules.require_reason(reason, Action.TAKEOVER)
+        now = self.now()
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.TAKEOVER, facts, caller)
+            doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=True)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    state=RunState.RUNNING,
+                    owner=caller.name,
+                    lease_expires_at=_db(now + timedelta(seconds=self.lease_seconds)),
+                    **_NO_HANDOFF,
+                )
+            )
+            in_doubt = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "takeover",
+                batch=facts.current_batch,
+                message=f"{caller.name} took over the run from {facts.owner}: {reason}{in_doubt}",
+                data={"from": facts.owner, "reason": _text(reason), "in_doubt": doubtful},
+            )
+            return self._load(conn, run_id)
+
+    def resume(self, run_id: int, caller: Caller) -> Run:
+        now = self.now()
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.RESUME, facts, caller)
+            lease = _db(now + timedelta(seconds=self.lease_seconds))
+            if facts.state is RunState.RUNNING:
+                conn.execute(update(runs).where(runs.c.id == run_id).values(lease_expires_at=lease))
+                return self._load(conn, run_id)  # running already: a client's retry
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(state=RunState.RUNNING, lease_expires_at=lease, **_NO_HANDOFF)
+            )
+            seq = row["last_seq"]
+            if facts.handoff_to:
+                seq = self._record(
+                    conn,
+                    run_id,
+                    seq,
+                    caller.name,
+                    "handoff_cancelled",
+                    message=f"{caller.name} cancelled the handoff to {facts.handoff_to}",
+                )
+            self._record(conn, run_id, seq, caller.name, "resume", message=f"{caller.name} resumed")
+            return self._load(conn, run_id)
+
+    def finish(self, run_id: int, caller: Caller, outcome: RunState, summary: str) -> Run:
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.FINISH, facts, caller)
+            rules.check_finish(
+                facts,
+                outcome,
+                self._batch_states(conn, run_id),
+                self._host_states(conn, run_id),
+            )
+            doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=False)
+            self._close(conn, run_id, outcome, summary)
+            in_doubt = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "finish",
+                message=f"{caller.name} finished the run: {outcome.value}"
+                + (f": {summary.strip()}" if summary.strip() else "")
+                + in_doubt,
+                data={"outcome": outcome.value, "in_doubt": doubtful},
+            )
+            return self._load(conn, run_id)
+
+    def abort(self, run_id: int, caller: Caller, reason: str) -> Run:
+        reason = rules.require_reason(reason, Action.ABORT)
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(Action.ABORT, facts, caller)
+            doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=False)
+            self._close(conn, run_id, RunState.ABORTED, reason)
+            in_doubt = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "abort",
+                message=f"{caller.name} aborted the run: {reason}{in_doubt}",
+                data={"reason": _text(reason), "in_doubt": doubtful},
+            )
+            return self._load(conn, run_id)
+
+    # --- the service itself -----------------------------------------------------------------------
+
+    def expire_leases(self) -> list[Run]:
+        """Runs whose owner stopped renewing become orphaned; returns them (to notify)."""
+        now = self.now()
+        with self._read() as conn:
+            due = conn.execute(
+                select(runs.c.id).where(
+                    runs.c.state == RunState.RUNNING, runs.c.lease_expires_at < _db(now)
+                )
+            ).scalars()
+            due = list(due)
+        orphaned = []
+        for run_id in due:
+            with self._write() as conn:
+                row = self._lock(conn, run_id)
+                expired = _aware(row["lease_expires_at"])
+                if row["state"] != RunState.RUNNING or expired is None or expired >= now:
+                    continue  # renewed meanwhile
+                conn.execute(
+                    update(runs).where(runs.c.id == run_id).values(state=RunState.ORPHANED)
+                )
+                batch = row["current_batch"]
+                self._record(
+                    conn,
+                    run_id,
+                    row["last_seq"],
+                    SYSTEM_ACTOR,
+                    "lease_expired",
+                    kind=EventKind.SYSTEM,
+                    batch=batch,
+                    message=f"{row['owner']}'s lease ran out at {expired:%H:%M:%S} UTC: the run "
+                    "is orphaned"
+                    + (f"; hosts of batch {batch} without a result are in doubt" if batch else "")
+                    + ". An on-call engineer can take it over.",
+                    data={"owner": row["owner"], "lease_expired_at": wire_time(expired)},
+                )
+                orphaned.append(self._load(conn, run_id))
+        return orphaned
+
+    def extend_leases_after_restart(self) -> int:
+        """At start-up: no kernel could renew while the service was down, so every running run
+        gets a full lease from now instead of being orphaned by the first sweep."""
+        now = self.now()
+        renewed = _db(now + timedelta(seconds=self.lease_seconds))
+        with self._write() as conn:
+            result = conn.execute(
+                update(runs)
+                .where(runs.c.state == RunState.RUNNING, runs.c.lease_expires_at < renewed)
+                .values(lease_expires_at=renewed)
+            )
+            return result.rowcount or 0
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _lock(self, conn: Connection, run_id: int) -> RowMapping:
+        row = (
+            conn.execute(select(runs).where(runs.c.id == run_id).with_for_update())
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise Refused(404, ErrorCode.NOT_FOUND, f"there is no run {run_id}", run_id=run_id)
+        return row
+
+    def _require_run(self, conn: Connection, run_id: int) -> None:
+        if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+            raise Refused(404, ErrorCode.NOT_FOUND, f"there is no run {run_id}", run_id=run_id)
+
+    def _batch_states(self, conn: Connection, run_id: int) -> list[BatchState]:
+        query = select(batches.c.state).where(batches.c.run_id == run_id).order_by(batches.c.number)
+        return [BatchState(state) for state in conn.execute(query).scalars()]
+
+    def _hosts_of(self, conn: Connection, run_id: int, number: int) -> dict[str, HostState]:
+        query = (
+            select(hosts.c.name, hosts.c.state)
+            .where(hosts.c.run_id == run_id, hosts.c.batch == number)
+            .order_by(hosts.c.position)
+        )
+        return {name: HostState(state) for name, state in conn.execute(query)}
+
+    def _host_states(self, conn: Connection, run_id: int) -> dict[str, HostState]:
+        query = select(hosts.c.name, hosts.c.state).where(hosts.c.run_id == run_id)
+        return {name: HostState(state) for name, state in conn.execute(query)}
+
+    def _interrupt(
+        self, conn: Connection, run_id: int, facts: RunFacts, actor: str, *, keep_current: bool
+    ) -> list[str]:
+        """The batch in flight lost its runner: its running hosts become in doubt."""
+        if facts.current_batch is None:
+            return []
+        query = (
+            select(hosts.c.name)
+            .where(hosts.c.run_id == run_id, hosts.c.state == HostState.RUNNING)
+            .order_by(hosts.c.position)
+        )
+        doubtful = list(conn.execute(query).scalars())
+        if doubtful:
+            conn.execute(
+                update(hosts)
+                .where(hosts.c.run_id == run_id, hosts.c.name.in_(doubtful))
+                .values(
+                    state=HostState.IN_DOUBT,
+                    message="its batch was interrupted before its result was recorded",
+                    updated_by=actor,
+                    updated_at=_db(self.now()),
+                )
+            )
+        conn.execute(
+            update(batches)
+            .where(batches.c.run_id == run_id, batches.c.number == facts.current_batch)
+            .values(state=BatchState.INTERRUPTED)
+        )
+        if not keep_current:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(current_batch=None))
+        return doubtful
+
+    def _close(self, conn: Connection, run_id: int, state: RunState, summary: str) -> None:
+        now = _db(self.now())
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(
+                state=state,
+                finished_at=now,
+                summary=_text(summary.strip()) or None,
+                active_key=None,
+                lease_expires_at=None,
+                current_batch=None,
+                **_NO_HANDOFF,
+            )
+        )
+
+    def _record(
+        self,
+        conn: Connection,
+        run_id: int,
+        last_seq: int,
+        actor: str,
+        type_: str,
+        *,
+        kind: EventKind = EventKind.HUMAN,
+        batch: int | None = None,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one human or system event; returns its seq (the run's new last_seq)."""
+        seq = last_seq + 1
+        row = {
+            "run_id": run_id,
+            "seq": seq,
+            "at": _db(self.now()),
+            "actor": actor,
+            "kind": kind.value,
+            "type": type_,
+            "batch": batch,
+            "host": None,
+            "task": None,
+            "uuid": None,
+            "message": _text(message),
+            "data": data or {},
+            "client_at": None,
+        }
+        conn.execute(insert(events).values(**row))
+        self._touch(conn, run_id, seq)
+        collected = getattr(self._journal, "events", None)
+        if collected is not None:
+            collected.append(_event_view(row))
+        return seq
+
+    def _touch(self, conn: Connection, run_id: int, last_seq: int) -> None:
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(last_seq=last_seq, updated_at=_db(self.now()))
+        )
+
+    def _load(self, conn: Connection, run_id: int) -> Run:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise Refused(404, ErrorCode.NOT_FOUND, f"there is no run {run_id}", run_id=run_id)
+        return self._views(conn, [row])[0]
+
+    def _views(self, conn: Connection, rows: Sequence[RowMapping]) -> list[Run]:
+        if not rows:
+            return []
+        ids = [row["id"] for row in rows]
+        batch_rows: dict[int, list[RowMapping]] = {run_id: [] for run_id in ids}
+        host_rows: dict[int, list[RowMapping]] = {run_id: [] for run_id in ids}
+        query = select(batches).where(batches.c.run_id.in_(ids)).order_by(batches.c.number)
+        for batch in conn.execute(query).mappings():
+            batch_rows[batch["run_id"]].append(batch)
+        query = select(hosts).where(hosts.c.run_id.in_(ids)).order_by(hosts.c.position)
+        for host in conn.execute(query).mappings():
+            host_rows[host["run_id"]].append(host)
+        return [_run_view(row, batch_rows[row["id"]], host_rows[row["id"]]) for row in rows]
+
+
+_NO_HANDOFF = {"handoff_to": None, "handoff_note": None, "handoff_by": None, "handoff_at": None}
+
+
+def _facts(row: RowMapping) -> RunFacts:
+    return RunFacts(
+        id=row["id"],
+        state=RunState(row["state"]),
+        owner=row["owner"],
+        production=bool(row["production"]),
+        handoff_to=row["handoff_to"],
+        current_batch=row["current_batch"],
+        lease_expires_at=_aware(row["lease_expires_at"]),
+        finished_at=_aware(row["finished_at"]),
+    )
+
+
+def _handoff(row: RowMapping) -> Handoff | None:
+    if not row["handoff_to"]:
+        return None
+    return Handoff(
+        to=row["handoff_to"],
+        note=row["handoff_note"] or "",
+        by=row["handoff_by"] or "",
+        at=_wire(row["handoff_at"]) or "",
+    )
+
+
+def _run_view(row: RowMapping, batch_rows: list[RowMapping], host_rows: list[RowMapping]) -> Run:
+    members: dict[int, list[str]] = {}
+    for host in host_rows:
+        members.setdefault(host["batch"], []).append(host["name"])
+    return Run(
+        id=row["id"],
+        runbook=row["runbook"],
+        stack=row["stack"],
+        environment=row["environment"],
+        production=bool(row["production"]),
+        parameters=row["parameters"] or {},
+        state=RunState(row["state"]),
+        owner=row["owner"],
+        lease_expires_at=_wire(row["lease_expires_at"]),
+        lease_seconds=row["lease_seconds"],
+        created_by=row["created_by"],
+        created_at=_wire(row["created_at"]) or "",
+        updated_at=_wire(row["updated_at"]) or "",
+        finished_at=_wire(row["finished_at"]),
+        summary=row["summary"],
+        handoff=_handoff(row),
+        current_batch=row["current_batch"],
+        last_seq=row["last_seq"],
+        batches=[
+            BatchView(
+                number=batch["number"],
+                hosts=members.get(batch["number"], []),
+                state=BatchState(batch["state"]),
+                attempts=batch["attempts"],
+                started_by=batch["started_by"],
+                started_at=_wire(batch["started_at"]),
+                finished_by=batch["finished_by"],
+                finished_at=_wire(batch["finished_at"]),
+                gate_passed=batch["gate_passed"],
+                gate_message=batch["gate_message"],
+            )
+            for batch in batch_rows
+        ],
+        hosts=[
+            HostView(
+                name=host["name"],
+                batch=host["batch"],
+                state=HostState(host["state"]),
+                message=host["message"],
+                activity=host["activity"],
+                attempts=host["attempts"],
+                updated_by=host["updated_by"],
+                updated_at=_wire(host["updated_at"]),
+            )
+            for host in host_rows
+        ],
+    )
+
+
+def _event_view(row: Mapping[str, Any]) -> Event:
+    return Event(
+        seq=row["seq"],
+        run_id=row["run_id"],
+        at=_wire(row["at"]) or "",
+        actor=row["actor"],
+        kind=EventKind(row["kind"]),
+        type=row["type"],
+        batch=row["batch"],
+        host=row["host"],
+        task=row["task"],
+        uuid=row["uuid"],
+        message=row["message"],
+        data=row["data"] or {},
+        client_at=row["client_at"],
+    )
+
+
+def _clean_event(item: EventIn, index: int) -> dict[str, Any]:
+    """One runner event as stored: bounded sizes, a checked time, no surprises for the page."""
+    where = f"events[{index}]"
+    kind = item.type.strip()
+    if not kind or len(kind) > 100:
+        raise bad_request(f"{where}.type: expected the runner's event name (1 to 100 characters)")
+    if item.uuid is not None and not 0 < len(item.uuid) <= 100:
+        raise bad_request(f"{where}.uuid: expected the runner's event uuid (1 to 100 characters)")
+    for name, value in (("type", kind), ("uuid", item.uuid), ("host", item.host)):
+        if value is not None and any(ord(ch) < 32 for ch in value):
+            raise bad_request(f"{where}.{name}: contains control characters")
+    if item.host is not None and len(item.host) > 255:
+        raise bad_request(f"{where}.host: longer than 255 characters")
+    if item.batch is not None and not 0 <= item.batch <= 100_000:
+        raise bad_request(f"{where}.batch: expected a batch number, got {item.batch}")
+    client_at = None
+    if item.at is not None:
+        try:
+            client_at = wire_time(parse_wire_time(item.at))
+        except WireError as error:
+            raise bad_request(f"{where}.at: {error}") from None
+    data = item.data
+    size = len(json.dumps(data, default=str))
+    if size > MAX_EVENT_DATA:
+        data = {"truncated": f"the event's data had {size} bytes; at most {MAX_EVENT_DATA} kept"}
+    return {
+        "type": kind,
+        "uuid": item.uuid,
+        "host": item.host,
+        "task": _text(item.task),
+        "batch": item.batch,
+        "message": _text(item.message),
+        "data": data,
+        "client_at": client_at,
+    }
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
+def _short(error: Exception) -> str:
+    first = str(error).strip().splitlines()
+    return first[0] if first else type(error).__name__

@@ -1,0 +1,123 @@
+"""The ledger's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+- `runs.active_key` is "<runbook>\\n<stack>" while the run is not finished and NULL afterwards; its
+  unique index is what makes "one run per runbook and stack at a time" hold even when two engineers
+  press start in the same millisecond: the database lets exactly one insert through.
+- `events` is append-only. `(run_id, seq)` is unique and is the index every page and the client
+  read by; `(run_id, uuid)` is unique so a runner event sent twice is stored once.
+- Times are naive UTC (SQLite has no time zones); the store converts at its edge.
+- `runs_schema` holds the schema version: a newer database than the code stops the service.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+NAME = 255  # user, host, runbook and stack names
+metadata = MetaData()
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key for events.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+schema = Table(
+    "runs_schema",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("runbook", String(NAME), nullable=False),
+    Column("stack", String(NAME), nullable=False),
+    Column("environment", String(NAME), nullable=False),
+    Column("production", Boolean, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("owner", String(NAME), nullable=False),
+    Column("lease_expires_at", DateTime),
+    Column("lease_seconds", Integer, nullable=False),
+    Column("created_by", String(NAME), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("summary", Text),
+    Column("active_key", String(2 * NAME + 1), unique=True),
+    Column("handoff_to", String(NAME)),
+    Column("handoff_note", Text),
+    Column("handoff_by", String(NAME)),
+    Column("handoff_at", DateTime),
+    Column("current_batch", Integer),
+    Column("last_seq", Integer, nullable=False, default=0),
+    Index("ix_runs_state_lease", "state", "lease_expires_at"),
+    Index("ix_runs_finished_at", "finished_at"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("started_by", String(NAME)),
+    Column("started_at", DateTime),
+    Column("finished_by", String(NAME)),
+    Column("finished_at", DateTime),
+    Column("gate_passed", Boolean),
+    Column("gate_message", Text),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(NAME), primary_key=True),
+    Column("batch", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("message", Text),
+    Column("activity", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("updated_by", String(NAME)),
+    Column("updated_at", DateTime),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", EventId, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("client_at", String(40)),
+    Column("actor", String(NAME), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("batch", Integer),
+    Column("host", String(NAME)),
+    Column("task", Text),
+    Column("uuid", String(100)),
+    Column("message", Text),
+    Column("data", JSON, nullable=False),
+    Index("ux_events_run_seq", "run_id", "seq", unique=True),
+    Index("ux_events_run_uuid", "run_id", "uuid", unique=True),
+    Index("ix_events_run_kind_seq", "run_id", "kind", "seq"),
+)

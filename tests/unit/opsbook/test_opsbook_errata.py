@@ -1,0 +1,326 @@
+"""Errata: Packages indexes served over HTTP, installed versions from package_facts events."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opsbook_fakes import FakeServer, Request
+from opsbook_fleet import FLEET_DIR, FLEET_URL_VARIABLE, FakeFleet, demo_fleet
+
+from opsbook.errata import (
+    Erratum,
+    choose,
+    installed_versions,
+    list_errata,
+    not_applied,
+    parse_packages,
+    promote,
+    read_index,
+)
+from opsbook.errors import ErrataError
+from opsbook.plays import PlayResult
+
+DATA = Path(__file__).parent / "data"
+Events = list[dict[str, Any]]
+
+# Bookworm's versions of the recorded packages (data/package-facts-events.json) and newer ones.
+INCOMING = b"""\
+Package: libc6
+Version: 2.36-9+deb12u14
+Architecture: amd64
+Description: GNU C Library: Shared libraries
+ Contains the standard libraries that are used by nearly all programs on
+ the system.
+
+Package: libc6
+Version: 2.36-9+deb12u15
+Architecture: amd64
+Description: GNU C Library: Shared libraries (security update)
+ Fixes CVE-2026-0001.
+
+Package: libc6
+Version: 2.36-9+deb12u9
+Architecture: amd64
+Description: GNU C Library: Shared libraries
+
+Package: diffutils
+Version: 1:3.10-1
+Architecture: amd64
+Description: File comparison utilities
+
+Package: bsdutils
+Version: 2.40-1
+Architecture: amd64
+Description: basic utilities from 4.4BSD-Lite (no epoch: older than 1:2.38)
+
+Package: nginx
+Version: 1.26.0-1
+Architecture: amd64
+Description: not installed on the stack: no erratum
+"""
+STABLE = b"""\
+Package: libc6
+Version: 2.36-9+deb12u15
+Architecture: amd64
+Description: GNU C Library: Shared libraries (security update)
+"""
+
+
+def repository(suites: dict[str, bytes]) -> Any:
+    """A responder serving each suite's Packages index, 404 for anything else."""
+
+    def respond(request: Request) -> tuple[int, Any]:
+        for suite, text in suites.items():
+            if request.path == f"/debian/dists/{suite}/main/binary-amd64/Packages":
+                return 200, text
+        return 404, b"Not Found\n"
+
+    return respond
+
+
+@pytest.fixture
+def repo(fake_server: FakeServer) -> str:
+    fake_server.responder = repository({"incoming": INCOMING, "stable": STABLE})
+    return f"{fake_server.url}/debian"
+
+
+@pytest.fixture(scope="module")
+def facts_events() -> Events:
+    """package_facts run for real on two hosts (see data/record_package_facts.py)."""
+    return json.loads((DATA / "package-facts-events.json").read_text())
+
+
+# the Packages format
+
+
+def test_parse_packages_reads_stanzas_and_continuations() -> None:
+    stanzas = parse_packages(INCOMING.decode())
+    assert [(s["Package"], s["Version"]) for s in stanzas][:2] == [
+        ("libc6", "2.36-9+deb12u14"),
+        ("libc6", "2.36-9+deb12u15"),
+    ]
+    assert stanzas[0]["Description"] == (
+        "GNU C Library: Shared libraries\nContains the standard libraries that are used by "
+        "nearly all programs on\nthe system."
+    )
+    assert len(stanzas) == 6
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Package: a\nVersion 1.0\n", "line 2: expected 'Field: value', got 'Version 1.0'"),
+        (" continued\n", "line 1: continuation line without a field"),
+        ("Package: a\n\nPackage: b\nVersion: 1\n", "entry at line 1 has no Version"),
+        ("Version: 1\n", "entry at line 1 has no Package"),
+        ("Package: a\nVersion: 1.0 beta\n", "entry at line 1: version '1.0 beta'"),
+    ],
+)
+def test_malformed_indexes_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ErrataError, match=message):
+        parse_packages(text, source="Packages")
+
+
+# reading a suite over HTTP
+
+
+def test_read_index_gives_versions_per_package_in_dpkg_order(repo: str) -> None:
+    assert read_index(repo, "incoming") == {
+        "bsdutils": ["2.40-1"],
+        "diffutils": ["1:3.10-1"],
+        "libc6": ["2.36-9+deb12u9", "2.36-9+deb12u14", "2.36-9+deb12u15"],  # u9 < u14
+        "nginx": ["1.26.0-1"],
+    }
+    assert read_index(repo, "stable") == {"libc6": ["2.36-9+deb12u15"]}
+
+
+def test_read_index_asks_the_debian_path(fake_server: FakeServer, repo: str) -> None:
+    read_index(repo + "/", "stable")
+    assert fake_server.requests[-1].path == "/debian/dists/stable/main/binary-amd64/Packages"
+
+
+def test_unknown_suite_says_what_was_expected(repo: str) -> None:
+    with pytest.raises(ErrataError, match=r"no suite 'testing' at .*/debian \(HTTP 404"):
+        read_index(repo, "testing")
+
+
+def test_repository_errors_are_explained(fake_server: FakeServer, closed_port_url: str) -> None:
+    fake_server.responder = lambda request: (503, b"busy")
+    with pytest.raises(ErrataError, match="answered HTTP 503 for http://"):
+        read_index(fake_server.url, "incoming")
+    with pytest.raises(ErrataError, match="package repository is unreachable at http://127"):
+        read_index(closed_port_url, "incoming")
+    with pytest.raises(ErrataError, match="repository URL 'pkgrepo/debian' is invalid"):
+        read_index("pkgrepo/debian", "incoming")
+
+
+def test_slow_repository_times_out(fake_server: FakeServer) -> None:
+    def slow(request: Request) -> tuple[int, Any]:
+        time.sleep(1)
+        return 200, STABLE
+
+    fake_server.responder = slow
+    started = time.monotonic()
+    with pytest.raises(ErrataError, match=r"did not answer .* in 0.2 s"):
+        read_index(fake_server.url, "stable", timeout=0.2)
+    assert time.monotonic() - started < 1
+
+
+# installed versions
+
+
+def test_installed_versions_from_recorded_package_facts(facts_events: Events) -> None:
+    expected = {
+        "bsdutils": "1:2.38.1-5+deb12u3",
+        "diffutils": "1:3.8-4",
+        "dpkg": "1.21.22",
+        "libc6": "2.36-9+deb12u14",
+    }
+    assert installed_versions(facts_events) == {"web-1": expected, "web-2": expected}
+
+
+def test_installed_versions_reads_a_play_result(facts_events: Events) -> None:
+    play = PlayResult("successful", 0, {}, facts_events, Path("/x"), Path("/x/a"), "")
+    assert installed_versions(play) == installed_versions(facts_events)
+
+
+def test_several_architectures_count_the_highest(facts_events: Events) -> None:
+    events = copy.deepcopy(facts_events)
+    ok = next(e for e in events if e["event"] == "runner_on_ok")
+    packages = ok["event_data"]["res"]["ansible_facts"]["packages"]
+    packages["libc6"] = [
+        {**packages["libc6"][0], "arch": "i386", "version": "2.36-9+deb12u9"},
+        packages["libc6"][0],
+    ]
+    assert installed_versions(events)[ok["event_data"]["host"]]["libc6"] == "2.36-9+deb12u14"
+
+
+def test_hosts_without_facts_are_absent(facts_events: Events) -> None:
+    without_web_2 = [e for e in facts_events if e["event_data"].get("host") != "web-2"]
+    assert list(installed_versions(without_web_2)) == ["web-1"]
+    assert installed_versions([{"event": "runner_on_ok", "event_data": {"host": "x"}}]) == {}
+
+
+# errata
+
+
+def test_errata_are_newer_incoming_versions_of_installed_packages(
+    repo: str, facts_events: Events
+) -> None:
+    installed = installed_versions(facts_events)
+    installed["web-2"]["libc6"] = "2.36-9+deb12u15"  # web-2 has the update already
+    assert list_errata(repo, installed, ["web-1", "web-2"]) == [
+        Erratum("diffutils", "1:3.10-1", {"web-1": "1:3.8-4", "web-2": "1:3.8-4"}, False),
+        Erratum("libc6", "2.36-9+deb12u15", {"web-1": "2.36-9+deb12u14"}, True),
+    ]
+    # bsdutils 2.40-1 has no epoch: older than the installed 1:2.38; nginx is not installed
+
+
+def test_errata_carry_the_description_and_spec(repo: str, facts_events: Events) -> None:
+    libc = list_errata(repo, installed_versions(facts_events), ["web-1"])[1]
+    assert libc.description == "GNU C Library: Shared libraries (security update)"
+    assert libc.spec == "libc6=2.36-9+deb12u15"
+
+
+def test_only_the_given_hosts_count(repo: str, facts_events: Events) -> None:
+    installed = installed_versions(facts_events)
+    installed["web-2"] = {"nginx": "1.22.1-9"}
+    errata = list_errata(repo, installed, ["web-2"])
+    assert [(e.package, e.hosts_affected) for e in errata] == [("nginx", {"web-2": "1.22.1-9"})]
+
+
+def test_a_host_without_known_packages_is_an_error(repo: str, facts_events: Events) -> None:
+    with pytest.raises(ErrataError, match=r"installed packages of web-3 are not known"):
+        list_errata(repo, installed_versions(facts_events), ["web-1", "web-3"])
+    with pytest.raises(ErrataError, match="no hosts given"):
+        list_errata(repo, {}, [])
+
+
+# choosing and checking
+
+
+ERRATA = [
+    Erratum("opsbook-demo-agent", "2.3.1", {"web-1": "2.3.0"}, True),
+    Erratum("opsbook-demo-agent", "2.4.0", {"web-1": "2.3.0"}, False),
+    Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0", "web-2": "1.0"}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("approve", "expected"),
+    [
+        ("all", ERRATA),
+        (" ALL ", ERRATA),
+        ("none", []),
+        ("", []),
+        (None, []),
+        ([], []),
+        (["opsbook-demo-base=1.1"], [ERRATA[2]]),
+        ("opsbook-demo-base=1.1, opsbook-demo-agent=2.4.0", ERRATA[1:]),  # in list order
+    ],
+)
+def test_choose(approve: Any, expected: list[Erratum]) -> None:
+    assert choose(ERRATA, approve) == expected
+
+
+def test_choosing_what_is_not_there_is_an_error() -> None:
+    with pytest.raises(ErrataError, match=r"'opsbook-demo-base=1.2' not among this stack's errata"):
+        choose(ERRATA, ["opsbook-demo-base=1.2"])
+    with pytest.raises(ErrataError, match=r"cannot read 'opsbook-demo-base'; expected"):
+        choose(ERRATA, "opsbook-demo-base")
+
+
+def test_not_applied_lists_hosts_still_behind() -> None:
+    installed = {
+        "web-1": {"opsbook-demo-agent": "2.4.0", "opsbook-demo-base": "1.1"},
+        "web-2": {"opsbook-demo-base": "1.0"},
+    }
+    assert not_applied(ERRATA, installed) == [
+        "web-2: opsbook-demo-base is 1.0, expected 1.1 or newer"
+    ]
+    assert not_applied(ERRATA, {"web-1": {}}) == [
+        "web-1: opsbook-demo-agent is not installed, expected 2.3.1 or newer",
+        "web-1: opsbook-demo-agent is not installed, expected 2.4.0 or newer",
+        "web-1: opsbook-demo-base is not installed, expected 1.1 or newer",
+        "web-2: opsbook-demo-base: installed version unknown",
+    ]
+    assert not_applied(ERRATA, installed, hosts=["web-1"]) == []
+
+
+# promoting, through promote-errata.yml (the test double in data/fleet, run for real)
+
+
+@pytest.fixture
+def fleet(fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> FakeFleet:
+    fake = demo_fleet()
+    fake_server.responder = fake
+    monkeypatch.setenv(FLEET_URL_VARIABLE, fake_server.url)
+    return fake
+
+
+def test_promote_runs_the_playbook_with_the_errata(fleet: FakeFleet, tmp_path: Path) -> None:
+    wanted = [
+        Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, False),
+        Erratum("opsbook-demo-agent", "2.4.0", {"web-1": "2.3.0"}, False),
+    ]
+    options = {
+        "inventory": FLEET_DIR / "inventories" / "demo",
+        "ansible_dir": FLEET_DIR,
+        "runs_dir": tmp_path,
+    }
+    dry_run = promote(wanted, check=True, **options)
+    assert dry_run.status == "successful"
+    assert ("opsbook-demo-base", "1.1") not in fleet.stable  # check mode promoted nothing
+    result = promote(wanted, **options)
+    assert result.status == "successful"
+    assert list(result.hosts) == ["pkgrepo"]  # the group 'repo' only
+    assert result.hosts["pkgrepo"].changed == 1
+    assert {("opsbook-demo-base", "1.1"), ("opsbook-demo-agent", "2.4.0")} <= fleet.stable
+    assert fleet.log == ["promote opsbook-demo-agent=2.4.0 opsbook-demo-base=1.1"]
+    with pytest.raises(ErrataError, match="no errata to promote"):
+        promote([], **options)

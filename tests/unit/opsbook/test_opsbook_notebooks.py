@@ -1,0 +1,211 @@
+"""The runbook library: well-formed notebooks, and the runbooks run unattended by papermill.
+
+The papermill runs execute each runbook top to bottom in a real kernel, as an engineer's
+`papermill runbooks/patching.ipynb ...` would, against the fake fleet (Prometheus, Alertmanager
+and the package repository on loopback) and the test playbooks in data/fleet, run by
+ansible-runner on this machine.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import nbformat
+import pytest
+from opsbook_fakes import FakeServer
+from opsbook_fleet import FakeFleet, demo_fleet, fleet_environment
+
+LIBRARY = Path(__file__).parents[3] / "shared-notebooks"
+NOTEBOOKS = ["index.ipynb", "patching.ipynb", "health-check.ipynb"]
+RUNBOOK_PARAMETERS = {
+    "patching.ipynb": ["stack", "batch_size", "max_fail", "approve", "check_mode", "gate_timeout"],
+    "health-check.ipynb": ["stacks", "hours", "fail_on_unhealthy"],
+}
+
+
+def require(name: str) -> ModuleType:
+    """Import a module the engineer's image has; skip without it, except in CI."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
+def read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(LIBRARY / name, as_version=nbformat.NO_CONVERT)
+
+
+def python_of(source: str) -> str | None:
+    """A code cell's Python: None for a cell magic (%%bash ...), line magics and ! dropped."""
+    if source.lstrip().startswith("%%"):
+        return None
+    return "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_valid_nbformat_4_5_with_ids(name: str) -> None:
+    notebook = read(name)
+    nbformat.validate(notebook)
+    assert (notebook.nbformat, notebook.nbformat_minor) == (4, 5)
+    ids = [cell.id for cell in notebook.cells]
+    assert all(ids) and len(set(ids)) == len(ids)
+    assert notebook.metadata.kernelspec.name == "python3"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_no_outputs_are_committed(name: str) -> None:
+    for cell in read(name).cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.id
+        assert "papermill" not in cell.metadata, cell.id
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_code_cell_compiles(name: str) -> None:
+    for cell in read(name).cells:
+        if cell.cell_type != "code":
+            continue
+        python = python_of(cell.source)
+        if python is not None:
+            ast.parse(python, filename=f"{name}:{cell.id}")
+        elif cell.source.startswith("%%bash") and shutil.which("bash"):
+            script = cell.source.split("\n", 1)[1]
+            check = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+            assert check.returncode == 0, f"{name}:{cell.id}: {check.stderr}"
+
+
+@pytest.mark.parametrize("name", RUNBOOK_PARAMETERS)
+def test_runbook_has_one_parameters_cell(name: str) -> None:
+    tagged = [c for c in read(name).cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assigned = [
+        node.targets[0].id
+        for node in ast.parse(tagged[0].source).body
+        if isinstance(node, ast.Assign)
+    ]
+    assert assigned == RUNBOOK_PARAMETERS[name]
+
+
+def test_papermill_reads_the_parameters_cleanly(caplog: pytest.LogCaptureFixture) -> None:
+    papermill = require("papermill")
+    parameters = papermill.inspect_notebook(str(LIBRARY / "patching.ipynb"))
+    assert list(parameters) == RUNBOOK_PARAMETERS["patching.ipynb"]
+    assert parameters["check_mode"]["default"] == "False"
+    assert "Unable to parse" not in caplog.text  # a '=' in a comment would confuse papermill
+
+
+def test_index_links_every_runbook() -> None:
+    text = "\n".join(cell.source for cell in read("index.ipynb").cells)
+    linked = set(re.findall(r"\]\(([\w.-]+\.ipynb)\)", text))
+    assert linked == set(RUNBOOK_PARAMETERS)
+    assert all((LIBRARY / name).exists() for name in linked)
+
+
+# unattended runs
+
+
+@pytest.fixture
+def fleet(fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeFleet:
+    """The fake fleet, and the kernel's environment pointing at it (as the hub's would)."""
+    require("papermill")
+    require("ipywidgets")
+    require("matplotlib")
+    fake = demo_fleet(reboot_seconds=0.3, scrape_interval=0.2)
+    fake_server.responder = fake
+    for name, value in fleet_environment(fake_server.url, tmp_path / "runs").items():
+        monkeypatch.setenv(name, value)
+    # the kernel runs this Python; the %%bash cell finds its ansible-playbook
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return fake
+
+
+def run(name: str, output: Path, **parameters: Any) -> nbformat.NotebookNode:
+    papermill = require("papermill")
+    try:
+        papermill.execute_notebook(
+            str(LIBRARY / name),
+            str(output),
+            parameters=parameters,
+            cwd=str(output.parent),
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    finally:
+        assert output.exists()
+    return nbformat.read(output, as_version=4)
+
+
+def printed(notebook: nbformat.NotebookNode, cell_id: str) -> str:
+    cell = next(cell for cell in notebook.cells if cell.id == cell_id)
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
+    notebook = run("patching.ipynb", tmp_path / "patching-web.ipynb", stack="web", batch_size=3)
+    summary = printed(notebook, "summary")
+    assert summary.startswith("Rolling patch of web (staging): complete\n  done (3): web-1, web-2")
+    assert "errata approved: opsbook-demo-agent=2.3.1, opsbook-demo-agent=2.4.0" in summary
+    assert "post-checks: passed" in summary
+    listed = printed(notebook, "by-hand").split("hosts (3):")[1].split()  # --list-hosts
+    assert sorted(listed) == ["web-1", "web-2", "web-3"]
+    assert (
+        fleet.log[0]
+        == "promote opsbook-demo-agent=2.4.0 opsbook-demo-base=1.1 opsbook-demo-web=1.1"
+    )
+    assert fleet.installed["web-2"] == {
+        "opsbook-demo-agent": "2.4.0",
+        "opsbook-demo-base": "1.1",
+        "opsbook-demo-web": "1.1",
+    }
+    assert fleet.installed["db-1"]["opsbook-demo-base"] == "1.0"  # another stack: untouched
+    assert fleet.silences and fleet.active_silences == []
+    assert list((tmp_path / "runs").iterdir())  # every play's record is kept
+
+
+def test_patching_fails_loudly_when_the_run_stops(fleet: FakeFleet, tmp_path: Path) -> None:
+    papermill = require("papermill")
+    fleet.broken_hosts = {"db-1"}
+    output = tmp_path / "patching-db.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as raised:
+        run("patching.ipynb", output, stack="db", approve=["opsbook-demo-db=1.0.1"])
+    assert raised.value.ename == "RollingStopped"
+    notebook = nbformat.read(output, as_version=4)
+    summary = printed(notebook, "summary")  # printed before the error
+    assert "STOPPED: batch 1 of 3: 1 host failed the play, more than max_fail=0" in summary
+    assert "not started (2): db-2, db-3" in summary
+    assert "errata approved: opsbook-demo-agent=2.3.1, opsbook-demo-db=1.0.1" in summary
+    assert ("opsbook-demo-base", "1.1") not in fleet.stable  # only what approve named
+    assert fleet.active_silences == []
+    assert "upgrade db-2" not in fleet.log
+
+
+def test_patching_dry_run_changes_nothing(fleet: FakeFleet, tmp_path: Path) -> None:
+    notebook = run(
+        "patching.ipynb", tmp_path / "dry.ipynb", stack="web", batch_size=3, check_mode=True
+    )
+    assert "DRY RUN (check mode) of the rolling patch of web (staging): complete" in printed(
+        notebook, "summary"
+    )
+    assert fleet.log == []  # nothing promoted, silenced or upgraded
+    assert ("opsbook-demo-base", "1.1") not in fleet.stable
+
+
+def test_health_check_runs_unattended_and_fails_closed(fleet: FakeFleet, tmp_path: Path) -> None:
+    papermill = require("papermill")
+    notebook = run("health-check.ipynb", tmp_path / "health.ipynb")
+    verdict = printed(notebook, "verdict")
+    assert "db: health gate passed: 3 hosts" in verdict
+    assert "web: health gate passed: 3 hosts" in verdict
+    fleet.prometheus_answers = False
+    with pytest.raises(papermill.PapermillExecutionError, match="unhealthy stacks: db, web"):
+        run("health-check.ipynb", tmp_path / "down.ipynb", fail_on_unhealthy=True)

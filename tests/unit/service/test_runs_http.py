@@ -1,0 +1,384 @@
+"""The runs service's HTTP app (opsbook.service.app) with tornado's test tools and a fake hub.
+
+The fake stands in for the hub's token check only (token -> user and scopes, as the hub's
+/hub/api/user answers): what is tested is our logic on top of it, permissions, errors, the wire
+format and the pages. The store is the real one on a temporary SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tornado.testing import AsyncHTTPTestCase, gen_test
+from tornado.web import RequestHandler
+
+from opsbook.service.app import Context, make_app, start_sweeper
+from opsbook.service.notify import Notifier
+from opsbook.service.oncall import StaticOncall
+from opsbook.service.rules import Caller, Refused
+from opsbook.service.store import Store
+from opsbook.wire import (
+    SCOPE_PRODUCTION,
+    SCOPE_READ,
+    SCOPE_TAKEOVER,
+    SCOPE_WRITE,
+    AppendResult,
+    ErrorCode,
+    ErrorReply,
+    EventPage,
+    Health,
+    LeaseGrant,
+    Me,
+    Oncall,
+    Run,
+    RunList,
+    RunState,
+)
+
+PREFIX = "/services/runs/"
+API = f"{PREFIX}api"
+ONCALL = [SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER]
+USERS = {
+    "alice-token": ("alice", ONCALL),
+    "bob-token": ("bob", ONCALL),
+    "erin-token": ("erin", [SCOPE_READ, SCOPE_WRITE]),
+    "carol-token": ("carol", [SCOPE_READ]),
+    "mallory-token": ("mallory", []),
+}
+PLAN = [["web-1", "web-2"], ["web-3"]]
+
+
+class FakeHubIdentity:
+    """Token -> user and scopes, like the hub's answer; browsers are sent to a fake login."""
+
+    async def caller(self, handler: RequestHandler) -> Caller | None:
+        header = handler.request.headers.get("Authorization", "")
+        user = USERS.get(header.removeprefix("token ").strip())
+        return Caller(user[0], frozenset(user[1])) if user else None
+
+    def login_url(self, handler: RequestHandler) -> str:
+        return f"/hub/api/oauth2/authorize?next={handler.request.uri}"
+
+
+class DownOncall:
+    group = "oncall"
+
+    async def members(self) -> list[str]:
+        raise Refused(503, ErrorCode.UNAVAILABLE, "cannot tell who is on call: the hub is down")
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__("http://chat.invalid/hook")
+        self.messages: list[str] = []
+
+    def send(self, text: str) -> None:
+        self.messages.append(text)
+
+
+class RunsAppTest(AsyncHTTPTestCase):
+    def setUp(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory()
+        self.store = Store(f"sqlite:///{Path(self.tmp.name) / 'runs.sqlite'}", lease_seconds=60)
+        self.notifier = RecordingNotifier()
+        self.ctx = Context(
+            store=self.store,
+            identity=FakeHubIdentity(),
+            oncall=StaticOncall(["alice", "bob"]),
+            notifier=self.notifier,
+            prefix=PREFIX,
+        )
+        super().setUp()
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        self.ctx.executor.shutdown()
+        self.store.close()
+        self.tmp.cleanup()
+
+    def get_app(self):
+        return make_app(self.ctx)
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def call(
+        self, method: str, path: str, who: str | None = "alice", body: Any = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"token {who}-token"} if who else {}
+        if body is not None or method == "POST":
+            headers["Content-Type"] = "application/json"
+        response = self.fetch(
+            path if path.startswith("/") else f"{API}/{path}",
+            method=method,
+            headers=headers,
+            body=None if method == "GET" else json.dumps(body if body is not None else {}),
+            follow_redirects=False,
+        )
+        try:
+            data = json.loads(response.body) if response.body else None
+        except ValueError:
+            data = response.body.decode()
+        return response.code, data
+
+    def error(self, method: str, path: str, who: str | None, body: Any = None) -> ErrorReply:
+        code, data = self.call(method, path, who, body)
+        reply = ErrorReply.from_body(data)
+        assert reply.status == code, (code, data)
+        return reply
+
+    def create(self, who: str = "alice", **overrides) -> Run:
+        body = {"runbook": "patching", "stack": "web-staging", "environment": "staging"}
+        body["plan"] = PLAN
+        body.update(overrides)
+        code, data = self.call("POST", "runs", who, body)
+        assert code == 201, data
+        return Run.from_dict(data)
+
+    def post_run(self, run: Run, what: str, who: str = "alice", body: Any = None) -> Run:
+        code, data = self.call("POST", f"runs/{run.id}/{what}", who, body or {})
+        assert code == 200, data
+        return Run.from_dict(data)
+
+    def batch(self, run: Run, number: int, who: str = "alice") -> Run:
+        self.post_run(run, f"batches/{number}/start", who)
+        hosts = PLAN[number - 1]
+        events = [
+            {"type": "runner_on_ok", "uuid": f"{run.id}-{h}", "host": h, "task": "Upgrade"}
+            for h in hosts
+        ]
+        code, data = self.call("POST", f"runs/{run.id}/events", who, {"events": events})
+        assert code == 200 and AppendResult.from_dict(data).stored == len(hosts)
+        results = [{"host": h, "state": "ok"} for h in hosts]
+        return self.post_run(run, f"batches/{number}/finish", who, {"results": results})
+
+    # --- tests ------------------------------------------------------------------------------------
+
+    def test_health_needs_no_sign_in(self):
+        code, data = self.call("GET", "health", who=None)
+        assert code == 200
+        assert Health.from_dict(data) == Health(status="ok", schema_version=1, database="sqlite")
+
+    def test_not_signed_in(self):
+        reply = self.error("GET", "runs", who=None)
+        assert (reply.status, reply.code) == (401, ErrorCode.UNAUTHENTICATED)
+        assert "JUPYTERHUB_API_TOKEN" in reply.message
+        # a browser is sent to the hub's login
+        response = self.fetch(PREFIX, follow_redirects=False)
+        assert response.code == 302
+        assert response.headers["Location"].startswith("/hub/api/oauth2/authorize")
+
+    def test_someone_without_the_read_scope(self):
+        reply = self.error("GET", "runs", who="mallory")
+        assert (reply.status, reply.scope) == (403, SCOPE_READ)
+        code, page = self.call("GET", PREFIX, who="mallory")
+        assert code == 403 and "custom:runs:read" in page and "<html" in page
+
+    def test_me(self):
+        _, data = self.call("GET", "me", who="erin")
+        assert Me.from_dict(data) == Me(name="erin", scopes=[SCOPE_READ, SCOPE_WRITE])
+
+    def test_oncall(self):
+        _, data = self.call("GET", "oncall", who="carol")
+        assert Oncall.from_dict(data) == Oncall(group="oncall", users=["alice", "bob"])
+
+    def test_a_viewer_reads_everything_and_gets_403_on_every_write(self):
+        run = self.create()
+        self.call("POST", f"runs/{run.id}/notes", "alice", {"text": "hello"})
+        assert self.call("GET", "runs", "carol")[0] == 200
+        assert self.call("GET", f"runs/{run.id}", "carol")[0] == 200
+        assert self.call("GET", f"runs/{run.id}/events", "carol")[0] == 200
+        assert self.call("GET", PREFIX, "carol")[0] == 200
+        assert self.call("GET", f"{PREFIX}runs/{run.id}", "carol")[0] == 200
+        writes = [
+            ("runs", {"runbook": "p", "stack": "s", "environment": "e", "plan": [["h"]]}),
+            (f"runs/{run.id}/events", {"events": [{"type": "x"}]}),
+            (f"runs/{run.id}/batches/1/start", {}),
+            (f"runs/{run.id}/batches/1/finish", {"results": []}),
+            (f"runs/{run.id}/batches/1/gate", {"passed": True}),
+            (f"runs/{run.id}/lease", {}),
+            (f"runs/{run.id}/notes", {"text": "hi"}),
+            (f"runs/{run.id}/handoff", {"to": "carol", "note": ""}),
+            (f"runs/{run.id}/pause", {}),
+            (f"runs/{run.id}/accept", {}),
+            (f"runs/{run.id}/takeover", {"reason": "x"}),
+            (f"runs/{run.id}/resume", {}),
+            (f"runs/{run.id}/finish", {"outcome": "failed"}),
+            (f"runs/{run.id}/abort", {"reason": "x"}),
+        ]
+        for path, body in writes:
+            reply = self.error("POST", path, "carol", body)
+            assert (reply.status, reply.code, reply.scope) == (
+                403,
+                ErrorCode.MISSING_SCOPE,
+                SCOPE_WRITE,
+            ), path
+            assert "carol may not" in reply.message
+        assert self.store.get_run(run.id).state is RunState.RUNNING
+
+    def test_erin_may_not_start_on_production_nor_take_over(self):
+        body = {"runbook": "patching", "stack": "web-prod", "environment": "production"}
+        reply = self.error("POST", "runs", "erin", {**body, "plan": PLAN})
+        assert (reply.status, reply.scope) == (403, SCOPE_PRODUCTION)
+        assert "production" in reply.message
+        run = self.create("alice", stack="db-staging")
+        self.store.now = lambda: time_after(120)
+        self.store.expire_leases()
+        reply = self.error("POST", f"runs/{run.id}/takeover", "erin", {"reason": "alice left"})
+        assert (reply.status, reply.scope) == (403, SCOPE_TAKEOVER)
+        assert self.post_run(run, "takeover", "bob", {"reason": "alice left"}).owner == "bob"
+
+    def test_the_whole_handoff_through_the_api(self):
+        run = self.create()
+        assert run.state is RunState.RUNNING and run.owner == "alice"
+        run = self.batch(run, 1)
+        reply = self.error("POST", f"runs/{run.id}/handoff", "alice", {"to": "erin", "note": "x"})
+        assert (reply.status, reply.code) == (400, ErrorCode.NOT_ON_CALL)
+        assert "on call now: alice, bob" in reply.message
+        run = self.post_run(run, "handoff", "alice", {"to": "bob", "note": "web-3 <b>slow</b>"})
+        code, data = self.call("POST", f"runs/{run.id}/lease", "alice")
+        assert LeaseGrant.from_dict(data).handoff.to == "bob"
+        run = self.post_run(run, "pause", "alice")
+        assert run.state is RunState.HANDED_OFF
+        reply = self.error("POST", f"runs/{run.id}/accept", "erin")
+        assert (reply.status, reply.code) == (409, ErrorCode.NOT_HANDED_TO_YOU)
+        run = self.post_run(run, "accept", "bob")
+        assert run.owner == "bob"
+        reply = self.error("POST", f"runs/{run.id}/lease", "alice")
+        assert (reply.status, reply.code) == (409, ErrorCode.NOT_OWNER)
+        run = self.batch(run, 2, "bob")
+        run = self.post_run(run, "finish", "bob", {"outcome": "completed", "summary": "ok"})
+        assert run.state is RunState.COMPLETED
+        assert [b.started_by for b in run.batches] == ["alice", "bob"]
+        reply = self.error("POST", f"runs/{run.id}/resume", "bob")
+        assert (reply.status, reply.code) == (409, ErrorCode.RUN_FINISHED)
+        assert "already completed" in reply.message
+        # the webhook heard the start, the handoff, the accept and the finish
+        said = "\n".join(self.notifier.messages)
+        for words in ("alice started", "handed the run to bob", "bob accepted", "completed"):
+            assert words in said
+        assert len(self.notifier.messages) == 4
+        # the status pages show it, escaped
+        code, page = self.call("GET", f"{PREFIX}runs/{run.id}", "carol")
+        assert code == 200 and "web-3 &lt;b&gt;slow&lt;/b&gt;" in page and "<b>slow</b>" not in page
+        code, page = self.call("GET", PREFIX, "carol")
+        assert code == 200 and f"runs/{run.id}" in page
+
+    def test_a_second_start_names_the_run_and_its_owner(self):
+        run = self.create("alice")
+        reply = self.error(
+            "POST",
+            "runs",
+            "bob",
+            {"runbook": "patching", "stack": "web-staging", "environment": "staging", "plan": PLAN},
+        )
+        assert (reply.status, reply.code, reply.run_id) == (409, ErrorCode.RUN_ACTIVE, run.id)
+        assert f"run {run.id}" in reply.message and "owner alice" in reply.message
+
+    def test_bad_bodies_say_what_was_wrong(self):
+        response = self.fetch(
+            f"{API}/runs",
+            method="POST",
+            body="{not json",
+            headers={"Authorization": "token alice-token"},
+        )
+        assert response.code == 400 and b"not JSON" in response.body
+        reply = self.error("POST", "runs", "alice", {"runbook": "p", "stack": 5})
+        assert reply.status == 400 and reply.message == "stack: expected a string, got 5"
+        run = self.create()
+        reply = self.error("POST", f"runs/{run.id}/finish", "alice", {"outcome": "done"})
+        assert reply.status == 400 and "outcome: expected one of" in reply.message
+        reply = self.error("POST", f"runs/{run.id}/takeover", "bob", {})
+        assert reply.status == 400 and "reason: missing" in reply.message
+        reply = self.error("GET", f"runs/{run.id}/events?since=x", "alice")
+        assert reply.status == 400 and "since" in reply.message
+
+    def test_unknown_things(self):
+        assert self.error("GET", "runs/42", "alice").code is ErrorCode.NOT_FOUND
+        assert self.error("GET", "nothing/here", "alice").status == 404
+        assert self.error("GET", f"runs/{10**20}", "alice").status == 404
+        code, page = self.call("GET", f"{PREFIX}runs/42", "alice")
+        assert code == 404 and "there is no run 42" in page
+
+    def test_events_are_paged_and_idempotent(self):
+        run = self.create()
+        events = [{"type": "runner_on_ok", "uuid": f"u{i}", "host": "web-1"} for i in range(30)]
+        code, data = self.call("POST", f"runs/{run.id}/events", "alice", {"events": events})
+        assert AppendResult.from_dict(data) == AppendResult(stored=30, duplicates=0, last_seq=31)
+        code, data = self.call("POST", f"runs/{run.id}/events", "alice", {"events": events})
+        assert code == 200
+        assert AppendResult.from_dict(data) == AppendResult(stored=0, duplicates=30, last_seq=31)
+        _, data = self.call("GET", f"runs/{run.id}/events?since=5&limit=10", "carol")
+        page = EventPage.from_dict(data)
+        assert [e.seq for e in page.events] == list(range(6, 16)) and page.more
+        assert page.next_since == 15
+        too_many = {"events": [{"type": "x"}] * 1001}
+        assert self.error("POST", f"runs/{run.id}/events", "alice", too_many).status == 400
+
+    def test_listing_runs(self):
+        first = self.create(stack="a")
+        self.post_run(first, "abort", "alice", {"reason": "test"})
+        second = self.create(stack="b")
+        code, data = self.call("GET", "runs", "carol")
+        assert [r.id for r in RunList.from_dict(data).runs] == [second.id, first.id]
+        code, data = self.call("GET", "runs?finished=0", "carol")
+        assert code == 200
+        assert [r.id for r in RunList.from_dict(data).runs] == [second.id]
+        _, data = self.call("GET", "runs?stack=a&runbook=patching", "carol")
+        assert [r.id for r in RunList.from_dict(data).runs] == [first.id]
+
+    def test_notes_are_answered_with_the_event(self):
+        run = self.create()
+        code, data = self.call("POST", f"runs/{run.id}/notes", "erin", {"text": "watching"})
+        assert code == 201 and data["actor"] == "erin" and data["type"] == "note"
+
+    def test_handoff_fails_closed_when_the_hub_does_not_say_who_is_on_call(self):
+        run = self.create()
+        self.ctx.oncall = DownOncall()
+        reply = self.error("POST", f"runs/{run.id}/handoff", "alice", {"to": "bob"})
+        assert (reply.status, reply.code) == (503, ErrorCode.UNAVAILABLE)
+        assert self.store.get_run(run.id).handoff is None
+
+    def test_a_failed_gate_and_an_abort_are_announced_as_failures(self):
+        run = self.create()
+        self.batch(run, 1)
+        self.post_run(run, "batches/1/gate", "alice", {"passed": False, "message": "web-2 down"})
+        self.post_run(run, "abort", "alice", {"reason": "gate failed"})
+        failures = [m for m in self.notifier.messages if m.startswith("FAILURE")]
+        assert len(failures) == 2 and "web-2 down" in failures[0] and "gate failed" in failures[1]
+
+    @gen_test
+    async def test_the_sweeper_orphans_runs_and_announces_it(self):
+        run = self.store.create_run(
+            Caller("alice", frozenset(ONCALL)),
+            runbook="patching",
+            stack="web",
+            environment="staging",
+            plan=PLAN,
+        )
+        self.store.now = lambda: time_after(61)
+        sweeper = start_sweeper(self.ctx, 0.02)
+        try:
+            for _ in range(200):
+                if self.store.get_run(run.id).state is RunState.ORPHANED:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            sweeper.stop()
+        assert self.store.get_run(run.id).state is RunState.ORPHANED
+        for _ in range(50):
+            if self.notifier.messages[-1:] and "orphaned" in self.notifier.messages[-1]:
+                break
+            await asyncio.sleep(0.02)
+        assert (
+            self.notifier.messages[-1].startswith("FAILURE")
+            and "lease" in (self.notifier.messages[-1])
+        )
+
+
+def time_after(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)

@@ -1,0 +1,316 @@
+"""The state machine and permissions of runs (opsbook.service.rules), as pure functions.
+
+Every action against every state, by the owner and by someone else: allowed, or refused with the
+status, code and words a person needs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from opsbook.service import rules
+from opsbook.service.rules import Action, Caller, Refused, RunFacts
+from opsbook.wire import (
+    SCOPE_PRODUCTION,
+    SCOPE_READ,
+    SCOPE_TAKEOVER,
+    SCOPE_WRITE,
+    BatchState,
+    ErrorCode,
+    HostState,
+    RunState,
+)
+
+ONCALL = frozenset({SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER})
+OPS = frozenset({SCOPE_READ, SCOPE_WRITE})
+ALICE = Caller("alice", ONCALL)
+BOB = Caller("bob", ONCALL)
+ERIN = Caller("erin", OPS)
+CAROL = Caller("carol", frozenset({SCOPE_READ}))
+MALLORY = Caller("mallory", frozenset())
+
+S = RunState
+OWNER_ACTIONS = [
+    Action.APPEND,
+    Action.BATCH_START,
+    Action.BATCH_FINISH,
+    Action.GATE,
+    Action.LEASE,
+    Action.HANDOFF,
+    Action.PAUSE,
+    Action.RESUME,
+    Action.FINISH,
+    Action.ABORT,
+]
+# What the owner (alice) may do in each state; the rest is refused.
+OWNER_MAY = {
+    S.RUNNING: set(OWNER_ACTIONS),
+    S.PAUSED: {Action.HANDOFF, Action.PAUSE, Action.RESUME, Action.FINISH, Action.ABORT},
+    S.HANDED_OFF: {Action.HANDOFF, Action.PAUSE, Action.RESUME, Action.ABORT},
+    S.ORPHANED: {Action.ABORT},
+    S.COMPLETED: set(),
+    S.FAILED: set(),
+    S.ABORTED: set(),
+}
+
+
+def facts(state: RunState, **kw) -> RunFacts:
+    base = {
+        "id": 7,
+        "state": state,
+        "owner": "alice",
+        "production": False,
+        "lease_expires_at": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        "finished_at": datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
+        if state in (S.COMPLETED, S.FAILED, S.ABORTED)
+        else None,
+    }
+    base.update(kw)
+    return RunFacts(**base)
+
+
+def refusal(action: Action, run: RunFacts, caller: Caller) -> Refused:
+    with pytest.raises(Refused) as caught:
+        rules.authorize(action, run, caller)
+    return caught.value
+
+
+@pytest.mark.parametrize("state", list(RunState))
+@pytest.mark.parametrize("action", OWNER_ACTIONS)
+def test_the_owner_in_each_state(action, state):
+    run = facts(state)
+    if action in OWNER_MAY[state]:
+        rules.authorize(action, run, ALICE)
+        return
+    error = refusal(action, run, ALICE)
+    assert error.status == 409 and error.run_id == 7
+    if state in (S.COMPLETED, S.FAILED, S.ABORTED):
+        assert error.code is ErrorCode.RUN_FINISHED
+        assert f"run 7 is already {state.value}" in error.message
+        assert "2026-11-26 13:00:00 UTC" in error.message
+    elif state is S.ORPHANED:
+        assert error.code is ErrorCode.LEASE_EXPIRED
+        assert "lease ran out at 2026-11-26 12:00:00 UTC" in error.message
+    else:
+        assert error.code is ErrorCode.WRONG_STATE
+        assert f"run 7 is {state.value}" in error.message
+
+
+@pytest.mark.parametrize("state", [S.RUNNING, S.PAUSED, S.HANDED_OFF])
+@pytest.mark.parametrize("action", sorted(set(OWNER_ACTIONS) - {Action.ABORT}))
+def test_someone_else_is_told_who_owns_the_run(action, state):
+    error = refusal(action, facts(state), BOB)
+    assert (error.status, error.code) == (409, ErrorCode.NOT_OWNER)
+    assert "run 7 is owned by alice, not by you (bob)" in error.message
+
+
+@pytest.mark.parametrize("action", [Action.APPEND, Action.LEASE])
+def test_a_kernel_that_lost_its_run_is_told_to_stop(action):
+    error = refusal(action, facts(S.RUNNING, owner="bob"), ALICE)
+    assert "stop working on it" in error.message
+
+
+@pytest.mark.parametrize("action", [*OWNER_ACTIONS, Action.NOTE, Action.ACCEPT, Action.TAKEOVER])
+def test_viewers_may_change_nothing(action):
+    error = refusal(action, facts(S.RUNNING, owner="carol"), CAROL)
+    assert (error.status, error.code, error.scope) == (403, ErrorCode.MISSING_SCOPE, SCOPE_WRITE)
+    assert "carol may not" in error.message and SCOPE_WRITE in error.message
+    assert "custom:runs:read" in error.message  # what they do have
+
+
+def test_no_scope_at_all():
+    with pytest.raises(Refused) as caught:
+        rules.may_read(MALLORY)
+    assert caught.value.scope == SCOPE_READ and "no runs scope" in caught.value.message
+
+
+@pytest.mark.parametrize("action", OWNER_ACTIONS)
+def test_production_runs_need_the_production_scope(action):
+    error = refusal(action, facts(S.RUNNING, owner="erin", production=True), ERIN)
+    assert (error.status, error.scope) == (403, SCOPE_PRODUCTION)
+    assert "production stack" in error.message
+
+
+def test_creating():
+    rules.may_create(ERIN, production=False, stack="web-staging")
+    rules.may_create(ALICE, production=True, stack="web-prod")
+    with pytest.raises(Refused) as caught:
+        rules.may_create(ERIN, production=True, stack="web-prod")
+    assert caught.value.scope == SCOPE_PRODUCTION and "web-prod" in caught.value.message
+    with pytest.raises(Refused) as caught:
+        rules.may_create(CAROL, production=False, stack="web-staging")
+    assert caught.value.scope == SCOPE_WRITE
+
+
+# --- accept ---------------------------------------------------------------------------------------
+
+
+def test_accept_by_the_receiver_of_a_handed_off_run():
+    rules.authorize(Action.ACCEPT, facts(S.HANDED_OFF, handoff_to="bob"), BOB)
+    assert rules.state_after(Action.ACCEPT, facts(S.HANDED_OFF, handoff_to="bob")) is S.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("run", "caller", "code", "words"),
+    [
+        (facts(S.HANDED_OFF, handoff_to="bob"), ERIN, ErrorCode.NOT_HANDED_TO_YOU, "not to you"),
+        (facts(S.PAUSED), BOB, ErrorCode.NOT_HANDED_TO_YOU, "not been handed off"),
+        (
+            facts(S.RUNNING, handoff_to="bob", current_batch=2),
+            BOB,
+            ErrorCode.WRONG_STATE,
+            "batch 2 is still running",
+        ),
+        (facts(S.ORPHANED, handoff_to="bob"), BOB, ErrorCode.WRONG_STATE, "orphaned"),
+        (facts(S.COMPLETED, handoff_to="bob"), BOB, ErrorCode.RUN_FINISHED, "already completed"),
+    ],
+)
+def test_accept_refused(run, caller, code, words):
+    error = refusal(Action.ACCEPT, run, caller)
+    assert (error.status, error.code) == (409, code) and words in error.message
+
+
+def test_accept_on_production_needs_the_production_scope():
+    run = facts(S.HANDED_OFF, handoff_to="erin", production=True)
+    assert refusal(Action.ACCEPT, run, ERIN).scope == SCOPE_PRODUCTION
+
+
+def test_accepting_again_is_harmless():
+    rules.authorize(Action.ACCEPT, facts(S.RUNNING, owner="bob"), BOB)
+
+
+# --- takeover and abort ---------------------------------------------------------------------------
+
+
+def test_takeover_of_an_orphaned_run_by_on_call():
+    rules.authorize(Action.TAKEOVER, facts(S.ORPHANED), BOB)
+    assert rules.state_after(Action.TAKEOVER, facts(S.ORPHANED)) is S.RUNNING
+
+
+def test_takeover_needs_the_takeover_scope_except_for_the_owner():
+    error = refusal(Action.TAKEOVER, facts(S.ORPHANED), ERIN)
+    assert (error.status, error.scope) == (403, SCOPE_TAKEOVER)
+    assert "on-call engineers" in error.message
+    rules.authorize(Action.TAKEOVER, facts(S.ORPHANED, owner="erin"), ERIN)
+
+
+@pytest.mark.parametrize("state", [S.RUNNING, S.PAUSED, S.HANDED_OFF])
+def test_takeover_only_when_orphaned(state):
+    error = refusal(Action.TAKEOVER, facts(state), BOB)
+    assert (error.status, error.code) == (409, ErrorCode.WRONG_STATE)
+    assert "not orphaned" in error.message and "alice" in error.message
+    if state is S.RUNNING:
+        assert "holds its lease until 2026-11-26 12:00:00 UTC" in error.message
+
+
+def test_abort_of_an_orphaned_run_by_on_call_but_not_by_ops():
+    rules.authorize(Action.ABORT, facts(S.ORPHANED), BOB)
+    assert refusal(Action.ABORT, facts(S.ORPHANED), ERIN).scope == SCOPE_TAKEOVER
+    assert refusal(Action.ABORT, facts(S.RUNNING), BOB).code is ErrorCode.NOT_OWNER
+
+
+def test_reasons_are_required():
+    with pytest.raises(Refused) as caught:
+        rules.require_reason("  ", Action.TAKEOVER)
+    assert caught.value.status == 400 and "take over" in caught.value.message
+    assert rules.require_reason(" kernel died ", Action.ABORT) == "kernel died"
+
+
+# --- notes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", list(RunState))
+def test_anyone_who_may_write_may_note_in_any_state(state):
+    rules.authorize(Action.NOTE, facts(state), ERIN)
+
+
+# --- state after ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("action", "run", "after"),
+    [
+        (Action.PAUSE, facts(S.RUNNING), S.PAUSED),
+        (Action.PAUSE, facts(S.RUNNING, handoff_to="bob"), S.HANDED_OFF),
+        (Action.HANDOFF, facts(S.RUNNING), S.RUNNING),
+        (Action.HANDOFF, facts(S.PAUSED), S.HANDED_OFF),
+        (Action.HANDOFF, facts(S.HANDED_OFF), S.HANDED_OFF),
+        (Action.RESUME, facts(S.PAUSED), S.RUNNING),
+        (Action.RESUME, facts(S.HANDED_OFF), S.RUNNING),
+        (Action.ABORT, facts(S.ORPHANED), S.ABORTED),
+        (Action.LEASE, facts(S.RUNNING), S.RUNNING),
+    ],
+)
+def test_state_after(action, run, after):
+    assert rules.state_after(action, run) is after
+
+
+def test_pause_waits_for_the_batch_in_flight():
+    rules.check_pause(facts(S.RUNNING))
+    with pytest.raises(Refused) as caught:
+        rules.check_pause(facts(S.RUNNING, current_batch=3))
+    assert caught.value.status == 409 and "batch 3" in caught.value.message
+
+
+# --- contents -------------------------------------------------------------------------------------
+
+
+def test_batch_order():
+    done, pending = BatchState.DONE, BatchState.PENDING
+    rules.check_batch_start(facts(S.RUNNING), 1, [pending, pending])
+    rules.check_batch_start(facts(S.RUNNING), 2, [done, pending])
+    rules.check_batch_start(facts(S.RUNNING, current_batch=2), 2, [done, BatchState.INTERRUPTED])
+    with pytest.raises(Refused) as caught:
+        rules.check_batch_start(facts(S.RUNNING), 3, [done, pending, pending])
+    assert "before batch 2 is done" in caught.value.message
+    with pytest.raises(Refused) as caught:
+        rules.check_batch_start(facts(S.RUNNING, current_batch=1), 2, [BatchState.RUNNING, pending])
+    assert "batch 1 of run 7 is still in flight" in caught.value.message
+    with pytest.raises(Refused) as caught:
+        rules.check_batch_start(facts(S.RUNNING), 0, [pending])
+    assert caught.value.status == 404
+
+
+def test_batch_results_cover_every_host_that_ran():
+    running = {"a": HostState.RUNNING, "b": HostState.RUNNING, "c": HostState.OK}
+    run = facts(S.RUNNING, current_batch=1)
+    rules.check_batch_finish(run, 1, 2, {"a": HostState.OK, "b": HostState.UNREACHABLE}, running)
+    with pytest.raises(Refused) as caught:
+        rules.check_batch_finish(run, 1, 2, {"a": HostState.OK}, running)
+    assert "no result for b" in caught.value.message
+    with pytest.raises(Refused) as caught:
+        rules.check_batch_finish(run, 1, 2, {"a": HostState.PENDING, "b": HostState.OK}, running)
+    assert "a: a host's result is" in caught.value.message.replace("results for ", "")
+    with pytest.raises(Refused) as caught:
+        rules.check_batch_finish(facts(S.RUNNING), 1, 2, {"a": HostState.OK}, running)
+    assert "not in flight" in caught.value.message
+
+
+def test_completion_needs_everything_done_and_nothing_in_doubt():
+    done = BatchState.DONE
+    run = facts(S.RUNNING)
+    rules.check_finish(run, S.COMPLETED, [done, done], {"a": HostState.FAILED})
+    rules.check_finish(run, S.FAILED, [done, BatchState.PENDING], {"a": HostState.IN_DOUBT})
+    with pytest.raises(Refused) as caught:
+        rules.check_finish(run, S.COMPLETED, [done, BatchState.PENDING], {"a": HostState.IN_DOUBT})
+    assert "batch 2 has not run" in caught.value.message
+    assert "hosts in doubt: a" in caught.value.message
+    with pytest.raises(Refused) as caught:
+        rules.check_finish(run, S.PAUSED, [done], {})
+    assert caught.value.status == 400
+
+
+def test_handoff_targets():
+    run = facts(S.RUNNING)
+    rules.check_handoff_target(run, "bob", ["alice", "bob"], "oncall")
+    with pytest.raises(Refused) as caught:
+        rules.check_handoff_target(run, "erin", ["bob", "alice"], "oncall")
+    assert caught.value.code is ErrorCode.NOT_ON_CALL
+    assert caught.value.message == (
+        "erin is not on call (group oncall), so run 7 cannot be handed to them; "
+        "on call now: alice, bob."
+    )
+    with pytest.raises(Refused):
+        rules.check_handoff_target(run, "", ["bob"], "oncall")

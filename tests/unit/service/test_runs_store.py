@@ -1,0 +1,632 @@
+"""The runs ledger (opsbook.service.store) on a real database: SQLite here, in a temporary file.
+
+tests/e2e/test_runs_postgres.py imports this module and runs every test again on a real PostgreSQL
+server, by giving `database_url` another value; so the tests use only the `store`/`open_store`
+fixtures and never assume SQLite.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from opsbook.service.rules import Caller, Refused
+from opsbook.service.store import Store
+from opsbook.wire import (
+    SCOPE_PRODUCTION,
+    SCOPE_READ,
+    SCOPE_TAKEOVER,
+    SCOPE_WRITE,
+    BatchState,
+    ErrorCode,
+    EventIn,
+    EventKind,
+    GateReport,
+    HostResult,
+    HostState,
+    RunState,
+)
+
+ONCALL = frozenset({SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER})
+ALICE = Caller("alice", ONCALL)
+BOB = Caller("bob", ONCALL)
+ERIN = Caller("erin", frozenset({SCOPE_READ, SCOPE_WRITE}))
+CAROL = Caller("carol", frozenset({SCOPE_READ}))
+ON_CALL_NOW = ["alice", "bob"]
+PLAN = [["web-1", "web-2"], ["web-3", "web-4"], ["web-5"]]
+
+
+class Clock:
+    """The store's idea of now, moved by the tests (leases run out without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def database_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'runs.sqlite'}"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def open_store(database_url: str, clock: Clock) -> Iterator[Callable[..., Store]]:
+    """Open the ledger (again): every call is like a start of the service."""
+    opened: list[Store] = []
+
+    def open_(**options) -> Store:
+        options.setdefault("lease_seconds", 60)
+        store = Store(database_url, now=clock, **options)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store) -> Store:
+    return open_store()
+
+
+def start(store: Store, caller: Caller = ALICE, **overrides):
+    request = {
+        "runbook": "patching",
+        "stack": "web-staging",
+        "environment": "staging",
+        "plan": PLAN,
+        "parameters": {"errata": ["DSA-1", "DSA-2"]},
+    }
+    request.update(overrides)
+    return store.create_run(caller, **request)
+
+
+def run_batch(store: Store, run_id: int, caller: Caller, number: int, state=HostState.OK):
+    run = store.start_batch(run_id, caller, number)
+    hosts = run.batches[number - 1].hosts
+    store.append_events(
+        run_id,
+        caller,
+        [
+            EventIn(type="runner_on_ok", uuid=f"{run_id}-{number}-{host}", host=host, task="apt")
+            for host in hosts
+        ],
+    )
+    return store.finish_batch(
+        run_id, caller, number, [HostResult(host=host, state=state) for host in hosts]
+    )
+
+
+def refused(call, *args, **kwargs) -> Refused:
+    with pytest.raises(Refused) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+# --- starting -------------------------------------------------------------------------------------
+
+
+def test_a_new_run_is_running_owned_by_its_starter_with_a_lease(store, clock):
+    run = start(store)
+    assert run.state is RunState.RUNNING
+    assert run.owner == run.created_by == "alice"
+    assert run.lease_expires_at is not None
+    assert [b.hosts for b in run.batches] == PLAN
+    assert all(b.state is BatchState.PENDING for b in run.batches)
+    assert set(run.host_states().values()) == {HostState.PENDING}
+    assert run.parameters == {"errata": ["DSA-1", "DSA-2"]}
+    assert not run.production
+    events = store.events(run.id).events
+    assert [(e.seq, e.type, e.actor) for e in events] == [(1, "start", "alice")]
+
+
+def test_a_second_start_of_the_same_runbook_on_the_same_stack_names_the_run_and_owner(store):
+    first = start(store)
+    error = refused(start, store, BOB)
+    assert (error.status, error.code, error.run_id) == (409, ErrorCode.RUN_ACTIVE, first.id)
+    assert f"run {first.id}" in error.message and "alice" in error.message
+    # another stack, or another runbook, is fine
+    assert start(store, BOB, stack="db-staging").owner == "bob"
+    assert start(store, BOB, runbook="reboot").owner == "bob"
+
+
+def test_simultaneous_starts_give_exactly_one_run(store, open_store):
+    """Eight engineers (threads, half of them through a second connection pool, as a second
+    process would) press start at the same moment."""
+    other = open_store()
+    callers = [Caller(f"eng{i}", ONCALL) for i in range(8)]
+    barrier = threading.Barrier(len(callers))
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def race(index: int) -> None:
+        barrier.wait()
+        try:
+            outcome: object = start(store if index % 2 else other, callers[index])
+        except Refused as error:
+            outcome = error
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(callers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    runs = [r for r in results if not isinstance(r, Refused)]
+    refusals = [r for r in results if isinstance(r, Refused)]
+    assert len(runs) == 1 and len(refusals) == len(callers) - 1
+    winner = runs[0]
+    assert {(e.code, e.run_id) for e in refusals} == {(ErrorCode.RUN_ACTIVE, winner.id)}
+    assert all(winner.owner in e.message for e in refusals)
+    assert [r.id for r in store.list_runs(finished=0)] == [winner.id]
+
+
+def test_a_finished_run_frees_its_stack(store):
+    run = start(store)
+    store.abort(run.id, ALICE, "wrong errata")
+    assert start(store, BOB).owner == "bob"
+
+
+def test_production_needs_the_production_scope(store):
+    error = refused(start, store, ERIN, stack="web-prod", environment="production")
+    assert (error.status, error.code, error.scope) == (
+        403,
+        ErrorCode.MISSING_SCOPE,
+        SCOPE_PRODUCTION,
+    )
+    assert "erin" in error.message and SCOPE_PRODUCTION in error.message
+    run = start(store, ALICE, stack="web-prod", environment="Production")
+    assert run.production
+
+
+def test_viewers_cannot_start_runs(store):
+    error = refused(start, store, CAROL)
+    assert (error.status, error.scope) == (403, SCOPE_WRITE)
+
+
+@pytest.mark.parametrize(
+    ("plan", "words"),
+    [
+        ([], "one or more batches"),
+        ([["a"], []], "one or more batches"),
+        ([["a", "b"], ["b"]], "appears twice"),
+        ([["a", " "]], "blank host"),
+    ],
+)
+def test_a_bad_plan_is_refused_with_the_reason(store, plan, words):
+    error = refused(start, store, plan=plan)
+    assert error.status == 400 and words in error.message
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+def test_events_are_idempotent_by_uuid(store):
+    run = start(store)
+    store.start_batch(run.id, ALICE, 1)
+    batch = [
+        EventIn(type="runner_on_ok", uuid=f"u{i}", host="web-1", task=f"t{i}") for i in range(5)
+    ]
+    first = store.append_events(run.id, ALICE, batch)
+    assert (first.stored, first.duplicates) == (5, 0)
+    # the client did not get the answer and sends the same batch again, plus one new event
+    again = store.append_events(run.id, ALICE, [*batch, EventIn(type="runner_on_ok", uuid="u5")])
+    assert (again.stored, again.duplicates) == (1, 5)
+    # the same uuid twice within one request is stored once too
+    twice = store.append_events(run.id, ALICE, [EventIn(type="x", uuid="u6")] * 2)
+    assert (twice.stored, twice.duplicates) == (1, 1)
+    runner = [e for e in store.events(run.id).events if e.kind is EventKind.RUNNER]
+    assert [e.uuid for e in runner] == [f"u{i}" for i in range(7)]
+    seqs = [e.seq for e in store.events(run.id).events]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_events_page_by_sequence_number(store):
+    run = start(store)
+    store.append_events(run.id, ALICE, [EventIn(type="e", uuid=f"u{i}") for i in range(25)])
+    page = store.events(run.id, since=0, limit=10)
+    assert [e.seq for e in page.events] == list(range(1, 11)) and page.more
+    page = store.events(run.id, since=page.next_since, limit=10)
+    assert page.events[0].seq == 11
+    last = store.events(run.id, since=20, limit=10)
+    assert [e.seq for e in last.events] == [21, 22, 23, 24, 25, 26] and not last.more
+    assert store.last_events(run.id, 3)[-1].seq == 26
+
+
+def test_runner_events_show_each_hosts_latest_task_but_not_its_result(store):
+    run = start(store)
+    store.start_batch(run.id, ALICE, 1)
+    store.append_events(
+        run.id,
+        ALICE,
+        [
+            EventIn(type="runner_on_start", uuid="a", host="web-1", task="Install updates"),
+            EventIn(type="runner_on_failed", uuid="b", host="web-2", task="Reboot"),
+        ],
+    )
+    hosts = {h.name: h for h in store.get_run(run.id).hosts}
+    assert hosts["web-1"].activity == "Install updates"
+    assert hosts["web-2"].state is HostState.RUNNING  # results come with the batch's end
+
+
+def test_oversized_event_data_is_kept_as_a_note_not_refused(store):
+    run = start(store)
+    store.append_events(run.id, ALICE, [EventIn(type="x", uuid="big", data={"s": "x" * 50_000})])
+    (event,) = [e for e in store.events(run.id).events if e.uuid == "big"]
+    assert "truncated" in event.data
+
+
+def test_only_the_owner_of_a_running_run_appends_events(store):
+    run = start(store)
+    error = refused(store.append_events, run.id, BOB, [EventIn(type="x")])
+    assert (error.status, error.code) == (409, ErrorCode.NOT_OWNER)
+    assert "owned by alice" in error.message and "stop" in error.message
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+def test_batches_run_in_order_one_at_a_time(store):
+    run = start(store)
+    error = refused(store.start_batch, run.id, ALICE, 2)
+    assert error.status == 409 and "batch 1" in error.message
+    store.start_batch(run.id, ALICE, 1)
+    error = refused(store.start_batch, run.id, ALICE, 2)
+    assert error.status == 409 and "in flight" in error.message
+    error = refused(store.start_batch, run.id, ALICE, 7)
+    assert error.status == 404 and "batches 1 to 3" in error.message
+
+
+def test_finishing_a_batch_records_each_hosts_result_and_who(store):
+    run = start(store)
+    store.start_batch(run.id, ALICE, 1)
+    error = refused(
+        store.finish_batch, run.id, ALICE, 1, [HostResult(host="web-1", state=HostState.OK)]
+    )
+    assert error.status == 400 and "web-2" in error.message
+    error = refused(
+        store.finish_batch, run.id, ALICE, 1, [HostResult(host="db-1", state=HostState.OK)]
+    )
+    assert error.status == 400 and "db-1" in error.message
+    results = [
+        HostResult(host="web-1", state=HostState.OK),
+        HostResult(host="web-2", state=HostState.FAILED, message="dpkg lock held"),
+    ]
+    run = store.finish_batch(run.id, ALICE, 1, results)
+    assert run.current_batch is None
+    assert run.batches[0].state is BatchState.DONE and run.batches[0].finished_by == "alice"
+    hosts = {h.name: h for h in run.hosts}
+    assert hosts["web-2"].state is HostState.FAILED and hosts["web-2"].message == "dpkg lock held"
+    # a retry of the same finish (lost answer) changes nothing and is not an error
+    again = store.finish_batch(run.id, ALICE, 1, results)
+    assert again.last_seq == run.last_seq
+
+
+def test_the_gate_comes_after_the_batch(store):
+    run = start(store)
+    store.start_batch(run.id, ALICE, 1)
+    error = refused(store.record_gate, run.id, ALICE, 1, GateReport(passed=True))
+    assert error.status == 409 and "after the batch" in error.message
+    run_batch(store, run.id, ALICE, 1)
+    run = store.record_gate(
+        run.id, ALICE, 1, GateReport(passed=False, message="web-2 down", details={"web-2": "up=0"})
+    )
+    assert run.batches[0].gate_passed is False and run.batches[0].gate_message == "web-2 down"
+
+
+# --- leases, orphans, takeover --------------------------------------------------------------------
+
+
+def test_a_lease_that_runs_out_orphans_the_run(store, clock):
+    run = start(store)
+    store.start_batch(run.id, ALICE, 1)
+    clock.advance(30)
+    store.renew_lease(run.id, ALICE)
+    clock.advance(59)
+    assert store.expire_leases() == []
+    clock.advance(2)
+    (orphan,) = store.expire_leases()
+    assert orphan.state is RunState.ORPHANED and orphan.owner == "alice"
+    last = store.last_events(run.id, 1)[0]
+    assert (last.type, last.kind, last.actor) == ("lease_expired", EventKind.SYSTEM, "runs")
+    assert store.expire_leases() == []  # once
+    # the kernel that lost it finds out at its next renewal or event
+    error = refused(store.renew_lease, run.id, ALICE)
+    assert (error.status, error.code) == (409, ErrorCode.LEASE_EXPIRED)
+    error = refused(store.append_events, run.id, ALICE, [EventIn(type="x")])
+    assert error.code is ErrorCode.LEASE_EXPIRED
+
+
+def test_renewal_by_someone_else_is_refused(store):
+    run = start(store)
+    error = refused(store.renew_lease, run.id, BOB)
+    assert (error.status, error.code) == (409, ErrorCode.NOT_OWNER)
+
+
+def test_a_lease_tells_the_owner_about_a_pending_handoff(store):
+    run = start(store)
+    assert store.renew_lease(run.id, ALICE).handoff is None
+    store.handoff(run.id, ALICE, to="bob", note="", oncall=ON_CALL_NOW, oncall_group="oncall")
+    assert store.renew_lease(run.id, ALICE).handoff.to == "bob"
+
+
+def test_takeover_puts_the_interrupted_hosts_in_doubt_and_they_run_again(store, clock):
+    run = start(store)
+    run_batch(store, run.id, ALICE, 1)
+    store.start_batch(run.id, ALICE, 2)
+    store.append_events(run.id, ALICE, [EventIn(type="runner_on_ok", uuid="x", host="web-3")])
+    clock.advance(61)
+    store.expire_leases()
+
+    error = refused(store.takeover, run.id, ERIN, "alice is gone")
+    assert (error.status, error.scope) == (403, SCOPE_TAKEOVER)
+    error = refused(store.takeover, run.id, BOB, "  ")
+    assert error.status == 400 and "reason" in error.message
+
+    run = store.takeover(run.id, BOB, "alice's container died")
+    assert (run.state, run.owner) == (RunState.RUNNING, "bob")
+    states = run.host_states()
+    assert states["web-3"] is states["web-4"] is HostState.IN_DOUBT
+    assert states["web-1"] is HostState.OK and states["web-5"] is HostState.PENDING
+    assert run.batches[1].state is BatchState.INTERRUPTED and run.current_batch == 2
+    event = store.last_events(run.id, 1)[0]
+    assert event.type == "takeover" and event.actor == "bob"
+    assert event.data == {
+        "from": "alice",
+        "reason": "alice's container died",
+        "in_doubt": ["web-3", "web-4"],
+    }
+    # completion is refused while hosts are in doubt
+    error = refused(store.finish, run.id, BOB, RunState.COMPLETED, "")
+    assert error.status == 409 and "web-3" in error.message
+
+    run = store.start_batch(run.id, BOB, 2, ["web-3", "web-4"])
+    assert run.batches[1].attempts == 2 and run.batches[1].started_by == "bob"
+    store.finish_batch(
+        run.id,
+        BOB,
+        2,
+        [HostResult(host=h, state=HostState.OK) for h in ("web-3", "web-4")],
+    )
+    run_batch(store, run.id, BOB, 3)
+    run = store.finish(run.id, BOB, RunState.COMPLETED, "all patched")
+    assert run.state is RunState.COMPLETED
+    assert set(run.host_states().values()) == {HostState.OK}
+
+
+def test_only_an_orphaned_run_can_be_taken_over(store):
+    run = start(store)
+    error = refused(store.takeover, run.id, BOB, "I want it")
+    assert error.status == 409 and "alice" in error.message and "not orphaned" in error.message
+
+
+def test_the_owner_may_reclaim_their_own_orphaned_run(store, clock):
+    run = start(store, ERIN)
+    clock.advance(61)
+    store.expire_leases()
+    run = store.takeover(run.id, ERIN, "my kernel restarted")
+    assert (run.state, run.owner) == (RunState.RUNNING, "erin")
+
+
+def test_restart_grace_keeps_running_runs_from_being_orphaned(store, open_store, clock):
+    run = start(store)
+    clock.advance(300)  # the service was down; nobody could renew
+    reopened = open_store()
+    assert reopened.extend_leases_after_restart() == 1
+    assert reopened.expire_leases() == []
+    assert reopened.get_run(run.id).state is RunState.RUNNING
+
+
+# --- handoff --------------------------------------------------------------------------------------
+
+
+def test_handoff_pause_accept_and_the_receiver_continues(store):
+    run = start(store)
+    run_batch(store, run.id, ALICE, 1)
+    store.start_batch(run.id, ALICE, 2)
+    run = store.handoff(
+        run.id, ALICE, to="bob", note="web-4 is slow", oncall=ON_CALL_NOW, oncall_group="oncall"
+    )
+    assert run.state is RunState.RUNNING and run.handoff.to == "bob"
+    # bob cannot accept before alice's batch has finished
+    error = refused(store.accept, run.id, BOB)
+    assert error.status == 409 and "not paused yet" in error.message
+    error = refused(store.pause, run.id, ALICE)
+    assert error.status == 409 and "in flight" in error.message
+    store.finish_batch(
+        run.id, ALICE, 2, [HostResult(host=h, state=HostState.OK) for h in ("web-3", "web-4")]
+    )
+    run = store.pause(run.id, ALICE)
+    assert run.state is RunState.HANDED_OFF and run.lease_expires_at is None
+    assert store.pause(run.id, ALICE).last_seq == run.last_seq  # a retry is harmless
+
+    error = refused(store.accept, run.id, ERIN)
+    assert (error.code, error.status) == (ErrorCode.NOT_HANDED_TO_YOU, 409)
+    assert "handed to bob, not to you (erin)" in error.message
+
+    run = store.accept(run.id, BOB)
+    assert (run.state, run.owner, run.handoff) == (RunState.RUNNING, "bob", None)
+    assert run.lease_expires_at is not None
+    assert store.accept(run.id, BOB).last_seq == run.last_seq  # a retry is harmless
+    error = refused(store.append_events, run.id, ALICE, [EventIn(type="x")])
+    assert error.code is ErrorCode.NOT_OWNER
+
+    run = run_batch(store, run.id, BOB, 3)
+    run = store.finish(run.id, BOB, RunState.COMPLETED, "done")
+    assert [b.started_by for b in run.batches] == ["alice", "alice", "bob"]
+    history = [(e.type, e.actor) for e in store.last_events(run.id, 100, people_only=True)]
+    assert ("handoff", "alice") in history and ("accept", "bob") in history
+    handoff = next(
+        e for e in store.last_events(run.id, 100, people_only=True) if e.type == "handoff"
+    )
+    assert "web-4 is slow" in handoff.message
+
+
+def test_handoff_only_to_someone_on_call(store):
+    run = start(store)
+    error = refused(
+        store.handoff, run.id, ALICE, to="erin", note="", oncall=ON_CALL_NOW, oncall_group="oncall"
+    )
+    assert (error.status, error.code) == (400, ErrorCode.NOT_ON_CALL)
+    assert "erin is not on call" in error.message and "alice, bob" in error.message
+    error = refused(
+        store.handoff, run.id, ALICE, to="bob", note="", oncall=[], oncall_group="oncall"
+    )
+    assert "nobody" in error.message
+    error = refused(
+        store.handoff, run.id, ALICE, to="alice", note="", oncall=ON_CALL_NOW, oncall_group="x"
+    )
+    assert error.status == 400 and "already yours" in error.message
+
+
+def test_only_the_owner_hands_off(store):
+    run = start(store)
+    error = refused(
+        store.handoff, run.id, BOB, to="bob", note="", oncall=ON_CALL_NOW, oncall_group="oncall"
+    )
+    assert (error.status, error.code) == (409, ErrorCode.NOT_OWNER)
+
+
+def test_a_paused_run_handed_off_waits_at_once_and_resume_cancels_it(store):
+    run = start(store)
+    run = store.pause(run.id, ALICE)
+    assert run.state is RunState.PAUSED
+    error = refused(store.start_batch, run.id, ALICE, 1)
+    assert error.status == 409 and "Resume it first" in error.message
+    run = store.handoff(run.id, ALICE, to="bob", note="", oncall=ON_CALL_NOW, oncall_group="oc")
+    assert run.state is RunState.HANDED_OFF
+    run = store.resume(run.id, ALICE)
+    assert (run.state, run.handoff, run.owner) == (RunState.RUNNING, None, "alice")
+    types = [e.type for e in store.last_events(run.id, 2)]
+    assert types == ["handoff_cancelled", "resume"]
+
+
+def test_accepting_a_run_that_was_handed_to_nobody(store):
+    run = start(store)
+    error = refused(store.accept, run.id, BOB)
+    assert error.code is ErrorCode.NOT_HANDED_TO_YOU and "not been handed off" in error.message
+
+
+# --- the end --------------------------------------------------------------------------------------
+
+
+def test_a_finished_run_cannot_be_resumed_or_finished_again(store):
+    run = start(store)
+    store.finish(run.id, ALICE, RunState.FAILED, "gate failed on batch 1")
+    for action in (
+        lambda: store.resume(run.id, ALICE),
+        lambda: store.finish(run.id, ALICE, RunState.FAILED, ""),
+        lambda: store.pause(run.id, ALICE),
+        lambda: store.renew_lease(run.id, ALICE),
+    ):
+        error = refused(action)
+        assert (error.status, error.code) == (409, ErrorCode.RUN_FINISHED)
+        assert f"run {run.id} is already failed" in error.message
+    # notes are still welcome (a post-mortem)
+    assert store.add_note(run.id, BOB, "root cause: full /var").actor == "bob"
+
+
+def test_completing_needs_every_batch_done(store):
+    run = start(store)
+    run_batch(store, run.id, ALICE, 1)
+    error = refused(store.finish, run.id, ALICE, RunState.COMPLETED, "")
+    assert error.status == 409 and "batch 2, 3 has not run" in error.message
+
+
+def test_failing_mid_batch_leaves_the_batch_in_doubt(store):
+    run = start(store)
+    store.start_batch(run.id, ALICE, 1)
+    run = store.finish(run.id, ALICE, RunState.FAILED, "kernel panic on web-1")
+    assert run.state is RunState.FAILED and run.finished_at
+    assert run.host_states()["web-1"] is HostState.IN_DOUBT
+    assert run.batches[0].state is BatchState.INTERRUPTED
+
+
+def test_abort_by_the_owner_or_by_on_call_when_orphaned(store, clock):
+    run = start(store, ERIN)
+    error = refused(store.abort, run.id, BOB, "no")
+    assert error.code is ErrorCode.NOT_OWNER
+    clock.advance(61)
+    store.expire_leases()
+    error = refused(store.abort, run.id, Caller("frank", ERIN.scopes), "cleanup")
+    assert (error.status, error.scope) == (403, SCOPE_TAKEOVER)
+    run = store.abort(run.id, BOB, "erin is on leave; restarting tomorrow")
+    assert run.state is RunState.ABORTED and run.summary.startswith("erin is on leave")
+
+
+def test_notes_from_anyone_who_may_write_but_not_viewers(store):
+    run = start(store)
+    assert store.add_note(run.id, ERIN, "watching web-2").message == "watching web-2"
+    error = refused(store.add_note, run.id, CAROL, "hi")
+    assert (error.status, error.scope) == (403, SCOPE_WRITE)
+
+
+def test_production_runs_need_the_production_scope_for_every_write(store, clock):
+    run = start(store, ALICE, stack="web-prod", environment="production")
+    error = refused(store.renew_lease, run.id, Caller("alice", ERIN.scopes))
+    assert error.scope == SCOPE_PRODUCTION
+
+
+def test_hostile_input_is_refused_or_cleaned_on_every_database(store):
+    """PostgreSQL refuses NUL in text and numbers past its integers; neither may become a 500."""
+    run = start(store)
+    assert store.add_note(run.id, ALICE, "a\x00b").message == "ab"
+    error = refused(store.append_events, run.id, ALICE, [EventIn(type="x", host="web\x00")])
+    assert error.status == 400 and "control characters" in error.message
+    error = refused(store.append_events, run.id, ALICE, [EventIn(type="x", batch=10**12)])
+    assert error.status == 400
+    assert store.events(run.id, since=10**30).events == []
+    assert store.last_events(run.id, 5, before=10**30)[-1].type == "note"
+    assert refused(start, store, stack="other", plan=[["web\x00"]]).status == 400
+
+
+def test_unknown_runs(store):
+    error = refused(store.get_run, 999)
+    assert (error.status, error.code) == (404, ErrorCode.NOT_FOUND)
+    assert refused(store.events, 999).status == 404
+
+
+# --- durability -----------------------------------------------------------------------------------
+
+
+def test_reopening_the_database_loses_nothing(store, open_store):
+    run = start(store)
+    run_batch(store, run.id, ALICE, 1)
+    store.handoff(run.id, ALICE, to="bob", note="n", oncall=ON_CALL_NOW, oncall_group="oncall")
+    before = store.get_run(run.id)
+    events_before = store.events(run.id, limit=1000).events
+    store.close()
+
+    reopened = open_store()
+    assert reopened.get_run(run.id) == before
+    assert reopened.events(run.id, limit=1000).events == events_before
+    # and it carries on: sequence numbers continue, the stack is still taken
+    assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
+    assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
+    assert reopened.schema_version() == 1
+
+
+def test_list_runs_active_first_then_recent(store):
+    finished = start(store, stack="s1")
+    store.abort(finished.id, ALICE, "test")
+    active = start(store, stack="s2")
+    listed = store.list_runs()
+    assert [r.id for r in listed] == [active.id, finished.id]
+    assert [r.id for r in store.list_runs(finished=0)] == [active.id]
+    assert [r.id for r in store.list_runs(stack="s1")] == [finished.id]
+    assert [r.id for r in store.list_runs(runbook="patching", stack="s2")] == [active.id]

@@ -1,0 +1,155 @@
+"""The wire format shared by the runs service and its client (opsbook.wire), and what the service
+package may import (the runs image installs opsbook without Ansible or Prometheus)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from opsbook.wire import (
+    AppendEvents,
+    BatchState,
+    BatchView,
+    CreateRun,
+    ErrorCode,
+    ErrorReply,
+    EventIn,
+    Handoff,
+    HostResult,
+    HostState,
+    HostView,
+    Run,
+    RunState,
+    WireError,
+    is_production,
+    parse_wire_time,
+    wire_time,
+)
+
+
+def sample_run() -> Run:
+    return Run(
+        id=3,
+        runbook="patching",
+        stack="web-prod",
+        environment="production",
+        production=True,
+        parameters={"errata": ["DSA-1"], "reboot": True},
+        state=RunState.HANDED_OFF,
+        owner="alice",
+        lease_expires_at=None,
+        lease_seconds=60,
+        created_by="alice",
+        created_at="2026-11-26T12:00:00.000000+00:00",
+        updated_at="2026-11-26T12:05:00.000000+00:00",
+        handoff=Handoff(to="bob", note="web-2 slow", by="alice", at="2026-11-26T12:04:00+00:00"),
+        batches=[BatchView(number=1, hosts=["web-1"], state=BatchState.DONE, started_by="alice")],
+        hosts=[HostView(name="web-1", batch=1, state=HostState.OK)],
+        last_seq=42,
+    )
+
+
+def test_a_run_survives_the_trip_through_json():
+    run = sample_run()
+    data = json.loads(json.dumps(run.to_dict()))
+    assert data["state"] == "handed_off" and data["hosts"][0]["state"] == "ok"
+    assert Run.from_dict(data) == run
+    assert run.host_states() == {"web-1": HostState.OK} and not run.finished
+
+
+def test_unknown_fields_are_ignored_so_either_side_may_add_fields():
+    data = {**sample_run().to_dict(), "added_in_a_later_version": 1}
+    assert Run.from_dict(data) == sample_run()
+
+
+def test_defaults_fill_what_an_older_sender_left_out():
+    request = CreateRun.from_dict(
+        {"runbook": "patching", "stack": "s", "environment": "staging", "plan": [["a"]]}
+    )
+    assert request.parameters == {}
+    assert EventIn.from_dict({"type": "runner_on_ok"}) == EventIn(type="runner_on_ok")
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "message"),
+    [
+        (CreateRun, [], "CreateRun: expected a JSON object, got a list"),
+        (CreateRun, {"runbook": "p"}, "stack: missing (expected a string)"),
+        (
+            CreateRun,
+            {"runbook": "p", "stack": "s", "environment": "e", "plan": [["a", 2]]},
+            "plan[0][1]: expected a string, got 2",
+        ),
+        (
+            AppendEvents,
+            {"events": [{"type": "x", "batch": True}]},
+            "events[0].batch: expected a whole number or null, got true",
+        ),
+        (
+            HostResult,
+            {"host": "a", "state": "fine"},
+            "state: expected one of pending, running, ok, failed, unreachable, in_doubt, "
+            "got 'fine'",
+        ),
+    ],
+)
+def test_a_bad_body_names_the_field(kind, data, message):
+    with pytest.raises(WireError) as caught:
+        kind.from_dict(data)
+    assert str(caught.value) == message
+
+
+def test_error_bodies():
+    reply = ErrorReply(status=409, code=ErrorCode.RUN_ACTIVE, message="taken", run_id=4)
+    body = json.loads(json.dumps(reply.to_body()))
+    assert body["error"]["code"] == "run_active"
+    assert ErrorReply.from_body(body) == reply
+    with pytest.raises(WireError):
+        ErrorReply.from_body({"message": "not ours"})
+
+
+def test_times_travel_in_utc():
+    moment = datetime(2026, 11, 26, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    text = wire_time(moment)
+    assert text == "2026-11-26T12:00:00.000000+00:00"
+    assert parse_wire_time(text) == moment
+    assert parse_wire_time("2026-11-26T12:00:00Z").tzinfo is not None
+    for bad in ("2026-11-26T12:00:00", "yesterday"):
+        with pytest.raises(WireError):
+            parse_wire_time(bad)
+    with pytest.raises(WireError):
+        wire_time(datetime(2026, 1, 1))
+    assert wire_time(datetime(2026, 1, 1, tzinfo=UTC)).endswith("+00:00")
+
+
+def test_production_environments_compare_case_blind():
+    assert is_production(" Production ", frozenset({"production"}))
+    assert is_production("prod", frozenset({"production", "prod"}))
+    assert not is_production("staging", frozenset({"production"}))
+
+
+def test_the_service_imports_neither_ansible_nor_prometheus():
+    code = (
+        "import sys, opsbook, opsbook.wire, opsbook.service.app, opsbook.service.__main__\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'ansible', 'ansible_runner', 'prometheus_api_client', 'pandas', 'ipywidgets', 'yaml'})\n"
+        "print(','.join(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_the_wire_module_imports_only_the_standard_library():
+    code = (
+        "import sys; before = set(sys.modules); import opsbook.wire\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(','.join(sorted(new - set(sys.stdlib_module_names) - {'opsbook'})))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
