@@ -21,7 +21,7 @@ RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
  && chmod 0755 /usr/sbin/policy-rc.d \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
-      openssh-server python3 python3-apt sudo prometheus-node-exporter procps \
+      openssh-server python3 python3-apt sudo prometheus-node-exporter procps iproute2 \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 
 # The user Ansible comes in as: key only (no password: "*"), passwordless sudo.

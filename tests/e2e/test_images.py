@@ -1,0 +1,79 @@
+"""The images themselves, checked from inside with pytest-testinfra (docker backend)."""
+
+import subprocess
+import uuid
+
+import pytest
+import testinfra
+
+from .stack import PROJECT, compose, docker
+
+
+@pytest.fixture(scope="module")
+def singleuser(stack):
+    """A container of the engineers' image, as the image starts it (its user, its env)."""
+    name = f"{PROJECT}-image-check-{uuid.uuid4().hex[:6]}"
+    docker("run", "-d", "--rm", "--name", name, "opsbook/singleuser:0.1.0", "sleep", "600")
+    yield testinfra.get_host(f"docker://{name}")
+    docker("rm", "-f", name, check=False)
+
+
+def service_host(service: str):
+    container = compose("ps", "-q", service).stdout.strip()
+    return testinfra.get_host(f"docker://{container}")
+
+
+def test_singleuser_runs_as_a_plain_user_with_the_toolkit(singleuser):
+    assert singleuser.user().uid == 1000
+    assert singleuser.user().name == "jovyan"
+    for module in ("opsbook.inventory", "opsbook.plays", "ansible_runner", "prometheus_api_client"):
+        assert singleuser.run(f"python -c 'import {module}'").rc == 0, module
+    assert singleuser.run("ansible-playbook --version").rc == 0
+    assert singleuser.run("jupyterhub-singleuser --version").stdout.strip() == "5.5.4"
+    assert not singleuser.file("/var/run/docker.sock").exists
+    assert singleuser.run("sudo -n true").rc != 0  # no sudo, no way up
+
+
+def test_the_library_mount_points_exist_in_the_image(singleuser):
+    for folder in ("/home/jovyan/runbooks", "/home/jovyan/ansible"):
+        assert singleuser.file(folder).is_directory
+        assert singleuser.file(folder).user == "root"
+
+
+@pytest.mark.parametrize("service", ["web-1", "db-1"])
+def test_fleet_hosts_listen_for_ssh_and_the_exporter(stack, service):
+    host = service_host(service)
+    assert host.socket("tcp://0.0.0.0:22").is_listening
+    assert host.socket("tcp://9100").is_listening
+    metrics = host.run(
+        "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:9100/metrics').read().decode())\""
+    )
+    assert 'mountpoint="/"' in metrics.stdout  # the root overlay, for the disk check
+    assert host.user("opsbook").uid == 1001
+    assert host.file("/etc/apt/sources.list.d/opsbook-demo.list").contains("http://pkgrepo/debian")
+
+
+def test_fleet_hosts_take_packages_only_from_the_signed_local_repository(stack):
+    host = service_host("web-1")
+    update = host.run("sudo -u opsbook sudo -n apt-get update 2>&1")
+    assert update.rc == 0, update.stdout  # the signature checks out
+    assert "NO_PUBKEY" not in update.stdout
+    sources = host.run("apt-get indextargets --format '$(SITE)' | sort -u").stdout.split()
+    assert sources == ["http://pkgrepo/debian"]
+
+
+def test_the_package_repository_serves_both_suites(stack):
+    repo = service_host("pkgrepo")
+    listing = repo.run("opsbook-repo list").stdout
+    assert "incoming\topsbook-demo-base\t1.1" in listing
+    assert "stable\topsbook-demo-base\t1.0" in listing
+    assert "stable\topsbook-demo-base\t1.1" not in listing
+
+
+def test_the_image_user_of_every_long_running_service_is_not_root(stack):
+    for service in ("proxy", "hub", "idp", "prometheus", "alertmanager", "recorder"):
+        container = compose("ps", "-q", service).stdout.strip()
+        user = subprocess.run(
+            ["docker", "exec", container, "id", "-u"], capture_output=True, text=True
+        ).stdout.strip()
+        assert user not in ("", "0"), service
