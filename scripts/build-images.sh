@@ -31,6 +31,7 @@ build() { # NAME CONTEXT DOCKERFILE [docker build options...]
 build proxy images/proxy images/proxy/Dockerfile
 build hub hub hub/Dockerfile
 build singleuser . images/singleuser/Dockerfile
+build runs . images/runs/Dockerfile
 # The demo: identity provider, fleet, package repository, monitoring.
 build idp images/idp images/idp/Dockerfile
 build pkgrepo images/fleet images/fleet/repo.Dockerfile
@@ -39,3 +40,5 @@ build fleet-db images/fleet images/fleet/host.Dockerfile --build-arg STACK=db
 build prometheus images/prometheus images/prometheus/Dockerfile
 build alertmanager images/alertmanager images/alertmanager/Dockerfile
 build recorder images/recorder images/recorder/Dockerfile
+# For the tests of the runs service against PostgreSQL (and an example for production).
+build postgres images/postgres images/postgres/Dockerfile

@@ -12,10 +12,10 @@ compile='pip-compile -q --strip-extras --no-header --annotation-style=line --no-
 docker run --rm -v "$root:/src" -w /src -e HOME=/tmp opsbook/base:bookworm sh -ec "
   apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   python3 -m venv /tmp/lock && /tmp/lock/bin/pip install -q pip-tools==7.6.2
-  for f in hub/requirements.in images/singleuser/requirements.in; do
+  for f in hub/requirements.in images/singleuser/requirements.in images/runs/requirements.in; do
     /tmp/lock/bin/$compile -o \${f%.in}.txt \$f
   done
-  chown $(id -u):$(id -g) hub/requirements.txt images/singleuser/requirements.txt"
+  chown $(id -u):$(id -g) hub/requirements.txt images/singleuser/requirements.txt images/runs/requirements.txt"
 
 venv=build/piptools
 [ -x "$venv/bin/pip-compile" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q pip-tools==7.6.2; }

@@ -195,6 +195,8 @@ def hub_services(s: Settings) -> list[dict]:
         "oauth_client_id": "service-runs",
         "oauth_redirect_uri": "/services/runs/oauth_callback",
         "oauth_client_allowed_scopes": sorted(RUNS_SCOPES),
+        # Our own service: no "Authorize access" page between a user and the status page.
+        "oauth_no_confirm": True,
         "display": True,
     }
     return [idle_culler, prometheus, runs]

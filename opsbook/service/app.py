@@ -208,12 +208,14 @@ class ApiHandler(BaseHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, Refused):
+            self._refusal_logged = True  # one line per refusal, with its reason
             log.info(
-                "%s %s by %s: %d %s",
+                "%d %s %s (%s, %s): %s",
+                value.status,
                 self.request.method,
                 self.request.path,
+                self.request.remote_ip,
                 self.caller.name if self.caller else "-",
-                value.status,
                 value.message,
             )
         else:
@@ -511,7 +513,9 @@ def make_app(ctx: Context, *, cookie_secret: bytes | None = None) -> web.Applica
 def _log_request(handler: web.RequestHandler) -> None:
     """Tornado's access log, without the health checks Docker makes every few seconds."""
     status = handler.get_status()
-    if isinstance(handler, HealthHandler) and status == 200:
+    if (isinstance(handler, HealthHandler) and status == 200) or getattr(
+        handler, "_refusal_logged", False
+    ):
         return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request

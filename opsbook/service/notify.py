@@ -74,7 +74,7 @@ class Notifier:
                 self.send(f"{'FAILURE: ' if failure else ''}{self._name(run)}: {event.message}")
 
     def _name(self, run: Run) -> str:
-        env = f"{run.environment}, PRODUCTION" if run.production else run.environment
+        env = run.environment.upper() if run.production else run.environment
         link = f" {self.link_base}{run.id}" if self.link_base else ""
         return f"run {run.id} ({run.runbook} on {run.stack}, {env}){link}"
 

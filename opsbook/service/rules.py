@@ -343,9 +343,14 @@ def check_batch_start(run: RunFacts, number: int, batch_states: Sequence[BatchSt
         )
 
 
-def check_pause(run: RunFacts) -> None:
-    """A run pauses at a batch boundary: the batch in flight finishes first."""
-    if run.state is RunState.RUNNING and run.current_batch is not None:
+def check_pause(run: RunFacts, batch_state: BatchState | None = None) -> None:
+    """A run pauses at a batch boundary: the batch in flight finishes first. A batch that was
+    interrupted (a takeover) is not running, so its new owner may pause before running it again."""
+    if (
+        run.state is RunState.RUNNING
+        and run.current_batch is not None
+        and batch_state is not BatchState.INTERRUPTED
+    ):
         raise Refused(
             409,
             ErrorCode.WRONG_STATE,

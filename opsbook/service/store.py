@@ -673,7 +673,12 @@ class Store:
             rules.authorize(Action.PAUSE, facts, caller)
             if facts.state is not RunState.RUNNING:
                 return self._load(conn, run_id)  # already paused: a client's retry
-            rules.check_pause(facts)
+            current = (
+                self._batch_states(conn, run_id)[facts.current_batch - 1]
+                if facts.current_batch
+                else None
+            )
+            rules.check_pause(facts, current)
             state = rules.state_after(Action.PAUSE, facts)
             conn.execute(
                 update(runs).where(runs.c.id == run_id).values(state=state, lease_expires_at=None)

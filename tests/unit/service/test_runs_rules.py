@@ -249,6 +249,7 @@ def test_state_after(action, run, after):
 
 def test_pause_waits_for_the_batch_in_flight():
     rules.check_pause(facts(S.RUNNING))
+    rules.check_pause(facts(S.RUNNING, current_batch=3), BatchState.INTERRUPTED)
     with pytest.raises(Refused) as caught:
         rules.check_pause(facts(S.RUNNING, current_batch=3))
     assert caught.value.status == 409 and "batch 3" in caught.value.message

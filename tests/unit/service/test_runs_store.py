@@ -409,6 +409,20 @@ def test_takeover_puts_the_interrupted_hosts_in_doubt_and_they_run_again(store, 
     assert set(run.host_states().values()) == {HostState.OK}
 
 
+def test_after_a_takeover_the_new_owner_may_pause_and_hand_off_before_rerunning(store, clock):
+    run = start(store)
+    store.start_batch(run.id, ALICE, 1)
+    clock.advance(61)
+    store.expire_leases()
+    store.takeover(run.id, BOB, "alice's kernel died")
+    store.handoff(run.id, BOB, to="alice", note="", oncall=ON_CALL_NOW, oncall_group="oncall")
+    run = store.pause(run.id, BOB)
+    assert run.state is RunState.HANDED_OFF and run.current_batch == 1
+    store.accept(run.id, ALICE)
+    run = store.start_batch(run.id, ALICE, 1, ["web-1", "web-2"])
+    assert run.batches[0].attempts == 2
+
+
 def test_only_an_orphaned_run_can_be_taken_over(store):
     run = start(store)
     error = refused(store.takeover, run.id, BOB, "I want it")
