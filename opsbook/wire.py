@@ -320,6 +320,11 @@ class GateReport(Wire):
 
 
 @wire
+class Empty(Wire):
+    """The body of the verbs that need nothing else: lease, pause, accept, resume."""
+
+
+@wire
 class NoteIn(Wire):
     text: str
 

@@ -131,6 +131,7 @@ def configure_spawner(c: Config, s: Settings) -> None:
         "OPSBOOK_PROMETHEUS_URL": s["PROMETHEUS_URL"],
         "OPSBOOK_ALERTMANAGER_URL": s["ALERTMANAGER_URL"],
         "OPSBOOK_PACKAGE_REPO_URL": s["PACKAGE_REPO_URL"],
+        "OPSBOOK_RUNS_URL": f"{s['RUNS_SERVICE_URL']}/services/runs",
         "OPSBOOK_ANSIBLE_DIR": ANSIBLE_MOUNT,
         "ANSIBLE_CONFIG": f"{ANSIBLE_MOUNT}/ansible.cfg",
     }

@@ -155,6 +155,7 @@ def test_containers_know_where_monitoring_and_playbooks_are(config):
     assert env["OPSBOOK_PROMETHEUS_URL"] == "http://prometheus:9090"
     assert env["OPSBOOK_ALERTMANAGER_URL"] == "http://alertmanager:9093"
     assert env["ANSIBLE_CONFIG"] == "/home/jovyan/ansible/ansible.cfg"
+    assert env["OPSBOOK_RUNS_URL"] == "http://runs:8000/services/runs"
 
 
 def test_the_fleet_key_is_mounted_read_only_for_server_groups_only():
