@@ -21,13 +21,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import requests
 
 from opsbook import wire
+from opsbook.config import Settings
 from opsbook.errors import OpsbookError
 from opsbook.health import GateResult
 from opsbook.plays import RunnerEvent
@@ -41,6 +42,7 @@ from opsbook.rolling import (
     RollingResult,
     RunObserver,
     StopRun,
+    rolling_patch,
 )
 
 W = TypeVar("W", bound=wire.Wire)
@@ -445,9 +447,6 @@ def history(client: RunsClient, run_id: int) -> list[str]:
     return lines
 
 
-RollingCall = Callable[..., RollingResult]
-
-
 class RunSession:
     """One engineer's hold on a run: its rolling patch in the background, and the verbs.
 
@@ -494,13 +493,16 @@ class RunSession:
 
     def patch(
         self,
-        rolling: RollingCall,
         plan: RollingPlan,
+        settings: Settings,
         *,
         forward: RunObserver | None = None,
         **options: Any,
     ) -> RunSession:
-        """Start `rolling(plan, observer=..., start_batch=..., **options)` in the background."""
+        """Start the rolling patch of the run's remaining batches in the background.
+
+        `options` go to opsbook.rolling.rolling_patch (check, max_fail, gate_timeout ...).
+        """
         if self._thread is not None and self._thread.is_alive():
             raise OpsbookError(f"run {self.run.id} is already patching")
         self.result = self.error = None
@@ -509,8 +511,8 @@ class RunSession:
 
         def work() -> None:
             try:
-                self.result = rolling(
-                    plan, observer=self.ledger, start_batch=start_batch, **options
+                self.result = rolling_patch(
+                    plan, settings, observer=self.ledger, start_batch=start_batch, **options
                 )
             except BaseException as error:  # kept for wait(), which re-raises it
                 self.error = error
@@ -533,12 +535,15 @@ class RunSession:
         assert self.result is not None
         return self.result
 
-    def wait_for_batch(self, number: int, timeout: float = 3600) -> None:
-        """Until batch `number` (from 1) is done in the ledger, or the patch has ended."""
+    def wait_for_batch(
+        self, number: int, state: wire.BatchState = wire.BatchState.DONE, timeout: float = 3600
+    ) -> None:
+        """Until batch `number` (from 1) is in `state` or past it, or the patch has ended."""
+        order = [wire.BatchState.PENDING, wire.BatchState.RUNNING, wire.BatchState.DONE]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.client.run(self.run.id)
-            if run.batches[number - 1].state is wire.BatchState.DONE:
+            now = self.client.run(self.run.id).batches[number - 1].state
+            if now not in order or order.index(now) >= order.index(state):
                 return
             if self._thread is not None and not self._thread.is_alive():
                 return

@@ -55,6 +55,8 @@ OVERRIDES = {
     # Re-read groups every few seconds, so that the revocation test does not wait minutes.
     "AUTH_REFRESH_AGE": "5",
     "IDP_ACCOUNTS_DIR": str(ACCOUNTS_DIR),
+    # A dead kernel's run is orphaned after 10 s instead of a minute.
+    "RUNS_LEASE_SECONDS": "10",
 }
 
 
