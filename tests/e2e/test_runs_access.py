@@ -20,7 +20,8 @@ def client_of(stack, username: str) -> RunsClient:
     """The engineer's own JupyterHub token, as their notebooks have it, through the proxy."""
     user = HubUser(stack.hub_url, username)
     user.sign_in(stack.demo_password)
-    return RunsClient(f"{stack.hub_url}{RUNS}", user.new_token(f"runs test {username}"), retry_for=5)
+    token = user.new_token(f"runs test {username}")
+    return RunsClient(f"{stack.hub_url}{RUNS}", token, retry_for=5)
 
 
 @pytest.fixture(scope="module")
