@@ -32,10 +32,13 @@ logs: ## follow the logs of every service
 ps: ## list the deployment's containers
 	@$(COMPOSE) ps
 
-test: test-unit test-e2e ## every test: unit, then end-to-end and browser against a test stack of its own
+test: test-unit test-notebooks test-e2e ## every test: unit, runbooks, then end-to-end and browser on a stack of its own
 
 test-unit: $(VENV)/.installed ## the tests that need no Docker (seconds)
-	$(PYTEST) tests/unit -q
+	$(PYTEST) tests/unit images/recorder -q -m "not notebooks"
+
+test-notebooks: $(VENV)/.installed ## the runbooks executed with papermill against a local fake fleet
+	$(PYTEST) tests/unit -q -m notebooks
 
 test-e2e: $(VENV)/.installed ## the real stack under compose project opsbook-test (never the one make up runs)
 	@scripts/build-images.sh .env.example

@@ -43,6 +43,9 @@ class Erratum:
 
     hosts_affected: each host of the stack with an older version installed, and that version.
     approved: the version is in the stable suite, so the next rolling patch installs it.
+    description: the index's one-line Description. severity, advisory, needs_reboot: from the
+      index's Opsbook-Severity, Opsbook-Advisory and Opsbook-Reboot fields, where the
+      repository has them (the demo's does); blank or False otherwise.
     """
 
     package: str
@@ -50,6 +53,9 @@ class Erratum:
     hosts_affected: dict[str, str]
     approved: bool
     description: str = field(default="", compare=False)
+    severity: str = field(default="", compare=False)
+    advisory: str = field(default="", compare=False)
+    needs_reboot: bool = field(default=False, compare=False)
 
     @property
     def spec(self) -> str:
@@ -225,6 +231,9 @@ def list_errata(
                     hosts_affected=affected,
                     approved=(package, version) in stable,
                     description=stanza.get("Description", "").split("\n")[0],
+                    severity=stanza.get("Opsbook-Severity", ""),
+                    advisory=stanza.get("Opsbook-Advisory", ""),
+                    needs_reboot=stanza.get("Opsbook-Reboot", "").lower() == "yes",
                 )
             )
     return errata

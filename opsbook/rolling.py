@@ -382,9 +382,9 @@ def wait_for_gate(
 
     fresh_after: if given (the end of a play that changed the hosts), the gate also requires
     every host to have been scraped since then (freshness_check), so no answer from before a
-    reboot counts. The gate is asked at least once, then every `interval` seconds while there
-    is time; a set `cancel` ends the wait with the last answer. Returns that answer and how many
-    times the gate was asked.
+    reboot counts. The gate is asked at once, then every `interval` seconds and a last time
+    when `timeout` is up (timeout 0: once); a set `cancel` ends the wait with the last answer.
+    Returns that answer and how many times the gate was asked.
     """
     deadline = time.monotonic() + timeout
     attempts = 0
@@ -396,9 +396,10 @@ def wait_for_gate(
         attempts += 1
         if on_result is not None:
             on_result(result)
-        if result.passed or time.monotonic() + interval > deadline:
+        remaining = deadline - time.monotonic()
+        if result.passed or remaining <= 0:
             return result, attempts
-        if _wait(interval, cancel):
+        if _wait(min(interval, remaining), cancel):  # the last question is at the deadline
             return result, attempts
 
 

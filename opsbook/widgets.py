@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ipywidgets as widgets
-from IPython.display import Image, clear_output, display
 from matplotlib.figure import Figure
 
 from opsbook import health
@@ -37,7 +36,10 @@ from opsbook.rolling import (
     RunObserver,
 )
 
+NO_RESULT = "no result"  # a host the play never ran a task on
+
 _COLORS = {
+    NO_RESULT: "#cf222e",
     "ok": "#1a7f37",
     "passed": "#1a7f37",
     DONE: "#1a7f37",
@@ -108,7 +110,8 @@ class PlayView:
 
     Pass `view.event` as run_play's on_event (or let a RollingView do it). The bar counts task
     results against `expected_tasks` per host if given, else hosts finished against all hosts
-    (a host finishes when it fails, is unreachable, or the play ends).
+    (a host finishes when it fails, is unreachable, or the play ends). A host the play ended
+    without running anything on shows as 'no result'.
     """
 
     def __init__(
@@ -169,8 +172,10 @@ class PlayView:
         elif kind == "playbook_on_stats":
             self.ended = True
             for row in self.rows.values():
-                if row["state"] in ("running", "waiting"):
+                if row["state"] == "running":
                     row["state"] = "changed" if row["changed"] else "ok"
+                elif row["state"] == "waiting":
+                    row["state"] = NO_RESULT
         else:
             return
         self._render()
@@ -203,7 +208,9 @@ class PlayView:
             self.progress.value = self.finished_hosts
         self.progress.description = f"{self.progress.value}/{self.progress.max}"
         if self.ended:
-            failed = any(row["state"] in (FAILED, "unreachable") for row in self.rows.values())
+            failed = any(
+                row["state"] in (FAILED, "unreachable", NO_RESULT) for row in self.rows.values()
+            )
             self.progress.bar_style = "danger" if failed else "success"
         rows = [
             [
@@ -335,11 +342,20 @@ class ErrataTable:
             box.value = box.value or approved
             state = _badge("passed", "approved") if approved else _badge("waiting", "in incoming")
             hosts = ", ".join(f"{h} ({v})" for h, v in erratum.hosts_affected.items())
+            kind = " ".join(
+                part
+                for part in (
+                    erratum.severity,
+                    erratum.advisory,
+                    "(reboot)" if erratum.needs_reboot else "",
+                )
+                if part
+            )
             text = (
                 '<span style="font-family: monospace; font-size: 12px">'
                 f"<b>{html.escape(erratum.package)}</b> {html.escape(erratum.new_version)} "
-                f"&nbsp; {state} &nbsp; for {html.escape(hosts)} &nbsp; "
-                f"<i>{html.escape(erratum.description)}</i></span>"
+                f"&nbsp; {state} &nbsp; {html.escape(kind)} &nbsp; for {html.escape(hosts)} "
+                f"&nbsp; <i>{html.escape(erratum.description)}</i></span>"
             )
             lines.append(widgets.HBox([box, widgets.HTML(text)]))
         if not self.errata:
@@ -471,6 +487,7 @@ def metric_figure(
 
 
 def png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (for an Image widget or IPython.display.Image)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=96)
     return buffer.getvalue()
@@ -511,6 +528,9 @@ class HealthView:
 
     `refresh()` (or the Refresh button, when no cell runs) asks Prometheus again. Prometheus not
     answering shows as a failed gate and a message in place of each plot, never as an error.
+    The plots are Image widgets, not an Output widget: papermill's client answers an Output
+    widget's messages on the kernel's shell channel while it waits there for the cell's reply,
+    and with jupyter_client 8.10 / pyzmq 27 that wait then sometimes sleeps through the reply.
     """
 
     def __init__(
@@ -531,24 +551,23 @@ class HealthView:
         self.result: GateResult | None = None
         self.title = widgets.HTML(f"<h3>{html.escape(title)}</h3>" if title else "")
         self.gate = widgets.HTML()
-        self.plots = widgets.Output()
+        self.plots = widgets.VBox()
         self.button = widgets.Button(description="Refresh", icon="refresh")
         self.button.on_click(lambda _: self.refresh())
         self.widget = widgets.VBox([self.title, self.button, self.gate, self.plots])
         self.refresh()
 
     def refresh(self) -> GateResult:
+        """Ask the gate and redraw the plots; returns the gate's answer."""
         self.result = health.gate(self.prometheus_url, self.instances, self.checks)
         self.gate.value = gate_html(self.result)
-        with self.plots:
-            clear_output(wait=True)
-            for check in self.plot_checks:
-                try:
-                    figure = check_history(
-                        self.prometheus_url, check, self.instances, hours=self.hours
-                    )
-                except OpsbookError as error:
-                    display(widgets.HTML(f"{_badge(FAILED)}: {html.escape(str(error))}"))
-                else:
-                    display(Image(png(figure)))
+        plots: list[widgets.Widget] = []
+        for check in self.plot_checks:
+            try:
+                figure = check_history(self.prometheus_url, check, self.instances, hours=self.hours)
+            except OpsbookError as error:
+                plots.append(widgets.HTML(f"{_badge(FAILED)}: {html.escape(str(error))}"))
+            else:
+                plots.append(widgets.Image(value=png(figure), format="png"))
+        self.plots.children = plots
         return self.result

@@ -51,6 +51,9 @@ Description: GNU C Library: Shared libraries
 Package: diffutils
 Version: 1:3.10-1
 Architecture: amd64
+Opsbook-Severity: bugfix
+Opsbook-Advisory: OPSB-2026-0001
+Opsbook-Reboot: no
 Description: File comparison utilities
 
 Package: bsdutils
@@ -109,6 +112,7 @@ def test_parse_packages_reads_stanzas_and_continuations() -> None:
         "nearly all programs on\nthe system."
     )
     assert len(stanzas) == 6
+    assert stanzas[3]["Opsbook-Advisory"] == "OPSB-2026-0001"
 
 
 @pytest.mark.parametrize(
@@ -221,10 +225,12 @@ def test_errata_are_newer_incoming_versions_of_installed_packages(
     # bsdutils 2.40-1 has no epoch: older than the installed 1:2.38; nginx is not installed
 
 
-def test_errata_carry_the_description_and_spec(repo: str, facts_events: Events) -> None:
-    libc = list_errata(repo, installed_versions(facts_events), ["web-1"])[1]
+def test_errata_carry_what_the_index_says_of_them(repo: str, facts_events: Events) -> None:
+    diffutils, libc = list_errata(repo, installed_versions(facts_events), ["web-1"])
     assert libc.description == "GNU C Library: Shared libraries (security update)"
     assert libc.spec == "libc6=2.36-9+deb12u15"
+    assert (libc.severity, libc.advisory, libc.needs_reboot) == ("", "", False)
+    assert (diffutils.severity, diffutils.advisory) == ("bugfix", "OPSB-2026-0001")
 
 
 def test_only_the_given_hosts_count(repo: str, facts_events: Events) -> None:

@@ -26,8 +26,17 @@ from opsbook_fleet import FakeFleet, demo_fleet, fleet_environment
 
 LIBRARY = Path(__file__).parents[3] / "shared-notebooks"
 NOTEBOOKS = ["index.ipynb", "patching.ipynb", "health-check.ipynb"]
+CELL_TIMEOUT_SECONDS = 120
 RUNBOOK_PARAMETERS = {
-    "patching.ipynb": ["stack", "batch_size", "max_fail", "approve", "check_mode", "gate_timeout"],
+    "patching.ipynb": [
+        "stack",
+        "batch_size",
+        "max_fail",
+        "approve",
+        "check_mode",
+        "gate_timeout",
+        "require_healthy_stack",
+    ],
     "health-check.ipynb": ["stacks", "hours", "fail_on_unhealthy"],
 }
 
@@ -139,6 +148,8 @@ def run(name: str, output: Path, **parameters: Any) -> nbformat.NotebookNode:
             cwd=str(output.parent),
             progress_bar=False,
             kernel_name="python3",
+            # a cell that hangs fails the test rather than the whole test run
+            execution_timeout=CELL_TIMEOUT_SECONDS,
         )
     finally:
         assert output.exists()
@@ -150,6 +161,7 @@ def printed(notebook: nbformat.NotebookNode, cell_id: str) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
+@pytest.mark.notebooks
 def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
     notebook = run("patching.ipynb", tmp_path / "patching-web.ipynb", stack="web", batch_size=3)
     summary = printed(notebook, "summary")
@@ -172,6 +184,7 @@ def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
     assert list((tmp_path / "runs").iterdir())  # every play's record is kept
 
 
+@pytest.mark.notebooks
 def test_patching_fails_loudly_when_the_run_stops(fleet: FakeFleet, tmp_path: Path) -> None:
     papermill = require("papermill")
     fleet.broken_hosts = {"db-1"}
@@ -189,6 +202,7 @@ def test_patching_fails_loudly_when_the_run_stops(fleet: FakeFleet, tmp_path: Pa
     assert "upgrade db-2" not in fleet.log
 
 
+@pytest.mark.notebooks
 def test_patching_dry_run_changes_nothing(fleet: FakeFleet, tmp_path: Path) -> None:
     notebook = run(
         "patching.ipynb", tmp_path / "dry.ipynb", stack="web", batch_size=3, check_mode=True
@@ -200,6 +214,7 @@ def test_patching_dry_run_changes_nothing(fleet: FakeFleet, tmp_path: Path) -> N
     assert ("opsbook-demo-base", "1.1") not in fleet.stable
 
 
+@pytest.mark.notebooks
 def test_health_check_runs_unattended_and_fails_closed(fleet: FakeFleet, tmp_path: Path) -> None:
     papermill = require("papermill")
     notebook = run("health-check.ipynb", tmp_path / "health.ipynb")
@@ -209,3 +224,28 @@ def test_health_check_runs_unattended_and_fails_closed(fleet: FakeFleet, tmp_pat
     fleet.prometheus_answers = False
     with pytest.raises(papermill.PapermillExecutionError, match="unhealthy stacks: db, web"):
         run("health-check.ipynb", tmp_path / "down.ipynb", fail_on_unhealthy=True)
+
+
+@pytest.mark.notebooks
+def test_an_unhealthy_host_stops_the_run_before_or_at_its_batch(
+    fleet: FakeFleet, tmp_path: Path
+) -> None:
+    papermill = require("papermill")
+    fleet.load["web-2:9100"] = 3.0  # web-2 fails the health gate (load per CPU >= 1)
+    with pytest.raises(papermill.PapermillExecutionError, match="pre-checks of web failed"):
+        run("patching.ipynb", tmp_path / "unhealthy.ipynb", stack="web")
+    assert fleet.log == []  # nothing promoted, silenced or upgraded
+    with pytest.raises(papermill.PapermillExecutionError) as raised:
+        run(
+            "patching.ipynb",
+            tmp_path / "web2-down.ipynb",
+            stack="web",
+            approve=["opsbook-demo-agent=2.4.0"],
+            require_healthy_stack=False,
+            gate_timeout=2,
+        )
+    assert raised.value.ename == "RollingStopped"
+    assert "STOPPED: batch 2 of 3: health gate failed for web-2" in raised.value.evalue
+    assert fleet.installed["web-1"]["opsbook-demo-agent"] == "2.4.0"  # batch 1: done
+    assert fleet.installed["web-3"]["opsbook-demo-agent"] == "2.3.0"  # batch 3: not started
+    assert fleet.active_silences == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -568,6 +569,23 @@ def test_wait_for_gate_returns_the_last_answer(fleet: FakeFleet, fake_server: Fa
     assert result is answers[-1]
     result, attempts = wait_for_gate(fake_server.url, {"web-2": "web-2:9100"}, [UP], timeout=5)
     assert (result.passed, attempts) == (True, 1)
+
+
+def test_wait_for_gate_asks_a_last_time_at_the_deadline(
+    fleet: FakeFleet, fake_server: FakeServer
+) -> None:
+    # right after a play nothing has been scraped since: the first answer cannot pass
+    answers: list[GateResult] = []
+    result, attempts = wait_for_gate(
+        fake_server.url,
+        {"web-1": "web-1:9100"},
+        timeout=0.5,
+        interval=5,  # longer than the timeout: the second question is at the deadline
+        fresh_after=datetime.now(UTC),
+        on_result=answers.append,
+    )
+    assert (result.passed, attempts) == (True, 2)
+    assert [r.check for r in answers[0].failures] == ["fresh"]
 
 
 def test_wait_for_gate_ends_when_cancelled(fleet: FakeFleet, fake_server: FakeServer) -> None:

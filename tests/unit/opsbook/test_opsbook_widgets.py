@@ -78,6 +78,11 @@ def test_play_view_counts_tasks_when_told_how_many(recorded_events: list[dict[st
     for event in recorded_events:
         view.event(event)
     assert (view.progress.value, view.progress.max) == (4, 4)
+    view.reset(["alpha", "omega"])
+    for event in recorded_events:
+        view.event(event)
+    assert view.rows["omega"]["state"] == "no result"  # the play never reached it
+    assert view.progress.bar_style == "danger"
     view.reset(["gamma", "beta"], title="next")
     assert (view.progress.value, view.progress.max) == (0, 2)
     assert view.rows["beta"]["state"] == "waiting"
@@ -94,7 +99,9 @@ def test_play_summary_table(recorded_events: list[dict[str, Any]], tmp_path: Pat
 ERRATA = [
     Erratum("opsbook-demo-agent", "2.3.1", {"web-1": "2.3.0"}, True),
     Erratum("opsbook-demo-agent", "2.4.0", {"web-1": "2.3.0"}, False, "new release"),
-    Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, False, "security <fix>"),
+    Erratum(
+        "opsbook-demo-base", "1.1", {"web-1": "1.0"}, False, "a <fix>", "security", "A-3", True
+    ),
 ]
 
 
@@ -120,7 +127,8 @@ def test_errata_table_ticks_what_approve_names() -> None:
     assert ticked(table) == ["opsbook-demo-agent=2.3.1", "opsbook-demo-base=1.1"]
     assert table.boxes["opsbook-demo-agent=2.3.1"].disabled
     assert [e.spec for e in table.to_promote()] == ["opsbook-demo-base=1.1"]
-    assert "security &lt;fix&gt;" in table.rows.children[2].children[1].value
+    base = table.rows.children[2].children[1].value
+    assert "a &lt;fix&gt;" in base and "security A-3 (reboot)" in base
     assert table.button.disabled  # no on_promote: nothing to press
     with pytest.raises(ErrataError, match="'nope=1' not among"):
         widgets.ErrataTable(ERRATA, approve=["nope=1"])
@@ -224,9 +232,13 @@ def test_health_view_refreshes_and_fails_closed(fake_server: FakeServer, fleet: 
     view = widgets.HealthView(fake_server.url, {"db-1": "db-1:9100"}, title="db")
     assert view.result is not None and view.result.passed
     assert "<h3>db</h3>" in view.title.value
+    # load and disk over the last hour, as images (no Output widget: see HealthView)
+    assert [type(plot).__name__ for plot in view.plots.children] == ["Image", "Image"]
+    assert bytes(view.plots.children[0].value).startswith(b"\x89PNG")
     fleet.prometheus_answers = False
     assert not view.refresh().passed  # no answer: failed, and no exception
     assert "kept answering with server errors" in view.gate.value
+    assert all("range query" in plot.value for plot in view.plots.children)
 
 
 def test_time_range_of_health_plots_defaults_to_now(
