@@ -63,7 +63,12 @@ def test_every_python_dependency_of_every_image_is_pinned_and_jupyterhub_is_one_
     singleuser = pins(ROOT / "images" / "singleuser" / "requirements.txt")
     runs = pins(ROOT / "images" / "runs" / "requirements.txt")
     tests = pins(ROOT / "tests" / "requirements.txt")
-    versions = {hub["jupyterhub"], singleuser["jupyterhub"], runs["jupyterhub"], tests["jupyterhub"]}
+    versions = {
+        hub["jupyterhub"],
+        singleuser["jupyterhub"],
+        runs["jupyterhub"],
+        tests["jupyterhub"],
+    }
     assert versions == {"5.5.4"}
 
 
@@ -112,7 +117,8 @@ def test_the_demo_fleet_prometheus_and_the_inventory_agree():
 
 def test_the_hub_grants_exactly_the_scopes_the_runs_service_checks():
     """The hub may not import opsbook (DESIGN): the two lists are kept equal by this test."""
-    from opsbook import wire
     from opsbook_hub.access import RUNS_SCOPES
+
+    from opsbook import wire
 
     assert set(RUNS_SCOPES) == set(wire.SCOPES)
