@@ -12,7 +12,7 @@ import math
 import operator
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -136,6 +136,21 @@ ROOT_DISK = Check(
     description="free fraction of the root filesystem",
 )
 DEFAULT_CHECKS = (UP, LOAD, ROOT_DISK)
+
+
+def gate_checks(*, max_load_per_cpu: float = 1.0, min_free_disk: float = 0.1) -> tuple[Check, ...]:
+    """The usual checks with a runbook's thresholds (a stack whose normal load is higher, or a
+    demo whose containers all see the one machine's load)."""
+    if not max_load_per_cpu > 0 or not 0 < min_free_disk < 1:
+        raise HealthError(
+            f"thresholds: expected max_load_per_cpu > 0 and 0 < min_free_disk < 1, got "
+            f"{max_load_per_cpu!r} and {min_free_disk!r}"
+        )
+    return (
+        UP,
+        replace(LOAD, threshold=max_load_per_cpu),
+        replace(ROOT_DISK, threshold=min_free_disk),
+    )
 
 
 @dataclass(frozen=True)

@@ -547,7 +547,7 @@ class RunSession:
                 return
             if self._thread is not None and not self._thread.is_alive():
                 return
-            time.sleep(1)
+            time.sleep(0.2)
         raise TimeoutError(f"batch {number} of run {self.run.id} not done within {timeout} s")
 
     def handoff(self, to: str, note: str = "") -> wire.Run:

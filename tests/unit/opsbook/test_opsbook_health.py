@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from opsbook_fakes import FakeServer, Request, Responder
 
+from opsbook import health
 from opsbook.errors import HealthError
 from opsbook.health import (
     DEFAULT_CHECKS,
@@ -276,3 +277,11 @@ def test_query_range_failure_raises(fake_server: FakeServer, closed_port_url: st
         query_range(fake_server.url, "up{", end - timedelta(minutes=5), end, "15s")
     with pytest.raises(HealthError, match="is unreachable"):
         query_range(closed_port_url, "up", end - timedelta(minutes=5), end, "15s")
+
+
+def test_gate_checks_take_the_runbooks_thresholds() -> None:
+    up, load, disk = health.gate_checks(max_load_per_cpu=4.0, min_free_disk=0.2)
+    assert (up, load.threshold, disk.threshold) == (health.UP, 4.0, 0.2)
+    assert load.holds(3.5) and not load.holds(4.5)
+    with pytest.raises(HealthError, match="max_load_per_cpu"):
+        health.gate_checks(max_load_per_cpu=0)

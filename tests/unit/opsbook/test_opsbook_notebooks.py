@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,9 +24,10 @@ import nbformat
 import pytest
 from opsbook_fakes import FakeServer
 from opsbook_fleet import FakeFleet, demo_fleet, fleet_environment
+from opsbook_runs_service import Service
 
 LIBRARY = Path(__file__).parents[3] / "shared-notebooks"
-NOTEBOOKS = ["index.ipynb", "patching.ipynb", "health-check.ipynb"]
+NOTEBOOKS = ["index.ipynb", "patching.ipynb", "handoff.ipynb", "health-check.ipynb"]
 CELL_TIMEOUT_SECONDS = 120
 RUNBOOK_PARAMETERS = {
     "patching.ipynb": [
@@ -36,7 +38,12 @@ RUNBOOK_PARAMETERS = {
         "check_mode",
         "gate_timeout",
         "require_healthy_stack",
+        "max_load_per_cpu",
+        "handoff_to",
+        "handoff_after_batch",
+        "handoff_note",
     ],
+    "handoff.ipynb": ["run_id", "stack", "action", "reason"],
     "health-check.ipynb": ["stacks", "hours", "fail_on_unhealthy"],
 }
 
@@ -124,7 +131,19 @@ def test_index_links_every_runbook() -> None:
 
 
 @pytest.fixture
-def fleet(fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeFleet:
+def ledger(tmp_path: Path) -> Iterator[Service]:
+    """The real runs service app, on loopback, for the runbooks to record their runs in."""
+    service = Service(tmp_path / "runs.sqlite")
+    service.start()
+    yield service
+    service.stop()
+    service.store.close()
+
+
+@pytest.fixture
+def fleet(
+    fake_server: FakeServer, ledger: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> FakeFleet:
     """The fake fleet, and the kernel's environment pointing at it (as the hub's would)."""
     require("papermill")
     require("ipywidgets")
@@ -133,6 +152,8 @@ def fleet(fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     fake_server.responder = fake
     for name, value in fleet_environment(fake_server.url, tmp_path / "runs").items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("OPSBOOK_RUNS_URL", ledger.url)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "alice-token")
     # the kernel runs this Python; the %%bash cell finds its ansible-playbook
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return fake
@@ -182,6 +203,33 @@ def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
     assert fleet.installed["db-1"]["opsbook-demo-base"] == "1.0"  # another stack: untouched
     assert fleet.silences and fleet.active_silences == []
     assert list((tmp_path / "runs").iterdir())  # every play's record is kept
+
+
+@pytest.mark.notebooks
+def test_a_run_handed_off_mid_way_is_finished_by_the_next_engineer(
+    fleet: FakeFleet, ledger: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = run(
+        "patching.ipynb",
+        tmp_path / "alice.ipynb",
+        stack="web",
+        batch_size=1,
+        handoff_to="bob",
+        handoff_after_batch=1,
+        handoff_note="web-1 done; watch web-2's disk",
+    )
+    assert "handed off to bob" in printed(alice, "summary")
+    assert fleet.installed["web-1"]["opsbook-demo-base"] == "1.1"
+    assert fleet.installed["web-3"]["opsbook-demo-base"] == "1.0"  # not alice's any more
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "bob-token")
+    monkeypatch.setenv("JUPYTERHUB_USER", "bob")
+    bob = run("handoff.ipynb", tmp_path / "bob.ipynb", action="accept")
+    history = "".join(o.get("text", "") for c in bob.cells for o in c.get("outputs", []))
+    assert "watch web-2's disk" in history
+    (finished,) = ledger.store.list_runs(active=False)
+    assert finished.state.value == "completed"
+    assert [b.started_by for b in finished.batches] == ["alice", "bob", "bob"]
+    assert all(fleet.installed[h]["opsbook-demo-base"] == "1.1" for h in ("web-2", "web-3"))
 
 
 @pytest.mark.notebooks

@@ -1,0 +1,85 @@
+"""The real runs service app in a thread on loopback, for tests of its clients (no Docker).
+
+Only the hub's token check is a stand-in: token -> user, with every runs scope. The store is the
+real one on the SQLite file given; its clock can be moved by hand (lease expiry without waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+from tornado.web import RequestHandler
+
+from opsbook import wire
+from opsbook.service.app import Context, make_app
+from opsbook.service.notify import Notifier
+from opsbook.service.oncall import StaticOncall
+from opsbook.service.rules import Caller
+from opsbook.service.store import Store
+
+EVERYTHING = frozenset(wire.SCOPES)
+USERS = {"alice-token": "alice", "bob-token": "bob"}
+
+
+class StandInHub:
+    """The hub's token check: token -> user, with every runs scope."""
+
+    async def caller(self, handler: RequestHandler) -> Caller | None:
+        token = handler.request.headers.get("Authorization", "").removeprefix("token ")
+        return Caller(USERS[token], EVERYTHING) if token in USERS else None
+
+    def login_url(self, handler: RequestHandler) -> str:
+        return "/hub/login"
+
+
+class Clock:
+    """The store's clock, moved by hand (lease expiry without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Service:
+    """The runs service in a thread, on a fixed loopback port; stop() and start() keep its data."""
+
+    def __init__(self, database: Path) -> None:
+        self.clock = Clock()
+        self.store = Store(f"sqlite:///{database}", lease_seconds=30, now=self.clock)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/services/runs"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            ctx = Context(self.store, StandInHub(), StaticOncall(["alice", "bob"]), Notifier(""))
+            self._server = HTTPServer(make_app(ctx))
+            self._server.listen(self.port, "127.0.0.1")
+            self._loop = loop
+            ready.set()
+            loop.run_forever()
+            self._server.stop()
+            loop.run_until_complete(self._server.close_all_connections())
+            ctx.executor.shutdown()
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
