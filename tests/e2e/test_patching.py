@@ -27,10 +27,19 @@ def alice(stack):
     return stack.container_of("alice")
 
 
-def run_runbook(container: str, output: str, **parameters) -> subprocess.CompletedProcess:
+# The demo's hosts are containers: their load is the whole machine's, which a test run loads
+# itself (builds, other stacks). The gate's load check stays on, with a bar this machine clears.
+MACHINE_LOAD_BAR = 50.0
+
+
+def run_runbook(
+    container: str, output: str, runbook: str = "patching.ipynb", **parameters
+) -> subprocess.CompletedProcess:
     """papermill in the engineer's container, as the engineer (uid 1000), from their home."""
+    if runbook == "patching.ipynb":
+        parameters.setdefault("max_load_per_cpu", MACHINE_LOAD_BAR)
     args = ["docker", "exec", "-u", "1000", "-w", "/home/jovyan", container, "papermill"]
-    args += ["runbooks/patching.ipynb", output, "--kernel", "python3"]
+    args += [f"runbooks/{runbook}", output, "--kernel", "python3"]
     for name, value in parameters.items():
         args += ["-y", json.dumps({name: value})]
     return subprocess.run(args, capture_output=True, text=True, timeout=900)
