@@ -1,40 +1,8 @@
 """A real browser (Debian's Chromium, driven by Playwright) signs in and reaches JupyterLab."""
 
-import os
-import shutil
-from pathlib import Path
-
-import pytest
-
 from .stack import ROOT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Flags for headless Chromium as root on a machine with a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
 SCREENSHOT = ROOT / "docs" / "screenshots" / "jupyterlab.png"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        reason = "Chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_alice_signs_in_and_lands_in_jupyterlab_with_the_runbooks(stack, browser):

@@ -8,6 +8,7 @@ test approves a further erratum, so each has something to patch.
 import subprocess
 
 import pytest
+import requests
 import testinfra
 
 from opsbook import wire
@@ -217,3 +218,22 @@ def test_restarting_the_runs_service_mid_run_loses_no_event(stack, engineers, le
     assert len(ledger_runner_events(ledger, run.id)) == produced
     assert installed("opsbook-demo-agent") == {host: "2.4.0" for host in DB}
     assert installed("opsbook-demo-db") == {host: "1.0.1" for host in DB}
+
+
+def test_the_team_heard_of_each_step_on_the_webhook(ledger):
+    """Slack-style messages (the demo's recorder stands in for the chat) for every step above."""
+    recorder = compose("ps", "-q", "recorder").stdout.strip()
+    address = docker(
+        "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", recorder
+    ).stdout.strip()
+    texts = [
+        r["body"]["text"] for r in requests.get(f"http://{address}:8080/runs", timeout=5).json()
+    ]
+    db_runs = sorted(r.id for r in ledger.runs() if r.runbook == "patching" and r.stack == "db")
+    handed, died = db_runs[-3], db_runs[-2]
+    about = {run: [t for t in texts if f"run {run} (" in t] for run in (handed, died)}
+    assert any("handed" in t and "bob" in t for t in about[handed])
+    assert any("accepted" in t for t in about[handed])
+    assert any(t.startswith("FAILURE") and "lease" in t for t in about[died])
+    assert any("took over" in t for t in about[died])
+    assert all("PRODUCTION" in t for t in about[handed])  # db is production: it says so
