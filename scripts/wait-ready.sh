@@ -22,6 +22,9 @@ done
 cat <<TXT
 
 Opsbook is up: $url
+  runbooks in JupyterLab: $url  (open runbooks/index.ipynb)
+  status page of runs:    $url/services/runs/
+  Prometheus (demo):      http://127.0.0.1:$(setting PROMETHEUS_PORT)
 
 Sign in through the demo identity provider as one of
   alice    admins, ops, oncall   (hub admin, gets a server)

@@ -51,6 +51,13 @@ def configure_proxy(c: Config, s: Settings) -> None:
 
 
 def configure_authenticator(c: Config, s: Settings) -> None:
+    configure_oauth(c, s)
+    c.CryptKeeper.keys = [s["JUPYTERHUB_CRYPT_KEY"]]
+
+
+def configure_oauth(c: Config, s: Settings) -> None:
+    """Sign-in, groups and refresh; the auth state's key (CryptKeeper) is set apart from this,
+    here from JUPYTERHUB_CRYPT_KEY, on Kubernetes by the chart (helm/values.yaml)."""
     policy = group_policy(s)
     c.JupyterHub.authenticator_class = "opsbook_hub.authenticator.OpsbookAuthenticator"
     auth = c.OpsbookAuthenticator
@@ -78,7 +85,6 @@ def configure_authenticator(c: Config, s: Settings) -> None:
     auth.auth_refresh_age = s["AUTH_REFRESH_AGE"]
     auth.refresh_pre_spawn = True
     auth.auto_login = True
-    c.CryptKeeper.keys = [s["JUPYTERHUB_CRYPT_KEY"]]
 
 
 def configure_access(c: Config, s: Settings) -> None:
@@ -126,17 +132,8 @@ def configure_spawner(c: Config, s: Settings) -> None:
         s["RUNBOOKS_HOST_PATH"]: {"bind": RUNBOOKS_MOUNT, "mode": "ro"},
         s["ANSIBLE_HOST_PATH"]: {"bind": ANSIBLE_MOUNT, "mode": "ro"},
     }
-    # What the opsbook package in the container reads.
-    spawner.environment = {
-        "OPSBOOK_PROMETHEUS_URL": s["PROMETHEUS_URL"],
-        "OPSBOOK_ALERTMANAGER_URL": s["ALERTMANAGER_URL"],
-        "OPSBOOK_PACKAGE_REPO_URL": s["PACKAGE_REPO_URL"],
-        "OPSBOOK_RUNS_URL": f"{s['RUNS_SERVICE_URL']}/services/runs",
-        "OPSBOOK_ANSIBLE_DIR": ANSIBLE_MOUNT,
-        "ANSIBLE_CONFIG": f"{ANSIBLE_MOUNT}/ansible.cfg",
-    }
-    spawner.notebook_dir = HOME
-    spawner.default_url = "/lab"
+    for name, value in server_settings(s).items():
+        setattr(spawner, name, value)
     spawner.mem_limit = s["MEM_LIMIT"]
     spawner.cpu_limit = s["CPU_LIMIT"]
     # No privileges: no capabilities, no setuid escalation, a bounded process table.
@@ -145,15 +142,39 @@ def configure_spawner(c: Config, s: Settings) -> None:
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
     }
-    # The server's own token (JUPYTERHUB_API_TOKEN, what runbooks call the runs service with):
-    # the default server scopes, plus the runs service's, as far as the user holds them.
-    spawner.server_token_scopes = [
-        "users:activity!user",
-        "access:servers!server",
-        "access:services!service=runs",
-        *sorted(RUNS_SCOPES),
-    ]
     spawner.pre_spawn_hook = _server_groups_only(group_policy(s), s["FLEET_SSH_KEY_DIR"])
+
+
+def server_settings(s: Settings) -> dict[str, Any]:
+    """Spawner settings every engineer's server gets, whatever the spawner (DockerSpawner here;
+    KubeSpawner through helm/values.yaml's hub.extraConfig)."""
+    return {
+        # What the opsbook package in the container reads.
+        "environment": {
+            "OPSBOOK_PROMETHEUS_URL": s["PROMETHEUS_URL"],
+            "OPSBOOK_ALERTMANAGER_URL": s["ALERTMANAGER_URL"],
+            "OPSBOOK_PACKAGE_REPO_URL": s["PACKAGE_REPO_URL"],
+            "OPSBOOK_RUNS_URL": f"{s['RUNS_SERVICE_URL']}/services/runs",
+            "OPSBOOK_ANSIBLE_DIR": ANSIBLE_MOUNT,
+            "ANSIBLE_CONFIG": f"{ANSIBLE_MOUNT}/ansible.cfg",
+        },
+        "notebook_dir": HOME,
+        "default_url": "/lab",
+        # The server's own token (JUPYTERHUB_API_TOKEN, what runbooks call the runs service
+        # with): the default server scopes, plus the runs service's, as far as the user holds them.
+        "server_token_scopes": [
+            "users:activity!user",
+            "access:servers!server",
+            "access:services!service=runs",
+            *sorted(RUNS_SCOPES),
+        ],
+    }
+
+
+def refuse_outside_server_groups(policy: GroupPolicy, spawner: Any) -> None:
+    """403 unless the spawner's user is in a server group (any spawner's pre_spawn_hook)."""
+    if not policy.may_have_server(_groups_of(spawner.user)):
+        raise web.HTTPError(403, "Only members of the server groups get a server.")
 
 
 def _server_groups_only(policy: GroupPolicy, ssh_key_dir: str) -> Callable[[Any], None]:
@@ -163,8 +184,7 @@ def _server_groups_only(policy: GroupPolicy, ssh_key_dir: str) -> Callable[[Any]
     """
 
     def pre_spawn_hook(spawner: Any) -> None:
-        if not policy.may_have_server(_groups_of(spawner.user)):
-            raise web.HTTPError(403, "Only members of the server groups get a server.")
+        refuse_outside_server_groups(policy, spawner)
         if ssh_key_dir:
             spawner.volumes = {
                 **spawner.volumes,
@@ -222,8 +242,13 @@ def hub_roles(s: Settings) -> list[dict]:
     ]
 
 
+def custom_scopes() -> dict[str, dict]:
+    """The runs service's scopes, declared to the hub."""
+    return {name: {"description": doc} for name, doc in RUNS_SCOPES.items()}
+
+
 def configure_services(c: Config, s: Settings) -> None:
-    c.JupyterHub.custom_scopes = {name: {"description": doc} for name, doc in RUNS_SCOPES.items()}
+    c.JupyterHub.custom_scopes = custom_scopes()
     c.JupyterHub.services = hub_services(s)
     c.JupyterHub.load_roles = hub_roles(s)
     c.JupyterHub.authenticate_prometheus = True

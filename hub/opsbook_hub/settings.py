@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -301,11 +301,21 @@ SECRET_NAMES = frozenset(
 )
 
 
-def load(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """Parse every setting from `environ`; raise SettingsError listing each bad one."""
+def load(
+    environ: Mapping[str, str] = os.environ, only: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Parse every setting from `environ`; raise SettingsError listing each bad one.
+
+    `only`: parse just these settings (on Kubernetes, helm/values.yaml's hub.extraConfig reads
+    the ones the chart does not own); None: all of them, as docker compose's hub does.
+    """
+    if only is not None and (unknown := set(only) - {s.name for s in SETTINGS}):
+        raise ValueError(f"not hub settings: {sorted(unknown)}")
     values: dict[str, Any] = {}
     problems: list[str] = []
     for setting in SETTINGS:
+        if only is not None and setting.name not in only:
+            continue
         raw = environ.get(setting.name)
         if raw is None or (raw == "" and setting.default is not None):
             raw = setting.default

@@ -4,6 +4,9 @@
 ports, its own env file under build/test-stack/ (fresh secrets each run), its own volumes, and its
 own prefix for engineers' containers and home volumes. Everything it creates, it removes.
 
+A `StackConfig` says where a stack lives; every function here takes one and defaults to `TEST`,
+the test suite's. The benchmarks (tests/bench/) bring up another (opsbook-bench) the same way.
+
     python -m tests.e2e.stack up|down     (what the e2e fixtures do, by hand, for debugging)
 """
 
@@ -21,13 +24,6 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_DIR = ROOT / "build" / "test-stack"
-ENV_FILE = STACK_DIR / "env"
-ACCOUNTS_DIR = STACK_DIR / "accounts"
-PROJECT = "opsbook-test"
-HUB_PORT = int(os.environ.get("OPSBOOK_TEST_HUB_PORT", "18000"))
-IDP_PORT = int(os.environ.get("OPSBOOK_TEST_IDP_PORT", "19000"))
-PROMETHEUS_PORT = int(os.environ.get("OPSBOOK_TEST_PROMETHEUS_PORT", "19090"))
 IMAGES = (
     "proxy",
     "hub",
@@ -41,23 +37,69 @@ IMAGES = (
     "recorder",
 )
 
-# What differs from a user's deployment; the rest comes from .env.example like theirs.
-OVERRIDES = {
-    "COMPOSE_PROJECT_NAME": PROJECT,
-    "HUB_PORT": str(HUB_PORT),
-    "IDP_PORT": str(IDP_PORT),
-    "PROMETHEUS_PORT": str(PROMETHEUS_PORT),
-    "IDP_ISSUER": f"http://127.0.0.1:{IDP_PORT}",
-    "OAUTH_CALLBACK_URL": f"http://127.0.0.1:{HUB_PORT}/hub/oauth_callback",
-    "OAUTH_AUTHORIZE_URL": f"http://127.0.0.1:{IDP_PORT}/auth",
-    "OAUTH_LOGOUT_REDIRECT_URL": f"http://127.0.0.1:{IDP_PORT}/session/end?client_id=opsbook-hub"
-    f"&post_logout_redirect_uri=http://127.0.0.1:{HUB_PORT}/hub/login",
-    # Re-read groups every few seconds, so that the revocation test does not wait minutes.
-    "AUTH_REFRESH_AGE": "5",
-    "IDP_ACCOUNTS_DIR": str(ACCOUNTS_DIR),
-    # A dead kernel's run is orphaned after 10 s instead of a minute.
-    "RUNS_LEASE_SECONDS": "10",
-}
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where one stack lives: compose project (also the prefix of engineers' containers and
+    volumes), folder (env file, secrets, accounts), host ports, what else differs from
+    .env.example, and accounts added to the demo ones."""
+
+    project: str
+    stack_dir: Path
+    hub_port: int
+    idp_port: int
+    prometheus_port: int
+    extra_overrides: tuple[tuple[str, str], ...] = ()
+    extra_accounts: tuple[dict, ...] = ()
+
+    @property
+    def env_file(self) -> Path:
+        return self.stack_dir / "env"
+
+    @property
+    def accounts_dir(self) -> Path:
+        return self.stack_dir / "accounts"
+
+    def overrides(self) -> dict[str, str]:
+        """What differs from a user's deployment; the rest comes from .env.example like theirs."""
+        hub, idp = f"http://127.0.0.1:{self.hub_port}", f"http://127.0.0.1:{self.idp_port}"
+        return {
+            "COMPOSE_PROJECT_NAME": self.project,
+            "HUB_PORT": str(self.hub_port),
+            "IDP_PORT": str(self.idp_port),
+            "PROMETHEUS_PORT": str(self.prometheus_port),
+            "IDP_ISSUER": idp,
+            "OAUTH_CALLBACK_URL": f"{hub}/hub/oauth_callback",
+            "OAUTH_AUTHORIZE_URL": f"{idp}/auth",
+            "OAUTH_LOGOUT_REDIRECT_URL": f"{idp}/session/end?client_id=opsbook-hub"
+            f"&post_logout_redirect_uri={hub}/hub/login",
+            "IDP_ACCOUNTS_DIR": str(self.accounts_dir),
+            **dict(self.extra_overrides),
+        }
+
+
+# The test suite's stack.
+TEST = StackConfig(
+    project="opsbook-test",
+    stack_dir=ROOT / "build" / "test-stack",
+    hub_port=int(os.environ.get("OPSBOOK_TEST_HUB_PORT", "18000")),
+    idp_port=int(os.environ.get("OPSBOOK_TEST_IDP_PORT", "19000")),
+    prometheus_port=int(os.environ.get("OPSBOOK_TEST_PROMETHEUS_PORT", "19090")),
+    extra_overrides=(
+        # Re-read groups every few seconds, so that the revocation test does not wait minutes.
+        ("AUTH_REFRESH_AGE", "5"),
+        # A dead kernel's run is orphaned after 10 s instead of a minute.
+        ("RUNS_LEASE_SECONDS", "10"),
+    ),
+)
+STACK_DIR = TEST.stack_dir
+ENV_FILE = TEST.env_file
+ACCOUNTS_DIR = TEST.accounts_dir
+PROJECT = TEST.project
+HUB_PORT = TEST.hub_port
+IDP_PORT = TEST.idp_port
+PROMETHEUS_PORT = TEST.prometheus_port
+OVERRIDES = TEST.overrides()
 
 
 class StackError(RuntimeError):
@@ -69,9 +111,11 @@ def read_env(path: Path = ENV_FILE) -> dict[str, str]:
     return {name: value for name, value in pairs if not name.startswith("#")}
 
 
-def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def compose(
+    *args: str, check: bool = True, config: StackConfig = TEST
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(ROOT / "scripts" / "compose.sh"), str(ENV_FILE), *args],
+        ["bash", str(ROOT / "scripts" / "compose.sh"), str(config.env_file), *args],
         capture_output=True,
         text=True,
         check=check,
@@ -103,6 +147,7 @@ class Stack:
     hub_url: str
     idp_url: str
     env: dict[str, str] = field(repr=False)
+    config: StackConfig = field(default=TEST, repr=False)
 
     @property
     def demo_password(self) -> str:
@@ -110,7 +155,7 @@ class Stack:
 
     def set_groups(self, username: str, groups: list[str]) -> None:
         """Change an account's groups at the provider (it re-reads the file when it changes)."""
-        path = ACCOUNTS_DIR / "accounts.json"
+        path = self.config.accounts_dir / "accounts.json"
         data = json.loads(path.read_text())
         for account in data["accounts"]:
             if account["username"] == username:
@@ -119,7 +164,7 @@ class Stack:
         path.write_text(json.dumps(data, indent=2))
 
     def container_of(self, username: str) -> str:
-        return f"{PROJECT}-{username}"
+        return f"{self.config.project}-{username}"
 
     def container_running(self, username: str) -> bool:
         found = docker("ps", "-q", "--filter", f"name=^{self.container_of(username)}$")
@@ -130,7 +175,7 @@ def hub_answers(hub_url: str) -> bool:
     return requests.get(f"{hub_url}/hub/health", timeout=2).status_code == 200
 
 
-def up() -> Stack:
+def up(config: StackConfig = TEST) -> Stack:
     missing = [
         n
         for n in IMAGES
@@ -138,47 +183,60 @@ def up() -> Stack:
     ]
     if missing:
         raise StackError(f"images not built: {missing}; run `make test-e2e`, which builds them")
-    down()
-    STACK_DIR.mkdir(parents=True, exist_ok=True)
-    ENV_FILE.unlink(missing_ok=True)
-    overrides = [f"{name}={value}" for name, value in OVERRIDES.items()]
-    subprocess.run(["bash", "scripts/init-env.sh", str(ENV_FILE), *overrides], check=True, cwd=ROOT)
-    subprocess.run(["bash", "scripts/init-secrets.sh", str(ENV_FILE)], check=True, cwd=ROOT)
-    shutil.rmtree(ACCOUNTS_DIR, ignore_errors=True)
-    shutil.copytree(ROOT / "images" / "idp" / "accounts", ACCOUNTS_DIR)
-    result = compose("up", "-d", check=False)
+    down(config)
+    env_file = config.env_file
+    config.stack_dir.mkdir(parents=True, exist_ok=True)
+    env_file.unlink(missing_ok=True)
+    overrides = [f"{name}={value}" for name, value in config.overrides().items()]
+    subprocess.run(["bash", "scripts/init-env.sh", str(env_file), *overrides], check=True, cwd=ROOT)
+    subprocess.run(["bash", "scripts/init-secrets.sh", str(env_file)], check=True, cwd=ROOT)
+    shutil.rmtree(config.accounts_dir, ignore_errors=True)
+    shutil.copytree(ROOT / "images" / "idp" / "accounts", config.accounts_dir)
+    if config.extra_accounts:
+        path = config.accounts_dir / "accounts.json"
+        data = json.loads(path.read_text())
+        data["accounts"] += [dict(account) for account in config.extra_accounts]
+        path.write_text(json.dumps(data, indent=2))
+    result = compose("up", "-d", check=False, config=config)
     if result.returncode:
         raise StackError(f"compose up failed:\n{result.stdout}\n{result.stderr}")
-    stack = Stack(f"http://127.0.0.1:{HUB_PORT}", f"http://127.0.0.1:{IDP_PORT}", read_env())
+    stack = Stack(
+        f"http://127.0.0.1:{config.hub_port}",
+        f"http://127.0.0.1:{config.idp_port}",
+        read_env(env_file),
+        config,
+    )
     wait_for(lambda: hub_answers(stack.hub_url), 120, "hub health through the proxy")
-    wait_for(all_healthy, 120, "every container's healthcheck passing")
+    wait_for(lambda: all_healthy(config), 120, "every container's healthcheck passing")
     return stack
 
 
-def all_healthy() -> bool:
+def all_healthy(config: StackConfig = TEST) -> bool:
     """Every container of the stack that has a healthcheck reports healthy."""
-    ids = compose("ps", "-q").stdout.split()
+    ids = compose("ps", "-q", config=config).stdout.split()
     states = docker(
         "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", *ids
     ).stdout.split()
     return bool(ids) and all(state == "healthy" for state in states)
 
 
-def down() -> None:
-    """Remove the test stack, its engineers' containers and every volume it made."""
-    if ENV_FILE.exists():
-        compose("down", "-v", "--remove-orphans", "-t", "5", check=False)
-    containers = _names_with_prefix(docker("ps", "-a", "--format", "{{.Names}}").stdout)
+def down(config: StackConfig = TEST) -> None:
+    """Remove the stack, its engineers' containers and every volume it made."""
+    if config.env_file.exists():
+        compose("down", "-v", "--remove-orphans", "-t", "5", check=False, config=config)
+    listing = docker("ps", "-a", "--format", "{{.Names}}").stdout
+    containers = _names_with_prefix(listing, config.project)
     if containers:
         docker("rm", "-f", *containers, check=False)
-    volumes = _names_with_prefix(docker("volume", "ls", "--format", "{{.Name}}").stdout)
+    listing = docker("volume", "ls", "--format", "{{.Name}}").stdout
+    volumes = _names_with_prefix(listing, config.project)
     if volumes:
         docker("volume", "rm", "-f", *volumes, check=False)
 
 
-def _names_with_prefix(listing: str) -> list[str]:
-    """Only what this stack named: `opsbook-test-*` and compose's `opsbook-test_*`."""
-    return [name for name in listing.split() if name.startswith((f"{PROJECT}-", f"{PROJECT}_"))]
+def _names_with_prefix(listing: str, project: str = PROJECT) -> list[str]:
+    """Only what this stack named: e.g. `opsbook-test-*` and compose's `opsbook-test_*`."""
+    return [name for name in listing.split() if name.startswith((f"{project}-", f"{project}_"))]
 
 
 if __name__ == "__main__":

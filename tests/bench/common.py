@@ -1,0 +1,218 @@
+"""What every figure shares: the bench stack, a quiet machine, samples and their statistics."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.stack import ROOT, StackConfig, compose, docker
+
+BENCH_ENGINEERS = tuple(f"bench-{n:02d}" for n in range(1, 11))
+
+BENCH = StackConfig(
+    project="opsbook-bench",
+    stack_dir=ROOT / "build" / "bench-stack",
+    hub_port=int(os.environ.get("OPSBOOK_BENCH_HUB_PORT", "28000")),
+    idp_port=int(os.environ.get("OPSBOOK_BENCH_IDP_PORT", "29000")),
+    prometheus_port=int(os.environ.get("OPSBOOK_BENCH_PROMETHEUS_PORT", "29090")),
+    # Everything else as a user's deployment from .env.example.
+    extra_accounts=tuple(
+        {
+            "username": name,
+            "name": f"Bench Engineer {name[-2:]}",
+            "email": f"{name}@opsbook.example",
+            "groups": ["ops"],
+        }
+        for name in BENCH_ENGINEERS
+    ),
+)
+RESULTS_FILE = BENCH.stack_dir / "results.json"
+TEST_PROJECT_PREFIX = "opsbook-test"
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def bench_compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return compose(*args, check=check, config=BENCH)
+
+
+def service_container(service: str) -> str:
+    """The bench stack's container id of a compose service."""
+    return bench_compose("ps", "-q", service).stdout.strip()
+
+
+def container_ip(container: str) -> str:
+    return docker(
+        "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container
+    ).stdout.strip()
+
+
+# --- a quiet machine ------------------------------------------------------------------------------
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
+
+
+def test_containers() -> list[str]:
+    """Running containers of the test suite's stack (the lead's `make test`)."""
+    names = docker("ps", "--format", "{{.Names}}").stdout.split()
+    return [name for name in names if name.startswith(TEST_PROJECT_PREFIX)]
+
+
+@dataclass
+class Quiet:
+    """What the machine was doing when a measurement started."""
+
+    load1: float
+    test_stack_running: bool
+
+    @classmethod
+    def now(cls) -> Quiet:
+        return cls(round(load1(), 2), bool(test_containers()))
+
+
+def wait_until_quiet(timeout: float, max_load: float = 1.5, every: float = 10.0) -> dict[str, Any]:
+    """Until no test stack runs and the 1-minute load is under `max_load`, or `timeout` s.
+
+    Returns what was seen: quiet (bool), waited (s), load1 at the end.
+    """
+    started = time.monotonic()
+    said = 0.0
+    while True:
+        tests, load = test_containers(), load1()
+        waited = time.monotonic() - started
+        if not tests and load < max_load:
+            return {"quiet": True, "waited_s": round(waited), "load1": round(load, 2)}
+        if waited >= timeout:
+            return {
+                "quiet": False,
+                "waited_s": round(waited),
+                "load1": round(load, 2),
+                "test_containers": len(tests),
+            }
+        if waited - said >= 60 or said == 0.0:
+            log(
+                f"waiting for a quiet machine: load {load:.2f}, "
+                f"{len(tests)} opsbook-test containers running ({waited:.0f} s so far)"
+            )
+            said = waited or 0.001
+        time.sleep(every)
+
+
+# --- samples ----------------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p95(values: list[float]) -> float:
+    """Nearest-rank 95th percentile: the smallest sample with at least 95 % at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+@dataclass
+class Row:
+    """One line of a figure's table: samples of one measure, and where it stands."""
+
+    what: str
+    samples: list[float]
+    unit: str  # s, ms, MiB, MB, events/s, x
+    target: str = ""
+    verdict: str = ""  # met, missed, or empty (reported only)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return median(self.samples)
+
+    @property
+    def p95(self) -> float | None:
+        return p95(self.samples) if len(self.samples) > 1 else None
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    how: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # how long measuring it took
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Figure:
+        rows = [Row(**row) for row in data.get("rows", [])]
+        return cls(**{**data, "rows": rows})
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+# --- docker stats --------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^([\d.]+)\s*([KMGT]?i?B)$")
+_FACTORS = {
+    "B": 1 / 2**20,
+    "KiB": 1 / 2**10,
+    "MiB": 1.0,
+    "GiB": 2**10,
+    "TiB": 2**20,
+    "kB": 1e3 / 2**20,
+    "KB": 1e3 / 2**20,
+    "MB": 1e6 / 2**20,
+    "GB": 1e9 / 2**20,
+}
+
+
+def mib(text: str) -> float:
+    """docker stats' '123.4MiB' -> MiB."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    return float(match.group(1)) * _FACTORS[match.group(2)]
+
+
+def memory_mib(containers: list[str]) -> dict[str, float]:
+    """Memory in use per container (docker stats: usage without the page cache), in MiB."""
+    out = docker(
+        "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}", *containers
+    ).stdout
+    usage = {}
+    for line in out.splitlines():
+        name, used = line.split("\t")
+        usage[name] = mib(used.split("/")[0])
+    return usage
+
+
+def container_name(container: str) -> str:
+    return docker("inspect", "--format", "{{.Name}}", container).stdout.strip().lstrip("/")
+
+
+def docker_time(text: str) -> float:
+    """Docker's RFC 3339 timestamp with nanoseconds -> epoch seconds."""
+    text = text.strip().replace("Z", "+00:00")
+    main, _, rest = text.partition(".")
+    if rest:
+        digits = re.match(r"\d+", rest).group(0)
+        zone = rest[len(digits) :]
+        text = f"{main}.{digits[:6].ljust(6, '0')}{zone}"
+    return datetime.fromisoformat(text).timestamp()
