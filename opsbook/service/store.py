@@ -382,9 +382,7 @@ class Store:
                 f"events: {len(incoming)} in one request; send at most {MAX_EVENTS_PER_APPEND}"
             )
         cleaned = [_clean_event(item, index) for index, item in enumerate(incoming)]
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            rules.authorize(Action.APPEND, _facts(row), caller)
+        with self._acting(run_id, caller, Action.APPEND) as (conn, row, _):
             uuids = [item["uuid"] for item in cleaned if item["uuid"]]
             known: set[str] = set()
             for start in range(0, len(uuids), 500):
@@ -429,9 +427,7 @@ class Store:
 
     def renew_lease(self, run_id: int, caller: Caller) -> LeaseGrant:
         now = self.now()
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            rules.authorize(Action.LEASE, _facts(row), caller)
+        with self._acting(run_id, caller, Action.LEASE) as (conn, row, _):
             expires = now + timedelta(seconds=self.lease_seconds)
             conn.execute(
                 update(runs)
@@ -450,10 +446,7 @@ class Store:
     def start_batch(
         self, run_id: int, caller: Caller, number: int, wanted: Sequence[str] | None = None
     ) -> Run:
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.BATCH_START, facts, caller)
+        with self._acting(run_id, caller, Action.BATCH_START) as (conn, row, facts):
             states = self._batch_states(conn, run_id)
             rules.check_batch_start(facts, number, states)
             batch_hosts = self._hosts_of(conn, run_id, number)
@@ -517,10 +510,7 @@ class Store:
             if result.host in by_host:
                 raise bad_request(f"results: {result.host} is listed twice")
             by_host[result.host] = result
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.BATCH_FINISH, facts, caller)
+        with self._acting(run_id, caller, Action.BATCH_FINISH) as (conn, row, facts):
             states = self._batch_states(conn, run_id)
             batch_hosts = self._hosts_of(conn, run_id, number) if states else {}
             if (
@@ -575,10 +565,7 @@ class Store:
             return self._load(conn, run_id)
 
     def record_gate(self, run_id: int, caller: Caller, number: int, report: GateReport) -> Run:
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.GATE, facts, caller)
+        with self._acting(run_id, caller, Action.GATE) as (conn, row, facts):
             states = self._batch_states(conn, run_id)
             state = states[number - 1] if 1 <= number <= len(states) else BatchState.PENDING
             rules.check_gate(facts, number, len(states), state)
@@ -609,9 +596,7 @@ class Store:
     def add_note(self, run_id: int, caller: Caller, note: str) -> Event:
         if not note.strip():
             raise bad_request("text: a note needs some text")
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            rules.authorize(Action.NOTE, _facts(row), caller)
+        with self._acting(run_id, caller, Action.NOTE) as (conn, row, _):
             seq = self._record(
                 conn, run_id, row["last_seq"], caller.name, "note", message=note.strip()
             )
@@ -632,10 +617,7 @@ class Store:
         oncall_group: str,
     ) -> Run:
         to = to.strip()
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.HANDOFF, facts, caller)
+        with self._acting(run_id, caller, Action.HANDOFF) as (conn, row, facts):
             rules.check_handoff_target(facts, to, oncall, oncall_group)
             state = rules.state_after(Action.HANDOFF, facts)
             now = _db(self.now())
@@ -667,10 +649,7 @@ class Store:
             return self._load(conn, run_id)
 
     def pause(self, run_id: int, caller: Caller) -> Run:
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.PAUSE, facts, caller)
+        with self._acting(run_id, caller, Action.PAUSE) as (conn, row, facts):
             if facts.state is not RunState.RUNNING:
                 return self._load(conn, run_id)  # already paused: a client's retry
             current = (
@@ -693,10 +672,7 @@ class Store:
 
     def accept(self, run_id: int, caller: Caller) -> Run:
         now = self.now()
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.ACCEPT, facts, caller)
+        with self._acting(run_id, caller, Action.ACCEPT) as (conn, row, facts):
             if facts.handoff_to is None:
                 return self._load(conn, run_id)  # accepted already: a client's retry
             conn.execute(
@@ -723,10 +699,7 @@ class Store:
     def takeover(self, run_id: int, caller: Caller, reason: str) -> Run:
         reason = rules.require_reason(reason, Action.TAKEOVER)
         now = self.now()
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.TAKEOVER, facts, caller)
+        with self._acting(run_id, caller, Action.TAKEOVER) as (conn, row, facts):
             doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=True)
             conn.execute(
                 update(runs)
@@ -753,10 +726,7 @@ class Store:
 
     def resume(self, run_id: int, caller: Caller) -> Run:
         now = self.now()
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.RESUME, facts, caller)
+        with self._acting(run_id, caller, Action.RESUME) as (conn, row, facts):
             lease = _db(now + timedelta(seconds=self.lease_seconds))
             if facts.state is RunState.RUNNING:
                 conn.execute(update(runs).where(runs.c.id == run_id).values(lease_expires_at=lease))
@@ -780,10 +750,7 @@ class Store:
             return self._load(conn, run_id)
 
     def finish(self, run_id: int, caller: Caller, outcome: RunState, summary: str) -> Run:
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.FINISH, facts, caller)
+        with self._acting(run_id, caller, Action.FINISH) as (conn, row, facts):
             rules.check_finish(
                 facts,
                 outcome,
@@ -808,10 +775,7 @@ class Store:
 
     def abort(self, run_id: int, caller: Caller, reason: str) -> Run:
         reason = rules.require_reason(reason, Action.ABORT)
-        with self._write() as conn:
-            row = self._lock(conn, run_id)
-            facts = _facts(row)
-            rules.authorize(Action.ABORT, facts, caller)
+        with self._acting(run_id, caller, Action.ABORT) as (conn, row, facts):
             doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=False)
             self._close(conn, run_id, RunState.ABORTED, reason)
             in_doubt = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
@@ -880,6 +844,17 @@ class Store:
             return result.rowcount or 0
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _acting(
+        self, run_id: int, caller: Caller, action: Action
+    ) -> Iterator[tuple[Connection, RowMapping, RunFacts]]:
+        """One action on a run: its row locked, the caller checked, in one transaction."""
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            rules.authorize(action, facts, caller)
+            yield conn, row, facts
 
     def _lock(self, conn: Connection, run_id: int) -> RowMapping:
         row = (

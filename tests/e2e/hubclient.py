@@ -168,3 +168,19 @@ class ServerClient:
 
     def get(self, path: str) -> requests.Response:
         return self.request("GET", f"/contents/{path}")
+
+
+def sign_in_with_browser(page, stack, target: str, username: str, landed) -> None:
+    """A Playwright page opens `target` on the hub and signs in at the provider's real form.
+
+    `landed`: a locator that shows the sign-in is over (consent is answered when it is asked).
+    """
+    page.goto(f"{stack.hub_url}{target}")
+    page.wait_for_url(f"{stack.idp_url}/**")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", stack.demo_password)
+    page.click("form [type=submit]")
+    allow = page.get_by_role("button", name="Allow")
+    allow.or_(landed).first.wait_for(timeout=30_000)
+    if allow.is_visible():  # consent, on a first sign-in
+        allow.click()

@@ -7,7 +7,7 @@ in the README comes from here.
 from opsbook import wire
 from opsbook.runs import RunsClient
 
-from .hubclient import HubUser
+from .hubclient import HubUser, sign_in_with_browser
 from .stack import ROOT
 
 SCREENSHOT = ROOT / "docs" / "screenshots" / "status-page.png"
@@ -55,15 +55,8 @@ def test_a_viewer_follows_every_run_on_the_status_page(stack, browser):
 
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
-    page.goto(f"{stack.hub_url}/services/runs/")
-    page.wait_for_url(f"{stack.idp_url}/**")
-    page.fill("input[name=username]", "carol")
-    page.fill("input[name=password]", stack.demo_password)
-    page.click("form [type=submit]")
-    allow = page.get_by_role("button", name="Allow")
-    allow.or_(page.get_by_text("Opsbook runs")).first.wait_for(timeout=30_000)
-    if allow.is_visible():
-        allow.click()
+    landed = page.get_by_text("Opsbook runs")
+    sign_in_with_browser(page, stack, "/services/runs/", "carol", landed)
     page.wait_for_url(f"{stack.hub_url}/services/runs/**", timeout=30_000)
     text = page.inner_text("body")
     for run in runs:

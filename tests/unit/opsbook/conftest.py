@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opsbook_fakes import FakeServer, running_server
+from opsbook_runs_service import Service
 
 
 @pytest.fixture
@@ -23,3 +25,13 @@ def closed_port_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def runs_service(tmp_path: Path) -> Iterator[Service]:
+    """The real runs service app on loopback (only the hub's token check stood in)."""
+    service = Service(tmp_path / "runs.sqlite")
+    service.start()
+    yield service
+    service.stop()
+    service.store.close()

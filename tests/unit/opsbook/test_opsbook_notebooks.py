@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -131,18 +130,8 @@ def test_index_links_every_runbook() -> None:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Service]:
-    """The real runs service app, on loopback, for the runbooks to record their runs in."""
-    service = Service(tmp_path / "runs.sqlite")
-    service.start()
-    yield service
-    service.stop()
-    service.store.close()
-
-
-@pytest.fixture
 def fleet(
-    fake_server: FakeServer, ledger: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_server: FakeServer, runs_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> FakeFleet:
     """The fake fleet, and the kernel's environment pointing at it (as the hub's would)."""
     require("papermill")
@@ -152,7 +141,7 @@ def fleet(
     fake_server.responder = fake
     for name, value in fleet_environment(fake_server.url, tmp_path / "runs").items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("OPSBOOK_RUNS_URL", ledger.url)
+    monkeypatch.setenv("OPSBOOK_RUNS_URL", runs_service.url)
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "alice-token")
     # the kernel runs this Python; the %%bash cell finds its ansible-playbook
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -207,7 +196,7 @@ def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
 
 @pytest.mark.notebooks
 def test_a_run_handed_off_mid_way_is_finished_by_the_next_engineer(
-    fleet: FakeFleet, ledger: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fleet: FakeFleet, runs_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice = run(
         "patching.ipynb",
@@ -226,7 +215,7 @@ def test_a_run_handed_off_mid_way_is_finished_by_the_next_engineer(
     bob = run("handoff.ipynb", tmp_path / "bob.ipynb", action="accept")
     history = "".join(o.get("text", "") for c in bob.cells for o in c.get("outputs", []))
     assert "watch web-2's disk" in history
-    (finished,) = ledger.store.list_runs(active=False)
+    (finished,) = runs_service.store.list_runs(active=False)
     assert finished.state.value == "completed"
     assert [b.started_by for b in finished.batches] == ["alice", "bob", "bob"]
     assert all(fleet.installed[h]["opsbook-demo-base"] == "1.1" for h in ("web-2", "web-3"))
