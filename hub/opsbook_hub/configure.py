@@ -194,18 +194,11 @@ def _server_groups_only(policy: GroupPolicy, ssh_key_dir: str) -> Callable[[Any]
     return pre_spawn_hook
 
 
-def hub_services(s: Settings) -> list[dict]:
-    """Services the hub knows: each with its own token or command, and a role of its own below."""
-    idle_culler = {
-        "name": "idle-culler",
-        "command": [
-            sys.executable,
-            "-m",
-            "jupyterhub_idle_culler",
-            f"--timeout={s['CULL_IDLE_TIMEOUT']}",
-            f"--cull-every={s['CULL_EVERY']}",
-        ],
-    }
+def hub_services(s: Settings, idle_culler: bool = True) -> list[dict]:
+    """Services the hub knows: each with its own token or command, and a role of its own below.
+
+    idle_culler=False leaves ours out (on Kubernetes the chart runs the culler: its `cull`
+    values, helm/values.yaml)."""
     # Prometheus scrapes /hub/metrics with this token.
     prometheus = {"name": "prometheus", "api_token": s["HUB_METRICS_TOKEN"]}
     # The ledger of patch runs and its status page, at /services/runs/ (own container).
@@ -220,18 +213,36 @@ def hub_services(s: Settings) -> list[dict]:
         "oauth_no_confirm": True,
         "display": True,
     }
-    return [idle_culler, prometheus, runs]
+    if not idle_culler:
+        return [prometheus, runs]
+    culler = {
+        "name": "idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={s['CULL_IDLE_TIMEOUT']}",
+            f"--cull-every={s['CULL_EVERY']}",
+        ],
+    }
+    return [culler, prometheus, runs]
 
 
-def hub_roles(s: Settings) -> list[dict]:
-    """The groups' roles, and for each service only the scopes it needs."""
+# What the idle culler may do, and nothing more (the chart gives its culler the same scopes).
+IDLE_CULLER_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:servers")
+
+
+def hub_roles(s: Settings, idle_culler: bool = True) -> list[dict]:
+    """The groups' roles, and for each service only the scopes it needs (idle_culler: as for
+    hub_services)."""
+    culler = {
+        "name": "idle-culler",
+        "scopes": list(IDLE_CULLER_SCOPES),
+        "services": ["idle-culler"],
+    }
     return [
         *group_policy(s).roles(),
-        {
-            "name": "idle-culler",
-            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
-            "services": ["idle-culler"],
-        },
+        *([culler] if idle_culler else []),
         {"name": "metrics-reader", "scopes": ["read:metrics"], "services": ["prometheus"]},
         {
             # Who is on call (the handoff's choices), and users' groups.

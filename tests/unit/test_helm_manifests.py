@@ -1,0 +1,164 @@
+"""Kubernetes objects of ours validate against the Kubernetes API's schemas (kubernetes-validate,
+strict: an unknown field is an error), for Kubernetes 1.30 and 1.35: the manifests of
+helm/manifests/, the engineers' pods as KubeSpawner 7.0.0 builds them from our values, and the
+NetworkPolicy the chart renders from our network settings (the last two through helm_support's
+models of the chart; they need ../shared/z2jh and skip, saying why, where it is absent).
+
+Also: the runs service's manifests fit the hub's side (name, port, token, labels).
+"""
+
+import copy
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from opsbook.service import settings as runs_settings
+
+from .helm_support import (
+    KUBERNETES_VERSIONS,
+    MANIFESTS,
+    NAMESPACE,
+    k8s_hub,
+    load_all_yaml,
+    our_values,
+    secret_refs,
+    singleuser_network_policy,
+    user_named,
+    user_pod,
+)
+
+MANIFEST_DOCS = [
+    pytest.param(path, index, doc, id=f"{path.name}:{doc['kind']}/{doc['metadata']['name']}")
+    for path in sorted(MANIFESTS.glob("*.yaml"))
+    for index, doc in enumerate(load_all_yaml(path))
+]
+
+
+def validate(doc: dict, version: str) -> None:
+    kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.fixture(scope="module")
+def hub():
+    return k8s_hub()
+
+
+def test_there_are_manifests():
+    kinds = {
+        (doc["kind"], doc["metadata"]["name"]) for _, _, doc in (p.values for p in MANIFEST_DOCS)
+    }
+    assert kinds == {("Deployment", "runs"), ("Service", "runs"), ("NetworkPolicy", "runs")}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(("path", "index", "doc"), MANIFEST_DOCS)
+def test_our_manifests_validate(path, index, doc, version):
+    validate(doc, version)
+    assert "namespace" not in doc["metadata"], "applied with -n into the release's namespace"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda d: d["spec"]["template"]["spec"]["containers"][0].update(imagePulPolicy="Always"),
+        lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"][0].update(
+            containerPort="eight thousand"
+        ),
+        lambda d: d["spec"]["template"]["spec"].update(containerz=[]),
+        lambda d: d["spec"].update(replicas="one"),
+    ],
+)
+def test_the_validation_catches_a_broken_manifest(spoil):
+    deployment = copy.deepcopy(next(d for _, _, d in (p.values for p in MANIFEST_DOCS)))
+    assert deployment["kind"] == "Deployment"
+    spoil(deployment)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(deployment, KUBERNETES_VERSIONS[0])
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("groups", [("ops",), ("oncall", "admins")])
+def test_engineers_pods_validate(hub, groups, version):
+    validate(user_pod(hub.config, user_named("erin", *groups)), version)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_network_policies_of_our_values_validate(hub, version):
+    validate(singleuser_network_policy(hub.values), version)
+    hub_ingress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "hub-ingress-of-our-values", "namespace": NAMESPACE},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": hub.values["hub"]["networkPolicy"]["ingress"],
+        },
+    }
+    validate(hub_ingress, version)
+
+
+def manifest(kind: str) -> dict:
+    return next(d for _, _, d in (p.values for p in MANIFEST_DOCS) if d["kind"] == kind)
+
+
+def test_the_runs_service_is_where_the_hub_registers_it():
+    values = our_values()
+    service = manifest("Service")
+    port = service["spec"]["ports"][0]["port"]
+    url = values["hub"]["extraEnv"]["RUNS_SERVICE_URL"]
+    assert url == f"http://{service['metadata']['name']}:{port}"
+    pod = manifest("Deployment")["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    container_ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert (
+        container_ports[service["spec"]["ports"][0]["targetPort"]]
+        == runs_settings.load({"JUPYTERHUB_API_TOKEN": "x" * 16})["RUNS_PORT"]
+    )
+
+
+def test_the_runs_service_uses_the_token_the_hub_registers_and_postgresql_from_a_secret():
+    values = our_values()
+    env = {
+        e["name"]: e
+        for e in manifest("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    hub_ref = secret_refs(values["hub"]["extraEnv"])["RUNS_SERVICE_TOKEN"]
+    runs_ref = env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert (runs_ref["name"], runs_ref["key"]) == (hub_ref["name"], hub_ref["key"])
+    database = env["RUNS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert database["name"] == "opsbook-runs" and not database.get("optional", False)
+    # Every variable is one the service reads, from a Secret; none is written here.
+    declared = {s.name for s in runs_settings.SETTINGS}
+    assert set(env) <= declared
+    assert all("valueFrom" in e for e in env.values())
+
+
+def test_the_runs_service_reaches_the_hub_at_its_default_url():
+    """Its JUPYTERHUB_API_URL is left at the default, http://hub:8081/hub/api: the chart's hub
+    Service is `hub` as long as fullnameOverride stays "" (the chart's default, kept)."""
+    assert "fullnameOverride" not in our_values()
+    default = next(s for s in runs_settings.SETTINGS if s.name == "JUPYTERHUB_API_URL").default
+    assert default == "http://hub:8081/hub/api"
+    labels = manifest("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert labels["hub.jupyter.org/network-access-hub"] == "true"
+
+
+def test_the_runs_pod_is_not_root_and_has_no_privileges_or_api_token():
+    spec = manifest("Deployment")["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert context["readOnlyRootFilesystem"] is True
+
+
+def test_manifests_are_plain_yaml_without_templating():
+    for path in MANIFESTS.glob("*"):
+        assert path.suffix == ".yaml", path
+        assert "{{" not in path.read_text(), path
+        yaml.safe_load_all(path.read_text())
