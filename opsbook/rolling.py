@@ -411,6 +411,18 @@ def _wait(seconds: float, cancel: threading.Event | None) -> bool:
     return cancel.wait(seconds)
 
 
+# How long a batch's play may take when no play_timeout is given: apt, a reboot (patch.yml waits
+# up to 10 minutes for a host), and room to spare.
+PLAY_ALLOWANCE = timedelta(minutes=20)
+
+
+def silence_ceiling(gate_timeout: float, play_timeout: float | None) -> timedelta:
+    """How long a batch's silence lasts should nobody expire it (the kernel died mid-batch):
+    the batch's longest expected time, so that alerts come back soon after, not in hours."""
+    play = timedelta(seconds=play_timeout) if play_timeout else PLAY_ALLOWANCE
+    return play + timedelta(seconds=gate_timeout + 60)
+
+
 def rolling_patch(
     plan: RollingPlan,
     settings: Settings,
@@ -426,7 +438,7 @@ def rolling_patch(
     observer: RunObserver | None = None,
     cancel: threading.Event | None = None,
     created_by: str | None = None,
-    silence_for: timedelta = timedelta(hours=1),
+    silence_for: timedelta | None = None,
     play_timeout: float | None = None,
 ) -> RollingResult:
     """Patch the plan's batches from `start_batch` on; see the module docstring for the flow.
@@ -437,7 +449,8 @@ def rolling_patch(
       something, the gate also requires a scrape newer than the play's end (freshness_check).
     cancel: set it (a widget's Stop button) to stop the play in flight and the run.
     created_by: the silences' author (default settings.user). silence_for: each silence's
-      ceiling, should this process die mid-batch; normally it is expired at the batch's end.
+      ceiling, should this process die mid-batch (default: silence_ceiling); normally it is
+      expired at the batch's end.
     play_timeout: seconds after which a batch's play is stopped (its hosts are then in doubt).
     Returns the RollingResult. It raises only for a wrong argument, a missing playbook or a host
     the inventory does not have (all before anything runs), and
@@ -471,7 +484,7 @@ def rolling_patch(
         observer=observer if observer is not None else NullObserver(),
         cancel=cancel,
         created_by=created_by or settings.user,
-        silence_for=silence_for,
+        silence_for=silence_for or silence_ceiling(gate_timeout, play_timeout),
         play_timeout=play_timeout,
     )
     return run.execute(start_batch, max_fail)

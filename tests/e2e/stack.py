@@ -211,6 +211,38 @@ def up(config: StackConfig = TEST) -> Stack:
     return stack
 
 
+FLEET_HOSTS = ("web-1", "web-2", "web-3", "db-1", "db-2", "db-3")
+
+
+def reset_fleet(config: StackConfig = TEST) -> None:
+    """The demo fleet as `make up` first starts it: version 1 installed, nothing approved.
+
+    The hosts and the package repository are recreated with fresh volumes (approvals and the
+    signing key live in them), so that what one test module patched does not leak into the next;
+    done when Prometheus has scraped every new host.
+    """
+    started = time.time()
+    compose("rm", "--stop", "--force", "pkgrepo", *FLEET_HOSTS, config=config)
+    volumes = [f"{config.project}_pkgrepo-data", f"{config.project}_fleet-keyring"]
+    docker("volume", "rm", *volumes, check=False)
+    compose("up", "-d", "pkgrepo", *FLEET_HOSTS, config=config)
+    wait_for(lambda: all_healthy(config), 120, "the fleet recreated and healthy")
+    wait_for(lambda: fleet_scraped_since(started, config), 60, "Prometheus scraping the new fleet")
+
+
+def fleet_scraped_since(moment: float, config: StackConfig = TEST) -> bool:
+    """Every fleet host up in a scrape taken after `moment` (a Unix time)."""
+    answer = requests.get(
+        f"http://127.0.0.1:{config.prometheus_port}/api/v1/query",
+        params={"query": 'timestamp(up{job="fleet"} == 1)'},
+        timeout=5,
+    ).json()
+    fresh = {
+        r["metric"]["instance"] for r in answer["data"]["result"] if float(r["value"][1]) > moment
+    }
+    return fresh == {f"{host}:9100" for host in FLEET_HOSTS}
+
+
 def all_healthy(config: StackConfig = TEST) -> bool:
     """Every container of the stack that has a healthcheck reports healthy."""
     ids = compose("ps", "-q", config=config).stdout.split()

@@ -15,10 +15,15 @@ from opsbook import wire
 from opsbook.runs import RunsClient
 
 from .hubclient import HubUser
-from .stack import compose, docker, wait_for
+from .stack import compose, docker, reset_fleet, wait_for
 from .test_patching import MACHINE_LOAD_BAR, output_text
 
 DB = ["db-1", "db-2", "db-3"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_fleet(stack):
+    reset_fleet()
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,16 @@ import requests
 import testinfra
 
 from .hubclient import HubUser
-from .stack import compose, docker, wait_for
+from .stack import compose, docker, reset_fleet, wait_for
 
 WEB = ["web-1", "web-2", "web-3"]
 DB = ["db-1", "db-2", "db-3"]
 DEMO_PACKAGES = ("opsbook-demo-base", "opsbook-demo-agent", "opsbook-demo-web", "opsbook-demo-db")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_fleet(stack):
+    reset_fleet()
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +154,11 @@ def test_patching_the_web_stack_patches_and_reboots_it_batch_by_batch_and_nothin
         assert installed(host) == db_before[host]
         assert boot_time(host) == boots[host]
     # One silence per batch, of exactly its host, by alice; all expired now.
-    ours = [s for s in silences() if s["createdBy"] == "alice"]
+    ours = [
+        s
+        for s in silences()
+        if s["createdBy"] == "alice" and "rolling patch of web" in s["comment"]
+    ]
     assert len(ours) == 3
     silenced = [silenced_instances(s) for s in ours]
     assert sorted(silenced, key=sorted) == [{"web-1:9100"}, {"web-2:9100"}, {"web-3:9100"}]

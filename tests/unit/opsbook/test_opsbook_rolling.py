@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from opsbook.rolling import (
     StopRun,
     plan_rolling,
     rolling_patch,
+    silence_ceiling,
     wait_for_gate,
 )
 
@@ -656,3 +657,8 @@ def test_real_play_cancelled_when_events_cannot_be_recorded(
     assert result.batches[0].record is not None
     assert result.batches[0].record.parent == settings.runs_dir
     assert fleet.active_silences == []
+
+
+def test_a_dead_batchs_silence_ends_soon_after_the_batch_would_have() -> None:
+    assert silence_ceiling(120, None) == timedelta(minutes=20, seconds=180)
+    assert silence_ceiling(30, 300) == timedelta(seconds=390)
