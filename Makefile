@@ -7,7 +7,7 @@ COMPOSE := scripts/compose.sh $(ENV_FILE)
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: help up down build logs ps test test-unit test-e2e lint lock clean-test
+.PHONY: help up down build logs ps test test-unit test-e2e lint lock clean-test bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ lint: $(VENV)/.installed ## ruff
 
 lock: ## re-pin every image's Python dependencies (requirements.in -> requirements.txt)
 	scripts/lock.sh
+
+bench: $(VENV)/.installed ## after make up: measure on a stack of its own (opsbook-bench), write docs/benchmarks.md
+	$(VENV)/bin/python -m tests.bench
 
 clean-test: ## remove the test stack, its containers and volumes
 	$(VENV)/bin/python -m tests.e2e.stack down

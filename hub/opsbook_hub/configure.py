@@ -118,7 +118,7 @@ def _default_url(policy: GroupPolicy) -> Callable[[Any], str | None]:
 
 
 def configure_spawner(c: Config, s: Settings) -> None:
-    c.JupyterHub.spawner_class = "dockerspawner.DockerSpawner"
+    c.JupyterHub.spawner_class = "opsbook_hub.spawner.OpsbookDockerSpawner"
     spawner = c.DockerSpawner
     spawner.image = s["SINGLEUSER_IMAGE"]
     spawner.pull_policy = "never"

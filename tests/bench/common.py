@@ -11,7 +11,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from tests.e2e.stack import ROOT, StackConfig, compose, docker
@@ -66,7 +65,7 @@ def load1() -> float:
 
 
 def test_containers() -> list[str]:
-    """Running containers of the test suite's stack (the lead's `make test`)."""
+    """Running containers of the test suite's stack (someone's `make test`)."""
     names = docker("ps", "--format", "{{.Names}}").stdout.split()
     return [name for name in names if name.startswith(TEST_PROJECT_PREFIX)]
 
@@ -105,13 +104,14 @@ def wait_until_quiet(timeout: float, max_load: float = 1.5, every: float = 10.0)
         if waited - said >= 60 or said == 0.0:
             log(
                 f"waiting for a quiet machine: load {load:.2f}, "
-                f"{len(tests)} opsbook-test containers running ({waited:.0f} s so far)"
+                f"{len(tests)} opsbook-test containers running "
+                f"({waited:.0f} s so far)"
             )
             said = waited or 0.001
         time.sleep(every)
 
 
-# --- samples ----------------------------------------------------------------------------------------
+# --- samples --------------------------------------------------------------------------------------
 
 
 def median(values: list[float]) -> float:
@@ -167,7 +167,7 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "missed"
 
 
-# --- docker stats --------------------------------------------------------------------------------
+# --- docker stats ---------------------------------------------------------------------------------
 
 _SIZE = re.compile(r"^([\d.]+)\s*([KMGT]?i?B)$")
 _FACTORS = {
@@ -193,9 +193,16 @@ def mib(text: str) -> float:
 
 def memory_mib(containers: list[str]) -> dict[str, float]:
     """Memory in use per container (docker stats: usage without the page cache), in MiB."""
-    out = docker(
-        "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}", *containers
-    ).stdout
+    done = docker(
+        "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}", *containers, check=False
+    )
+    if done.returncode:
+        running = docker("ps", "--format", "{{.Names}}").stdout.split()
+        raise RuntimeError(
+            f"docker stats failed: {done.stderr.strip()}; not running: "
+            f"{[name for name in containers if name not in running]}"
+        )
+    out = done.stdout
     usage = {}
     for line in out.splitlines():
         name, used = line.split("\t")

@@ -174,3 +174,11 @@ def test_the_fleet_key_is_mounted_read_only_for_server_groups_only():
     with pytest.raises(web.HTTPError):
         hook(viewer)
     assert viewer.volumes == {"home": "/home/jovyan"}
+
+
+def test_engineers_servers_come_from_our_docker_spawner(config):
+    from traitlets.utils.importstring import import_item
+
+    spawner_class = import_item(config.JupyterHub.spawner_class)
+    assert spawner_class.__mro__[1].__name__ == "DockerSpawner"  # its settings: c.DockerSpawner
+    assert spawner_class().listen_poll_interval == 0.05

@@ -1,0 +1,235 @@
+"""`make bench`: wait for a quiet machine, bring up the bench stack, measure every figure back to
+back, remove everything the bench made, time the image builds, write docs/benchmarks.md.
+
+    python -m tests.bench [--skip-builds] [--report-only] [--only spawn,login,...]
+
+--only measures some figures (spawn spawn10 login gate runs patch images) into
+build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md is only written
+from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
+
+Settings (environment): BENCH_QUIET_TIMEOUT (s to wait for a quiet machine, 2700), BENCH_BUSY_OK=1
+(measure even if it never got quiet, saying so), BENCH_SPAWNS (5), BENCH_TEN_ROUNDS (3),
+BENCH_LOGINS (20), BENCH_GATES (20), BENCH_EVENTS (10000), BENCH_PAGES (20), BENCH_PATCH_PAIRS (3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.e2e import stack as stacks
+from tests.e2e.stack import ROOT, docker
+
+from . import builds, figures, report
+from .common import BENCH, RESULTS_FILE, Figure, log, wait_until_quiet
+
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def setting(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    meminfo = Path("/proc/meminfo").read_text().split()
+    memory_kib = int(meminfo[meminfo.index("MemTotal:") + 1])
+    compose = (
+        "docker-compose "
+        + subprocess.run(
+            ["docker-compose", "version", "--short"], capture_output=True, text=True
+        ).stdout.strip()
+        if shutil.which("docker-compose")
+        else "docker compose v2"
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": memory_kib / 2**20,
+        "docker": docker("version", "--format", "{{.Server.Version}}").stdout.strip(),
+        "compose": compose,
+        "kernel": f"Linux {platform.release()}",
+        "commit": commit + (" with uncommitted changes" if dirty else ""),
+    }
+
+
+def stack_images() -> dict[str, str]:
+    """The images the bench runs, as `make up` (or `make build`) built them: never rebuilt here
+    (a build would retag what `make up` and `make test` run, and load the machine)."""
+    found = {}
+    for name in ("proxy", "hub", "singleuser", "runs", *stacks.IMAGES):
+        tag = f"opsbook/{name}:0.1.0"
+        inspected = docker("image", "inspect", "--format", "{{.Id}} {{.Created}}", tag, check=False)
+        if inspected.returncode:
+            raise SystemExit(f"bench: image {tag} is not built; run `make up` (or `make build`)")
+        image_id, created = inspected.stdout.split()
+        found[name] = f"{image_id[7:19]}, built {created[:16].replace('T', ' ')} UTC"
+    return found
+
+
+def timed(measure: Callable[[], Any]) -> Any:
+    t0 = time.monotonic()
+    result = measure()
+    figure = result[0] if isinstance(result, tuple) else result
+    figure.seconds = time.monotonic() - t0
+    return result
+
+
+def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure]:
+    """Every figure that needs the stack, back to back; the stack is removed afterwards."""
+
+    def wanted(key: str) -> bool:
+        return only is None or key in only
+
+    log("bringing up the bench stack (compose project opsbook-bench)")
+    stack = stacks.up(BENCH)
+    done: list[Figure] = []
+    try:
+        results["settled_after_up"] = wait_until_quiet(180)
+        if wanted("spawn"):
+            done.append(timed(lambda: figures.spawn_one(stack, setting("BENCH_SPAWNS", 5))))
+        hub_idle = figures.services_memory()["hub"]
+        ten_memory = None
+        if wanted("spawn10") or wanted("memory"):
+            ten, ten_memory = timed(
+                lambda: figures.spawn_ten(stack, setting("BENCH_TEN_ROUNDS", 3))
+            )
+            done.append(ten)
+        if wanted("login"):
+            done.append(timed(lambda: figures.login(stack, setting("BENCH_LOGINS", 20))))
+        if not any(wanted(key) for key in ("memory", "gate", "runs", "patch")):
+            return done
+
+        log("erin's server for the gate, the runs service and the patch")
+        erin = figures.signed_in(stack, "erin")
+        token = erin.new_token("bench: runs pages")
+        spawn = figures.HubSpawn(stack, erin, erin.new_token("bench: erin"))
+        spawn.start()
+        alone = figures.idle_memory(spawn.container) if wanted("memory") else None
+        if wanted("gate"):
+            done.append(
+                timed(
+                    lambda: figures.health_gate(stack, spawn.container, setting("BENCH_GATES", 20))
+                )
+            )
+        if wanted("runs") or wanted("memory"):
+            done.append(
+                timed(
+                    lambda: figures.runs_service(
+                        stack,
+                        spawn.container,
+                        token,
+                        setting("BENCH_EVENTS", 10000),
+                        setting("BENCH_PAGES", 20),
+                    )
+                )
+            )
+            after_events = figures.services_memory()
+            if ten_memory is not None and alone is not None:
+                done.append(figures.memory_figure(alone, ten_memory, hub_idle, after_events))
+        if wanted("patch"):
+            done.append(
+                timed(
+                    lambda: figures.patch_overhead(
+                        stack, spawn.container, setting("BENCH_PATCH_PAIRS", 3)
+                    )
+                )
+            )
+    finally:
+        if os.environ.get("OPSBOOK_KEEP_STACK") != "1":
+            log("removing the bench stack, its servers and volumes")
+            stacks.down(BENCH)
+    return done
+
+
+def order(figs: list[Figure]) -> list[Figure]:
+    wanted = ["spawn", "spawn10", "login", "patch", "gate", "runs", "memory", "images"]
+    return sorted(figs, key=lambda f: wanted.index(f.key) if f.key in wanted else 99)
+
+
+def write(results: dict[str, Any], partial: bool = False) -> None:
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if partial:
+        path = RESULTS_FILE.with_name("partial.json")
+        path.write_text(json.dumps(results, indent=1))
+        log(f"wrote {path.relative_to(ROOT)}; preview: python -m tests.bench --report-only {path}")
+        return
+    RESULTS_FILE.write_text(json.dumps(results, indent=1))
+    DOC.write_text(report.render(results))
+    log(f"wrote {DOC.relative_to(ROOT)} (raw results: {RESULTS_FILE.relative_to(ROOT)})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench")
+    parser.add_argument("--skip-builds", action="store_true", help="no image build timings")
+    parser.add_argument(
+        "--report-only",
+        nargs="?",
+        const=str(RESULTS_FILE),
+        metavar="RESULTS",
+        help="render results (the last whole run's by default) to stdout, measuring nothing",
+    )
+    parser.add_argument("--only", help="comma-separated figures, for working on the harness")
+    arguments = parser.parse_args()
+    if arguments.report_only:
+        results = json.loads(Path(arguments.report_only).read_text())
+        if Path(arguments.report_only) == RESULTS_FILE:
+            write(results)
+        else:
+            print(report.render(results))
+        return 0
+    only = set(arguments.only.split(",")) if arguments.only else None
+
+    started = time.monotonic()
+    quiet = wait_until_quiet(setting("BENCH_QUIET_TIMEOUT", 2700))
+    if not quiet["quiet"] and os.environ.get("BENCH_BUSY_OK") != "1":
+        log(
+            f"the machine did not get quiet in {quiet['waited_s']} s (load {quiet['load1']}, "
+            f"{quiet.get('test_containers', 0)} opsbook-test containers): nothing measured. "
+            "BENCH_BUSY_OK=1 measures anyway (and says so in the page)."
+        )
+        return 2
+    images = stack_images()
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "quiet": quiet,
+        "not_measured": [],
+        "images": images,
+    }
+    figs = []
+    if only is None or only - {"images"}:
+        figs = measure_stack(results, only)
+    if arguments.skip_builds or (only is not None and "images" not in only):
+        results["not_measured"].append("image build times (run without --skip-builds)")
+        figs.append(builds.sizes_figure())
+    else:
+        figs.append(timed(builds.images_figure))
+    results["figures"] = [f.to_dict() for f in order(figs)]
+    results["seconds"] = time.monotonic() - started
+    write(results, partial=only is not None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,884 @@
+"""The figures, each measured against the running bench stack (see __main__ for the order).
+
+Every figure returns a `Figure`: rows of samples with the target each is held to. Comparisons
+(spawn against the floor, the runbook against plain ansible-playbook) are taken in pairs, one
+right after the other, alternating which goes first, and reported as the ratio of each pair.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import secrets
+import shlex
+import subprocess
+import threading
+import time
+from typing import Any
+
+import requests
+from dockerspawner import DockerSpawner
+
+from opsbook import runs as runs_module
+from opsbook.runs import RunsClient
+from tests.e2e.hubclient import HubUser
+from tests.e2e.stack import ROOT, Stack, docker, reset_fleet, wait_for
+
+from .common import (
+    BENCH,
+    BENCH_ENGINEERS,
+    Figure,
+    Quiet,
+    Row,
+    container_ip,
+    container_name,
+    docker_time,
+    log,
+    median,
+    memory_mib,
+    service_container,
+    verdict,
+)
+
+SPAWN_METRIC = "jupyterhub_server_spawn_duration_seconds"
+PROXY_METRIC = "jupyterhub_proxy_add_duration_seconds"
+POLL = 0.05  # seconds between polls of a starting server, the same for the hub and the floor
+HOME = "/home/jovyan"
+# The demo's hosts are containers: their load is the whole machine's (see tests/e2e).
+MACHINE_LOAD_BAR = 50.0
+WEB = ("web-1", "web-2", "web-3")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def signed_in(stack: Stack, username: str) -> HubUser:
+    user = HubUser(stack.hub_url, username)
+    answer = user.sign_in(stack.demo_password)
+    if not answer.is_redirect or user.whoami().status_code != 200:
+        raise RuntimeError(f"{username} could not sign in: {answer.status_code} {answer.url}")
+    return user
+
+
+def xsrf(user: HubUser) -> dict[str, str]:
+    return {"X-XSRFToken": user.session.cookies.get("_xsrf", path="/hub/") or ""}
+
+
+def wait_status_200(session: requests.Session, url: str, token: str, timeout: float = 180) -> None:
+    """Poll a Jupyter server's /api/status every POLL s until it answers 200."""
+    headers = {"Authorization": f"token {token}"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = session.get(url, headers=headers, timeout=5, allow_redirects=False)
+            if answer.status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(POLL)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
+def hub_metrics(stack: Stack) -> dict[str, float]:
+    """The hub's own spawn and proxy-route histograms (sum and count of successes)."""
+    text = requests.get(
+        f"{stack.hub_url}/hub/metrics",
+        headers={"Authorization": f"token {stack.env['HUB_METRICS_TOKEN']}"},
+        timeout=10,
+    ).text
+    wanted = {}
+    for name in (SPAWN_METRIC, PROXY_METRIC):
+        for part in ("sum", "count"):
+            match = re.search(rf'^{name}_{part}\{{status="success"\}} ([\d.e+-]+)$', text, re.M)
+            wanted[f"{name}_{part}"] = float(match.group(1)) if match else 0.0
+    return wanted
+
+
+def metric_mean(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
+    count = after[f"{name}_count"] - before[f"{name}_count"]
+    if count <= 0:
+        return None
+    return (after[f"{name}_sum"] - before[f"{name}_sum"]) / count
+
+
+def phases(container: str, t0_wall: float, t_end_wall: float) -> dict[str, float]:
+    """Where a start went: asked -> container created -> started -> Jupyter listening -> answered.
+
+    From the engine's own timestamps and the server's log line 'Jupyter Server ... is running at'
+    (docker logs -t: when the engine got the line).
+    """
+    created, started = docker(
+        "inspect", "--format", "{{.Created}} {{.State.StartedAt}}", container
+    ).stdout.split()
+    logs = docker("logs", "-t", container, check=False)
+    running = None
+    for line in (logs.stdout + logs.stderr).splitlines():
+        if "is running at" in line:
+            running = docker_time(line.split(" ", 1)[0])
+            break
+    created_at, started_at = docker_time(created), docker_time(started)
+    result = {
+        "asked_to_created": created_at - t0_wall,
+        "created_to_started": started_at - created_at,
+    }
+    if running is not None:
+        result["started_to_listening"] = running - started_at
+        result["listening_to_answered"] = t_end_wall - running
+    return result
+
+
+def wait_gone(container: str, timeout: float = 120) -> None:
+    wait_for(
+        lambda: not docker("ps", "-aq", "--filter", f"name=^{container}$").stdout.strip(),
+        timeout,
+        f"{container} removed",
+    )
+
+
+def exec_in(container: str, *args: str, timeout: float = 1800, workdir: str = HOME):
+    return subprocess.run(
+        ["docker", "exec", "-u", "1000", "-w", workdir, container, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def python_in(container: str, script: str, timeout: float = 600) -> dict[str, Any]:
+    """Run a Python script in an engineer's container, as the engineer; its last line is JSON."""
+    done = exec_in(container, "python", "-c", script, timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"script failed in {container}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- spawn, one engineer --------------------------------------------------------------------------
+
+
+class Floor:
+    """The same image started with `docker run` on the same network, with the same limits and
+    mounts as the hub gives an engineer, running the same Jupyter server; polled directly."""
+
+    name = f"{BENCH.project}-floor"
+    volume = f"{BENCH.project}-floor-home"
+
+    def __init__(self, stack: Stack) -> None:
+        self.image = f"opsbook/singleuser:{stack.env.get('OPSBOOK_VERSION') or '0.1.0'}"
+        self.token = secrets.token_hex(16)
+        self.session = requests.Session()
+
+    def command(self) -> list[str]:
+        return [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            self.name,
+            "--network",
+            BENCH.project,
+            "--cpus",
+            "1.0",
+            "--memory",
+            "2g",
+            "--pids-limit",
+            "512",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "-v",
+            f"{self.volume}:{HOME}",
+            "-v",
+            f"{ROOT / 'shared-notebooks'}:{HOME}/runbooks:ro",
+            "-v",
+            f"{ROOT / 'ansible'}:{HOME}/ansible:ro",
+            self.image,
+            "jupyter",
+            "server",
+            "--ServerApp.ip=0.0.0.0",
+            "--ServerApp.port=8888",
+            "--ServerApp.open_browser=False",
+            f"--IdentityProvider.token={self.token}",
+        ]
+
+    def start(self) -> tuple[float, dict[str, float]]:
+        t0_wall, t0 = time.time(), time.perf_counter()
+        subprocess.run(self.command(), check=True, capture_output=True)
+        ip = container_ip(self.name)
+        wait_status_200(self.session, f"http://{ip}:8888/api/status", self.token)
+        elapsed = time.perf_counter() - t0
+        profile = phases(self.name, t0_wall, t0_wall + elapsed)
+        docker("rm", "-f", self.name)
+        return elapsed, profile
+
+
+class HubSpawn:
+    """POST /hub/api/users/<name>/server, then /user/<name>/api/status through the proxy."""
+
+    def __init__(self, stack: Stack, user: HubUser, token: str) -> None:
+        self.stack = stack
+        self.user = user
+        self.token = token
+        # DockerSpawner's own escaping of the name: bench-01 -> opsbook-bench-bench-2d01.
+        self.container = stack.container_of(DockerSpawner._escape(user.name))
+        self.session = requests.Session()
+
+    def start(self) -> tuple[float, float]:
+        """(seconds until the server answered, the POST's own seconds)."""
+        t0 = time.perf_counter()
+        answer = self.user.session.post(
+            f"{self.stack.hub_url}/hub/api/users/{self.user.name}/server",
+            headers=xsrf(self.user),
+            timeout=300,
+        )
+        posted = time.perf_counter() - t0
+        if answer.status_code not in (201, 202):
+            raise RuntimeError(f"spawn of {self.user.name}: {answer.status_code} {answer.text}")
+        status = f"{self.stack.hub_url}/user/{self.user.name}/api/status"
+        headers = {"Authorization": f"token {self.token}"}
+        checked = time.monotonic()
+        while True:
+            try:
+                reply = self.session.get(status, headers=headers, timeout=5, allow_redirects=False)
+                if reply.status_code == 200:
+                    return time.perf_counter() - t0, posted
+            except requests.RequestException:
+                pass
+            if time.monotonic() - checked > 2:  # a spawn that failed is not waited for
+                checked = time.monotonic()
+                if not self.server():
+                    raise RuntimeError(f"{self.user.name}'s spawn failed (see the hub's log)")
+            if time.perf_counter() - t0 > 300:
+                raise TimeoutError(f"{self.user.name}'s server did not answer in 300 s")
+            time.sleep(POLL)
+
+    def server(self) -> dict[str, Any]:
+        """The hub's model of the user's default server ({} when there is none)."""
+        model = self.user.session.get(
+            f"{self.stack.hub_url}/hub/api/users/{self.user.name}",
+            headers=xsrf(self.user),
+            timeout=60,
+        ).json()
+        return model["servers"].get("", {})
+
+    def stop(self) -> None:
+        """Stop the server; wait until the hub has none and its container is removed."""
+        answer = self.user.session.delete(
+            f"{self.stack.hub_url}/hub/api/users/{self.user.name}/server",
+            headers=xsrf(self.user),
+            timeout=300,
+        )
+        if answer.status_code not in (202, 204):
+            raise RuntimeError(f"stop of {self.user.name}: {answer.status_code} {answer.text}")
+        wait_for(lambda: not self.server(), 300, f"{self.user.name}'s server stopped")
+        wait_gone(self.container, 300)
+
+
+def spawn_one(stack: Stack, samples: int) -> Figure:
+    figure = Figure(
+        "spawn",
+        "Spawn, one engineer",
+        "erin (group ops) asks the hub for her server (`POST /hub/api/users/erin/server`, her "
+        "browser session) and polls `GET /user/erin/api/status` through the proxy with her token "
+        f"every {POLL * 1000:.0f} ms until it answers 200; then the server is stopped and "
+        "removed. The floor: the same image started with `docker run` on the same network, with "
+        "the same CPU, memory and process limits, dropped capabilities and mounts (a home volume, "
+        "the runbooks and playbooks read-only), running `jupyter server` with the image's config "
+        "(the same server extensions), polled directly on its container address at the same "
+        "interval, from before `docker run` to the first 200 (the `docker` CLI and a `docker "
+        "inspect` for the address are in it, as DockerSpawner's API calls are in the hub's). "
+        "Hub and floor alternate (floor first in odd pairs), one pair right after the other; "
+        "the ratio is taken per pair. One warm-up each first (a new home volume): shown, not "
+        "counted.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    erin = signed_in(stack, "erin")
+    hub = HubSpawn(stack, erin, erin.new_token("bench: spawn"))
+    floor = Floor(stack)
+
+    log("spawn: warm-up (new home volumes)")
+    first_hub, _ = hub.start()
+    hub.stop()
+    first_floor, _ = floor.start()
+
+    hub_times, floor_times, ratios, posts = [], [], [], []
+    hub_profiles, floor_profiles = [], []
+    before = hub_metrics(stack)
+    for pair in range(samples):
+        order = ("floor", "hub") if pair % 2 == 0 else ("hub", "floor")
+        for which in order:
+            if which == "floor":
+                elapsed, profile = floor.start()
+                floor_times.append(elapsed)
+                floor_profiles.append(profile)
+            else:
+                t0_wall = time.time()
+                elapsed, posted = hub.start()
+                hub_profiles.append(phases(hub.container, t0_wall, t0_wall + elapsed))
+                posts.append(posted)
+                hub_times.append(elapsed)
+                hub.stop()
+        ratios.append(hub_times[-1] / floor_times[-1])
+        log(f"spawn pair {pair + 1}: hub {hub_times[-1]:.2f} s, floor {floor_times[-1]:.2f} s")
+    after = hub_metrics(stack)
+
+    figure.rows = [
+        Row("spawn through the hub, until the server answers via the proxy", hub_times, "s"),
+        Row("floor: `docker run` of the same image, until it answers", floor_times, "s"),
+        Row(
+            "spawn / floor (per pair)",
+            ratios,
+            "x",
+            "≤ 1.5 x",
+            verdict(median(ratios) <= 1.5),
+        ),
+        Row("first spawn of erin (new home volume), not counted", [first_hub], "s"),
+        Row("first floor (new volume), not counted", [first_floor], "s"),
+    ]
+    spawn_mean = metric_mean(before, after, SPAWN_METRIC)
+    proxy_mean = metric_mean(before, after, PROXY_METRIC)
+    figure.context["hub_metrics"] = {
+        "server_spawn_duration_mean_s": spawn_mean,
+        "proxy_add_duration_mean_s": proxy_mean,
+        "post_seconds": posts,
+    }
+    figure.context["hub_phases"] = hub_profiles
+    figure.context["floor_phases"] = floor_profiles
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
+# --- spawn, ten at once ---------------------------------------------------------------------------
+
+
+def spawn_ten(stack: Stack, rounds: int) -> tuple[Figure, dict[str, Any]]:
+    """Ten engineers' servers asked for at the same instant; also the memory with ten running."""
+    figure = Figure(
+        "spawn10",
+        "Spawn, ten at once",
+        "bench-01 … bench-10 (group ops) are signed in first; then ten threads, released "
+        "together, each POST their own server and poll their own `/user/<name>/api/status` "
+        f"through the proxy every {POLL * 1000:.0f} ms; a round's time is from the release until "
+        "the last server answers. All ten are stopped and removed between rounds. One warm-up "
+        "round first (ten new home volumes): shown, not counted.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    engineers = [signed_in(stack, name) for name in BENCH_ENGINEERS]
+    spawns = [HubSpawn(stack, user, user.new_token("bench: ten")) for user in engineers]
+    memory: dict[str, Any] = {}
+
+    def one_round(keep_running: bool = False) -> tuple[float, list[float]]:
+        release = threading.Barrier(len(spawns) + 1)
+        done: list[float | None] = [None] * len(spawns)
+        errors: list[BaseException] = []
+
+        def start(index: int) -> None:
+            release.wait()
+            try:
+                spawns[index].start()
+                done[index] = time.perf_counter()
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [
+            threading.Thread(target=start, args=(i,), daemon=True) for i in range(len(spawns))
+        ]
+        for thread in threads:
+            thread.start()
+        release.wait()
+        t0 = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        each = [moment - t0 for moment in done]
+        if keep_running:
+            memory.update(measure_memory_with_ten(stack, spawns))
+        stop_all(spawns)
+        return max(each), each
+
+    log("ten at once: warm-up round (new home volumes)")
+    first, _ = one_round()
+    totals, per_engineer = [], []
+    before = hub_metrics(stack)
+    for number in range(rounds):
+        total, each = one_round(keep_running=number == rounds - 1)
+        totals.append(total)
+        per_engineer += each
+        log(f"ten at once, round {number + 1}: last answered after {total:.2f} s")
+    after = hub_metrics(stack)
+    figure.rows = [
+        Row(
+            "ten servers, until the last answers",
+            totals,
+            "s",
+            "< 12 s",
+            verdict(median(totals) < 12),
+        ),
+        Row("each engineer's own wait (all rounds)", per_engineer, "s"),
+        Row("warm-up round (ten new home volumes), not counted", [first], "s"),
+    ]
+    figure.context["hub_metrics"] = {
+        "server_spawn_duration_mean_s": metric_mean(before, after, SPAWN_METRIC),
+        "proxy_add_duration_mean_s": metric_mean(before, after, PROXY_METRIC),
+    }
+    figure.context["after"] = Quiet.now().__dict__
+    return figure, memory
+
+
+def stop_all(spawns: list[HubSpawn]) -> None:
+    errors: list[BaseException] = []
+
+    def stop(spawn: HubSpawn) -> None:
+        try:
+            spawn.stop()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=stop, args=(spawn,)) for spawn in spawns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def measure_memory_with_ten(stack: Stack, spawns: list[HubSpawn]) -> dict[str, Any]:
+    """With the ten servers running and idle for 30 s: three `docker stats` 5 s apart."""
+    time.sleep(30)
+    services = {name: container_name(service_container(name)) for name in ("hub", "proxy", "runs")}
+    engineers = [spawn.container for spawn in spawns]
+    snapshots = []
+    for _ in range(3):
+        snapshots.append(memory_mib(engineers + list(services.values())))
+        time.sleep(5)
+    per_engineer = [median([snap[name] for snap in snapshots]) for name in engineers]
+    return {
+        "idle_engineers_with_ten": per_engineer,
+        "hub_with_ten": [snap[services["hub"]] for snap in snapshots],
+        "proxy_with_ten": [snap[services["proxy"]] for snap in snapshots],
+    }
+
+
+# --- login ----------------------------------------------------------------------------------------
+
+
+def login(stack: Stack, samples: int) -> Figure:
+    figure = Figure(
+        "login",
+        "Login",
+        "A new browser session each time (no cookies): `GET /hub/login`, the redirects to the "
+        "provider, its login form (username, password), its consent form, the callback (the hub "
+        "exchanges the code, reads userinfo, stores the encrypted auth state, sets its cookie) "
+        "and the hub's redirect past its login pages; as erin (group ops), redirects followed by "
+        "hand as in the e2e tests (tests/e2e/hubclient.py). Each login is then checked with "
+        "`GET /hub/api/user` (not timed). One warm-up login first, not counted.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    times = []
+    for number in range(samples + 1):
+        user = HubUser(stack.hub_url, "erin")
+        t0 = time.perf_counter()
+        answer = user.sign_in(stack.demo_password)
+        elapsed = time.perf_counter() - t0
+        if not answer.is_redirect or user.whoami().status_code != 200:
+            raise RuntimeError(f"login {number} failed: {answer.status_code} {answer.url}")
+        if number:
+            times.append(elapsed * 1000)
+    figure.rows = [
+        Row("full OIDC login", times, "ms", "median < 150 ms", verdict(median(times) < 150)),
+    ]
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
+# --- the health gate ------------------------------------------------------------------------------
+
+GATE_SCRIPT = """
+import json, time
+t = time.perf_counter()
+from opsbook import health
+from opsbook.config import Settings
+from opsbook.inventory import Inventory
+imported = time.perf_counter() - t
+settings = Settings.from_env()
+inventory = Inventory.load(settings.inventory)
+checks = health.gate_checks(max_load_per_cpu={load})
+out = {{"import_s": imported}}
+for label, hosts in (("stack", inventory.hosts("web")), ("one", inventory.hosts("web")[:1])):
+    instances = inventory.exporter_instances(hosts)
+    times, passed = [], []
+    for _ in range({samples} + 1):
+        t = time.perf_counter()
+        result = health.gate(settings.prometheus_url, instances, checks)
+        times.append(time.perf_counter() - t)
+        passed.append(result.passed)
+    out[label] = {{"hosts": hosts, "times": times, "passed": passed, "summary": result.summary()}}
+print(json.dumps(out))
+"""
+
+
+def health_gate(stack: Stack, container: str, samples: int) -> Figure:
+    figure = Figure(
+        "gate",
+        "Health gate",
+        "`opsbook.health.gate` as the runbook calls it (the checks up, load, free disk; each "
+        "gate a new Prometheus client), in erin's container against the stack's Prometheus, in "
+        "one Python process: for the web stack's three hosts at once, and for one host (a batch "
+        "of the runbook's batch_size 1). The first gate of each (a cold start) is shown "
+        "separately; the import of the opsbook modules is not in any gate's time.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    out = python_in(container, GATE_SCRIPT.format(samples=samples, load=MACHINE_LOAD_BAR))
+    rows = []
+    for label, title in (("stack", "three hosts"), ("one", "one host")):
+        data = out[label]
+        times = [t * 1000 for t in data["times"]]
+        ok = all(data["passed"])
+        rows.append(
+            Row(
+                f"one gate, {title} ({', '.join(data['hosts'])})",
+                times[1:],
+                "ms",
+                "< 1 s",
+                verdict(median(times[1:]) < 1000 and ok),
+                "" if ok else f"gate did not pass: {data['summary']}",
+            )
+        )
+        rows.append(Row(f"first gate, {title}, not counted", times[:1], "ms"))
+    imported = [out["import_s"] * 1000]
+    rows.append(Row("import of opsbook.health, config, inventory (once)", imported, "ms"))
+    figure.rows = rows
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
+# --- the runs service -----------------------------------------------------------------------------
+
+EVENTS_SCRIPT = """
+import json, time, uuid
+from datetime import datetime, timezone
+from opsbook import runs, wire
+client = runs.RunsClient.from_env()
+hosts = ["web-1", "web-2", "web-3"]
+run = client.create(wire.CreateRun(runbook="bench-events", stack="bench", environment="staging",
+                                   plan=[hosts], parameters={{"bench": True}}))
+client.start_batch(run.id, 1, hosts)
+kinds = ["playbook_on_task_start", "runner_on_start", "runner_on_ok"]
+events = []
+for i in range({count}):
+    raw = {{"event": kinds[i % 3], "uuid": str(uuid.uuid4()),
+           "created": datetime.now(timezone.utc).isoformat(),
+           "event_data": {{"host": hosts[i % 3], "task": f"Task number {{i // 3}}",
+                          "res": {{"changed": i % 2 == 0, "rc": 0}}}}}}
+    events.append(runs.event_in(raw, 1))
+calls, stored = [], 0
+renewed = time.monotonic()
+t0 = time.perf_counter()
+for i in range(0, len(events), {every}):
+    t = time.perf_counter()
+    stored += client.append(run.id, events[i:i + {every}]).stored
+    calls.append(time.perf_counter() - t)
+    if time.monotonic() - renewed > 10:
+        client.lease(run.id)
+        renewed = time.monotonic()
+total = time.perf_counter() - t0
+print(json.dumps({{"run": run.id, "total_s": total, "calls": calls, "stored": stored}}))
+"""
+
+
+def runs_service(stack: Stack, container: str, token: str, count: int, samples: int) -> Figure:
+    every = inspect.signature(runs_module.Ledger.__init__).parameters["send_every"].default
+    figure = Figure(
+        "runs",
+        "Runs service",
+        f"{count:,} synthetic ansible-runner events (task start, runner start, ok, over three "
+        "hosts, each with a uuid, a task and a result summary), turned into ledger events by "
+        f"`opsbook.runs.event_in` and sent by `RunsClient.append` in batches of {every} (the "
+        "Ledger's `send_every`), one after the other, from erin's container to the runs "
+        "service (`OPSBOOK_RUNS_URL`, as runbooks reach it; SQLite on its volume). Then the "
+        "status pages with that run active and its events in the ledger, fetched through the "
+        f"proxy with erin's token from this machine: {samples} times each after one warm-up.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    out = python_in(container, EVENTS_SCRIPT.format(count=count, every=every))
+    rate = count / out["total_s"]
+    base = f"{stack.hub_url}/services/runs"
+    session = requests.Session()
+    headers = {"Authorization": f"token {token}"}
+    pages = {}
+    for label, path in (("index", "/"), ("run", f"/runs/{out['run']}")):
+        times = []
+        for number in range(samples + 1):
+            t0 = time.perf_counter()
+            answer = session.get(base + path, headers=headers, timeout=30)
+            elapsed = time.perf_counter() - t0
+            if answer.status_code != 200 or "bench" not in answer.text:
+                raise RuntimeError(f"status page {path}: {answer.status_code} {answer.text[:300]}")
+            if number:
+                times.append(elapsed * 1000)
+        pages[label] = (times, len(answer.content))
+    RunsClient(base, token).abort(out["run"], "benchmark done")
+    index_times, index_size = pages["index"]
+    run_times, run_size = pages["run"]
+    figure.rows = [
+        Row(
+            f"events recorded per second ({count:,} events)",
+            [rate],
+            "events/s",
+            "≥ 2,000 events/s",
+            verdict(rate >= 2000),
+            f"{out['stored']:,} stored",
+        ),
+        Row(f"one append of {every} events", [c * 1000 for c in out["calls"]], "ms"),
+        Row(
+            f"status page `/services/runs/` ({index_size / 1024:.0f} KiB)",
+            index_times,
+            "ms",
+            "< 200 ms",
+            verdict(median(index_times) < 200),
+        ),
+        Row(
+            f"run page `/services/runs/runs/<id>` ({run_size / 1024:.0f} KiB)",
+            run_times,
+            "ms",
+            "< 200 ms",
+            verdict(median(run_times) < 200),
+        ),
+    ]
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
+# --- patch overhead -------------------------------------------------------------------------------
+
+
+def installed_and_booted(host: str) -> tuple[dict[str, str], str]:
+    container = service_container(host)
+    listing = docker(
+        "exec", container, "dpkg-query", "-W", "-f", "${Package}=${Version}\\n", "opsbook-demo-*"
+    ).stdout
+    versions = dict(line.split("=", 1) for line in listing.split() if "=" in line)
+    boot = docker("exec", container, "awk", "{print $22}", "/proc/1/stat").stdout.strip()
+    return versions, boot
+
+
+def output_notebook(container: str, path: str) -> dict[str, Any]:
+    return json.loads(docker("exec", container, "cat", f"{HOME}/{path}").stdout)
+
+
+def cell_durations(notebook: dict[str, Any]) -> list[tuple[str, float]]:
+    """Each code cell's first line and papermill's duration of it."""
+    cells = []
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"]).strip().splitlines()
+        duration = (cell.get("metadata", {}).get("papermill", {}) or {}).get("duration") or 0.0
+        cells.append((source[0] if source else "", float(duration)))
+    return cells
+
+
+def notebook_text(notebook: dict[str, Any]) -> str:
+    texts = []
+    for cell in notebook["cells"]:
+        for out in cell.get("outputs", []):
+            texts.append("".join(out.get("text", "")))
+    return "\n".join(texts)
+
+
+def run_runbook(container: str, output: str) -> tuple[float, dict[str, Any]]:
+    parameters = {
+        "stack": "web",
+        "batch_size": 1,
+        "approve": "all",
+        "max_load_per_cpu": MACHINE_LOAD_BAR,
+    }
+    args = ["papermill", "runbooks/patching.ipynb", output, "--kernel", "python3"]
+    for name, value in parameters.items():
+        args += ["-y", json.dumps({name: value})]
+    t0 = time.perf_counter()
+    done = exec_in(container, *args)
+    elapsed = time.perf_counter() - t0
+    notebook = output_notebook(container, output)
+    if done.returncode:
+        raise RuntimeError(f"the runbook failed:\n{notebook_text(notebook)[-3000:]}")
+    return elapsed, notebook
+
+
+PLAIN_SCRIPT = """
+set -euo pipefail
+cd ~/ansible
+log=~/{log}
+: >"$log"
+stamp() {{ echo "$1 $(date +%s.%N)"; }}
+stamp start
+ansible-playbook playbooks/promote-errata.yml -e {errata} >>"$log" 2>&1
+stamp promote
+for host in {hosts}; do
+  ansible-playbook playbooks/patch.yml --limit "$host" >>"$log" 2>&1
+  stamp "$host"
+done
+"""
+
+
+def run_plain(container: str, errata: list[dict[str, str]], log_name: str):
+    script = PLAIN_SCRIPT.format(
+        log=log_name,
+        errata=shlex.quote(json.dumps({"errata": errata})),
+        hosts=" ".join(WEB),
+    )
+    t0 = time.perf_counter()
+    done = exec_in(container, "bash", "-c", script)
+    elapsed = time.perf_counter() - t0
+    if done.returncode:
+        tail = docker("exec", container, "tail", "-n", "40", f"{HOME}/{log_name}").stdout
+        raise RuntimeError(f"plain ansible-playbook failed:\n{done.stderr}\n{tail}")
+    stamps = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    moments = {name: float(value) for name, value in stamps}
+    steps, previous = {}, moments["start"]
+    for name in ["promote", *WEB]:
+        steps[name] = moments[name] - previous
+        previous = moments[name]
+    return elapsed, steps
+
+
+def approved_errata(notebook: dict[str, Any]) -> list[dict[str, str]]:
+    match = re.search(r"^approved for web: (.+)$", notebook_text(notebook), re.M)
+    if not match or match.group(1).strip() == "nothing":
+        raise RuntimeError("the runbook approved no errata: nothing to compare")
+    specs = [spec.strip() for spec in match.group(1).split(",")]
+    return [dict(zip(("package", "version"), spec.split("="), strict=True)) for spec in specs]
+
+
+def patch_overhead(stack: Stack, container: str, pairs: int) -> Figure:
+    figure = Figure(
+        "patch",
+        "Patch overhead",
+        "The web stack (three hosts) patched from scratch twice per pair, the fleet reset "
+        "before each (the hosts and the package repository recreated with fresh volumes, as "
+        "the e2e tests do: every host at version 1, nothing approved): (a) the runbook "
+        "`runbooks/patching.ipynb` by "
+        "papermill in erin's container (`stack=web, batch_size=1, approve=all`, the gate's "
+        f"load bar at {MACHINE_LOAD_BAR:g} as in the e2e tests: the fleet's load is the machine's) "
+        "— kernel start, pre-checks (check.yml and a gate), the errata listed and promoted "
+        "(promote-errata.yml), a run in the ledger with every event recorded, and per batch: "
+        "silence, patch.yml, reboot, health gate; then post-checks; (b) by hand, in the same "
+        "container: `ansible-playbook promote-errata.yml -e` with the same errata, then "
+        "`ansible-playbook patch.yml --limit web-N` for web-1, web-2, web-3 one after the other "
+        "(the same batches). Each pair alternates which goes first; both must end with the same "
+        "versions installed and every host rebooted.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    runbook_times, plain_times, ratios = [], [], []
+    breakdowns, plain_steps = [], []
+    errata: list[dict[str, str]] | None = None
+    for pair in range(pairs):
+        order = ("runbook", "plain") if pair % 2 == 0 else ("plain", "runbook")
+        if errata is None:
+            order = ("runbook", "plain")
+        ends = {}
+        for which in order:
+            log(f"patch pair {pair + 1}: resetting the fleet")
+            reset_fleet(BENCH)
+            boots = {host: installed_and_booted(host)[1] for host in WEB}
+            log(f"patch pair {pair + 1}: {which}")
+            if which == "runbook":
+                elapsed, notebook = run_runbook(container, f"bench-patch-{pair + 1}.ipynb")
+                errata = errata or approved_errata(notebook)
+                runbook_times.append(elapsed)
+                breakdowns.append(cell_durations(notebook))
+            else:
+                elapsed, steps = run_plain(container, errata, f"bench-plain-{pair + 1}.log")
+                plain_times.append(elapsed)
+                plain_steps.append(steps)
+            state = {host: installed_and_booted(host) for host in WEB}
+            not_rebooted = [host for host in WEB if state[host][1] == boots[host]]
+            if not_rebooted:
+                raise RuntimeError(f"{which}: {not_rebooted} not rebooted")
+            ends[which] = {host: state[host][0] for host in WEB}
+            log(f"patch pair {pair + 1}: {which} took {elapsed:.1f} s")
+        if ends["runbook"] != ends["plain"]:
+            raise RuntimeError(f"runbook and plain ended differently: {ends}")
+        ratios.append(runbook_times[-1] / plain_times[-1])
+    figure.rows = [
+        Row("the runbook (papermill), whole", runbook_times, "s"),
+        Row("ansible-playbook by hand, same errata, batches and hosts", plain_times, "s"),
+        Row(
+            "runbook / by hand (per pair)",
+            ratios,
+            "x",
+            "≤ 1.10 x",
+            verdict(median(ratios) <= 1.10),
+        ),
+    ]
+    figure.context["errata"] = errata
+    figure.context["end_state"] = ends["runbook"]
+    figure.context["runbook_cells"] = breakdowns
+    figure.context["plain_steps"] = plain_steps
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def idle_memory(container: str) -> list[float]:
+    """One engineer's server alone, idle 30 s after it answered: three samples 5 s apart."""
+    time.sleep(30)
+    name = container_name(container)
+    samples = []
+    for _ in range(3):
+        samples.append(memory_mib([name])[name])
+        time.sleep(5)
+    return samples
+
+
+def services_memory() -> dict[str, list[float]]:
+    names = {service: container_name(service_container(service)) for service in ("hub", "runs")}
+    snapshots = []
+    for _ in range(3):
+        snapshots.append(memory_mib(list(names.values())))
+        time.sleep(3)
+    return {service: [snap[name] for snap in snapshots] for service, name in names.items()}
+
+
+def memory_figure(
+    alone: list[float],
+    ten: dict[str, Any],
+    hub_idle: list[float],
+    after_events: dict[str, list[float]],
+) -> Figure:
+    figure = Figure(
+        "memory",
+        "Memory",
+        "`docker stats` memory in use (the engine's figure: usage without the page cache), in "
+        "MiB. An idle engineer's server: started through the hub, nothing opened, 30 s after it "
+        "answered. With ten: the ten bench engineers' servers of the last ten-at-once round, "
+        "idle 30 s, each engineer's median of three samples 5 s apart; the hub and the proxy at "
+        "the same moments. The runs service after it recorded the 10,000 events.",
+    )
+    idle = ten["idle_engineers_with_ten"]
+    figure.rows = [
+        Row(
+            "idle engineer's server, alone (erin)",
+            alone,
+            "MiB",
+            "< 120 MiB",
+            verdict(median(alone) < 120),
+        ),
+        Row(
+            "idle engineers' servers, ten running",
+            idle,
+            "MiB",
+            "< 120 MiB",
+            verdict(median(idle) < 120),
+        ),
+        Row("hub, no server running", hub_idle, "MiB"),
+        Row("hub, ten servers running", ten["hub_with_ten"], "MiB"),
+        Row("proxy, ten servers running", ten["proxy_with_ten"], "MiB"),
+        Row("runs service, after 10,000 events", after_events["runs"], "MiB"),
+    ]
+    return figure
