@@ -151,7 +151,7 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
             done.append(
                 timed(
                     lambda: figures.patch_overhead(
-                        stack, spawn.container, setting("BENCH_PATCH_PAIRS", 3)
+                        stack, spawn.container, token, setting("BENCH_PATCH_PAIRS", 3)
                     )
                 )
             )

@@ -119,6 +119,28 @@ def patch_details(figure: Figure) -> list[str]:
             values = [run[index][1] for run in cells if index < len(run)]
             shown = first_line.replace("|", "\\|")[:70]
             lines.append(f"| `{shown}` | {statistics.median(values):.2f} s |")
+    batches = figure.context.get("batches") or []
+    if batches and steps:
+        by_hand = statistics.median(
+            step[name] for step in steps for name in step if name != "promote"
+        )
+
+        def phase(key: str) -> str:
+            return f"{statistics.median(batch[key] for batch in batches):.2f} s"
+
+        lines += [
+            "",
+            f"One batch (one host), from the run's ledger (medians over {len(batches)} batches):",
+            "",
+            "| phase of a batch | the runbook | by hand |",
+            "| --- | --- | --- |",
+            "| before the play: silence, ledger, ansible-runner start "
+            f"| {phase('before_play')} | - |",
+            f"| `patch.yml` on the host (through ansible-runner / `ansible-playbook`) "
+            f"| {phase('play')} | {by_hand:.2f} s |",
+            "| after the play: the health gate, waiting for a scrape newer than the play "
+            f"| {phase('gate_wait')} | - |",
+        ]
     if steps:
         lines += ["", "By hand, step by step (medians):", "", "| step | median |", "| --- | --- |"]
         for name in steps[0]:
