@@ -15,6 +15,10 @@ import time
 from dockerspawner import DockerSpawner
 from traitlets import Float
 
+# Seconds of waiting for the port between two checks that the container still runs (one more
+# Docker API call each): a server that starts normally is never checked.
+ALIVE_CHECK_EVERY = 2.0
+
 
 async def port_open(ip: str, port: int) -> bool:
     """Whether something accepts TCP connections on ip:port now."""
@@ -51,10 +55,10 @@ class OpsbookDockerSpawner(DockerSpawner):
 
     async def start(self) -> tuple[str, int]:
         ip, port = await super().start()
-        # Checking each second that the container still runs: a server that dies at start is
-        # left to the hub's own handling at once, not after http_timeout.
+        # A server that dies at start is left to the hub's own handling at once, not after
+        # http_timeout: every ALIVE_CHECK_EVERY seconds without an answer, is it still running?
         deadline = time.monotonic() + self.http_timeout
-        while time.monotonic() < deadline and await self.poll() is None:
-            if await wait_listening(ip, port, 1.0, self.listen_poll_interval):
+        while not await wait_listening(ip, port, ALIVE_CHECK_EVERY, self.listen_poll_interval):
+            if time.monotonic() >= deadline or await self.poll() is not None:
                 break
         return ip, port

@@ -224,7 +224,13 @@ def main() -> int:
         results["not_measured"].append("image build times (run without --skip-builds)")
         figs.append(builds.sizes_figure())
     else:
-        figs.append(timed(builds.images_figure))
+        try:
+            figs.append(timed(builds.images_figure))
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            # The figures measured so far are kept; the page says why the builds are missing.
+            log(f"image builds failed: {error}")
+            results["not_measured"].append(f"image build times: the build failed ({error})")
+            figs.append(builds.sizes_figure())
     results["figures"] = [f.to_dict() for f in order(figs)]
     results["seconds"] = time.monotonic() - started
     write(results, partial=only is not None)

@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -161,10 +162,9 @@ class Floor:
     """The same image started with `docker run` on the same network, with the same limits and
     mounts as the hub gives an engineer, running the same Jupyter server; polled directly."""
 
-    name = f"{BENCH.project}-floor"
-    volume = f"{BENCH.project}-floor-home"
-
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, suffix: str = "") -> None:
+        self.name = f"{BENCH.project}-floor{suffix}"
+        self.volume = f"{BENCH.project}-floor-home{suffix}"
         self.image = f"opsbook/singleuser:{stack.env.get('OPSBOOK_VERSION') or '0.1.0'}"
         self.token = secrets.token_hex(16)
         self.session = requests.Session()
@@ -204,14 +204,16 @@ class Floor:
         ]
 
     def start(self) -> tuple[float, dict[str, float]]:
+        """Start it and wait until it answers (it keeps running: see remove)."""
         t0_wall, t0 = time.time(), time.perf_counter()
         subprocess.run(self.command(), check=True, capture_output=True)
         ip = container_ip(self.name)
         wait_status_200(self.session, f"http://{ip}:8888/api/status", self.token)
         elapsed = time.perf_counter() - t0
-        profile = phases(self.name, t0_wall, t0_wall + elapsed)
+        return elapsed, phases(self.name, t0_wall, t0_wall + elapsed)
+
+    def remove(self) -> None:
         docker("rm", "-f", self.name)
-        return elapsed, profile
 
 
 class HubSpawn:
@@ -302,6 +304,7 @@ def spawn_one(stack: Stack, samples: int) -> Figure:
     first_hub, _ = hub.start()
     hub.stop()
     first_floor, _ = floor.start()
+    floor.remove()
 
     hub_times, floor_times, ratios, posts = [], [], [], []
     hub_profiles, floor_profiles = [], []
@@ -311,6 +314,7 @@ def spawn_one(stack: Stack, samples: int) -> Figure:
         for which in order:
             if which == "floor":
                 elapsed, profile = floor.start()
+                floor.remove()
                 floor_times.append(elapsed)
                 floor_profiles.append(profile)
             else:
@@ -353,61 +357,83 @@ def spawn_one(stack: Stack, samples: int) -> Figure:
 # --- spawn, ten at once ---------------------------------------------------------------------------
 
 
+def together(actions: list[Callable[[], Any]]) -> list[float]:
+    """Run the actions in threads released at the same instant; each one's seconds until done."""
+    release = threading.Barrier(len(actions) + 1)
+    done: list[float] = [0.0] * len(actions)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        release.wait()
+        try:
+            actions[index]()
+            done[index] = time.perf_counter()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(actions))]
+    for thread in threads:
+        thread.start()
+    release.wait()
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [moment - t0 for moment in done]
+
+
 def spawn_ten(stack: Stack, rounds: int) -> tuple[Figure, dict[str, Any]]:
-    """Ten engineers' servers asked for at the same instant; also the memory with ten running."""
+    """Ten engineers' servers asked for at the same instant, beside ten `docker run` of the same
+    image at the same instant (the machine's floor); also the memory with ten running."""
     figure = Figure(
         "spawn10",
         "Spawn, ten at once",
         "bench-01 … bench-10 (group ops) are signed in first; then ten threads, released "
         "together, each POST their own server and poll their own `/user/<name>/api/status` "
         f"through the proxy every {POLL * 1000:.0f} ms; a round's time is from the release until "
-        "the last server answers. All ten are stopped and removed between rounds. One warm-up "
-        "round first (ten new home volumes): shown, not counted.",
+        "the last server answers. The floor: ten `docker run` of the same image as in the "
+        "one-engineer figure, released together, each polled directly. Hub and floor rounds "
+        "alternate (floor first in odd rounds); all ten are stopped and removed after each "
+        "round. One warm-up round of each first (new home volumes): shown, not counted.",
     )
     figure.context["before"] = Quiet.now().__dict__
     engineers = [signed_in(stack, name) for name in BENCH_ENGINEERS]
     spawns = [HubSpawn(stack, user, user.new_token("bench: ten")) for user in engineers]
+    floors = [Floor(stack, f"-{n:02d}") for n in range(1, len(spawns) + 1)]
     memory: dict[str, Any] = {}
 
-    def one_round(keep_running: bool = False) -> tuple[float, list[float]]:
-        release = threading.Barrier(len(spawns) + 1)
-        done: list[float | None] = [None] * len(spawns)
-        errors: list[BaseException] = []
-
-        def start(index: int) -> None:
-            release.wait()
-            try:
-                spawns[index].start()
-                done[index] = time.perf_counter()
-            except BaseException as error:
-                errors.append(error)
-
-        threads = [
-            threading.Thread(target=start, args=(i,), daemon=True) for i in range(len(spawns))
-        ]
-        for thread in threads:
-            thread.start()
-        release.wait()
-        t0 = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        each = [moment - t0 for moment in done]
+    def hub_round(keep_running: bool = False) -> list[float]:
+        each = together([spawn.start for spawn in spawns])
         if keep_running:
             memory.update(measure_memory_with_ten(stack, spawns))
         stop_all(spawns)
-        return max(each), each
+        return each
 
-    log("ten at once: warm-up round (new home volumes)")
-    first, _ = one_round()
-    totals, per_engineer = [], []
+    def floor_round() -> list[float]:
+        each = together([floor.start for floor in floors])
+        for floor in floors:
+            floor.remove()
+        return each
+
+    log("ten at once: warm-up rounds (new home volumes)")
+    first, first_floor = max(hub_round()), max(floor_round())
+    totals, per_engineer, floor_totals, ratios = [], [], [], []
     before = hub_metrics(stack)
     for number in range(rounds):
-        total, each = one_round(keep_running=number == rounds - 1)
-        totals.append(total)
-        per_engineer += each
-        log(f"ten at once, round {number + 1}: last answered after {total:.2f} s")
+        order = ("floor", "hub") if number % 2 == 0 else ("hub", "floor")
+        for which in order:
+            if which == "floor":
+                floor_totals.append(max(floor_round()))
+            else:
+                each = hub_round(keep_running=number == rounds - 1)
+                totals.append(max(each))
+                per_engineer += each
+        ratios.append(totals[-1] / floor_totals[-1])
+        log(
+            f"ten at once, round {number + 1}: last answered after {totals[-1]:.2f} s "
+            f"(floor {floor_totals[-1]:.2f} s)"
+        )
     after = hub_metrics(stack)
     figure.rows = [
         Row(
@@ -418,7 +444,10 @@ def spawn_ten(stack: Stack, rounds: int) -> tuple[Figure, dict[str, Any]]:
             verdict(median(totals) < 12),
         ),
         Row("each engineer's own wait (all rounds)", per_engineer, "s"),
+        Row("floor: ten `docker run` of the same image, until the last answers", floor_totals, "s"),
+        Row("ten through the hub / ten by `docker run` (per round)", ratios, "x"),
         Row("warm-up round (ten new home volumes), not counted", [first], "s"),
+        Row("warm-up floor round (ten new volumes), not counted", [first_floor], "s"),
     ]
     figure.context["hub_metrics"] = {
         "server_spawn_duration_mean_s": metric_mean(before, after, SPAWN_METRIC),
@@ -835,7 +864,7 @@ def patch_overhead(stack: Stack, container: str, token: str, pairs: int) -> Figu
         if ends["runbook"] != ends["plain"]:
             raise RuntimeError(f"runbook and plain ended differently: {ends}")
         ratios.append(runbook_times[-1] / plain_times[-1])
-        rolling = dict(breakdowns[-1])[ROLLING_CELL]
+        rolling = next(t for line, t in breakdowns[-1] if line.startswith(ROLLING_CELL))
         rolling_ratios.append(rolling / sum(plain_steps[-1][host] for host in WEB))
     figure.rows = [
         Row("the runbook (papermill), whole", runbook_times, "s"),
