@@ -264,6 +264,9 @@ def down(config: StackConfig = TEST) -> None:
     volumes = _names_with_prefix(listing, config.project)
     if volumes:
         docker("volume", "rm", "-f", *volumes, check=False)
+    # compose leaves its network behind while engineers' containers (started by the hub, not by
+    # compose) are still attached to it: removed last, once they are gone.
+    docker("network", "rm", config.project, check=False)
 
 
 def _names_with_prefix(listing: str, project: str = PROJECT) -> list[str]:
