@@ -210,6 +210,17 @@ def memory_mib(containers: list[str]) -> dict[str, float]:
     return usage
 
 
+def memory_samples(names: list[str], count: int = 3, every: float = 5.0) -> dict[str, list[float]]:
+    """`count` snapshots of memory_mib, `every` seconds apart: each container's samples."""
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for number in range(count):
+        if number:
+            time.sleep(every)
+        for name, used in memory_mib(names).items():
+            samples[name].append(used)
+    return samples
+
+
 def container_name(container: str) -> str:
     return docker("inspect", "--format", "{{.Name}}", container).stdout.strip().lstrip("/")
 

@@ -38,7 +38,7 @@ from .common import (
     docker_time,
     log,
     median,
-    memory_mib,
+    memory_samples,
     service_container,
     verdict,
 )
@@ -480,15 +480,11 @@ def measure_memory_with_ten(stack: Stack, spawns: list[HubSpawn]) -> dict[str, A
     time.sleep(30)
     services = {name: container_name(service_container(name)) for name in ("hub", "proxy", "runs")}
     engineers = [spawn.container for spawn in spawns]
-    snapshots = []
-    for _ in range(3):
-        snapshots.append(memory_mib(engineers + list(services.values())))
-        time.sleep(5)
-    per_engineer = [median([snap[name] for snap in snapshots]) for name in engineers]
+    samples = memory_samples(engineers + list(services.values()))
     return {
-        "idle_engineers_with_ten": per_engineer,
-        "hub_with_ten": [snap[services["hub"]] for snap in snapshots],
-        "proxy_with_ten": [snap[services["proxy"]] for snap in snapshots],
+        "idle_engineers_with_ten": [median(samples[name]) for name in engineers],
+        "hub_with_ten": samples[services["hub"]],
+        "proxy_with_ten": samples[services["proxy"]],
     }
 
 
@@ -899,20 +895,13 @@ def idle_memory(container: str) -> list[float]:
     """One engineer's server alone, idle 30 s after it answered: three samples 5 s apart."""
     time.sleep(30)
     name = container_name(container)
-    samples = []
-    for _ in range(3):
-        samples.append(memory_mib([name])[name])
-        time.sleep(5)
-    return samples
+    return memory_samples([name])[name]
 
 
 def services_memory() -> dict[str, list[float]]:
     names = {service: container_name(service_container(service)) for service in ("hub", "runs")}
-    snapshots = []
-    for _ in range(3):
-        snapshots.append(memory_mib(list(names.values())))
-        time.sleep(3)
-    return {service: [snap[name] for snap in snapshots] for service, name in names.items()}
+    samples = memory_samples(list(names.values()), every=3.0)
+    return {service: samples[name] for service, name in names.items()}
 
 
 def memory_figure(
