@@ -4,7 +4,7 @@ A run lives in the runs service (opsbook/service), not in a kernel: whoever owns
 lease while working on it, records every ansible-runner event before the run moves on, and the
 next engineer can carry on from their own container. This module is the client side:
 
-- `RunsClient`: the service's JSON API (the shapes are opsbook.wire's), with retries: a service
+- `RunsClient`: the service's JSON API (shapes: opsbook.contract.wire), with retries: a service
   that restarts or hiccups costs a few seconds, not a run;
 - `Ledger`: a rolling-patch observer (opsbook.rolling.RunObserver) that records a run: batches,
   per-host results, health gates and every runner event, and pauses at a batch boundary when
@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import requests
 
-from opsbook import wire
 from opsbook.config import Settings
+from opsbook.contract import wire
 from opsbook.errors import OpsbookError
 from opsbook.health import GateResult
 from opsbook.plays import RunnerEvent
@@ -52,7 +52,7 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 
 
 class RunsError(OpsbookError):
-    """The runs service refused: `code` (opsbook.wire.ErrorCode) and the service's message."""
+    """The runs service refused: `code` (opsbook.contract.wire.ErrorCode) and the service's message."""
 
     def __init__(self, reply: wire.ErrorReply) -> None:
         super().__init__(reply.message)

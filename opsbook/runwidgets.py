@@ -10,7 +10,7 @@ import html
 
 import ipywidgets as widgets
 
-from opsbook import wire
+from opsbook.contract import wire
 from opsbook.errors import OpsbookError
 from opsbook.runs import RunSession
 from opsbook.widgets import _badge, _table

@@ -17,6 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from opsbook.contract.scopes import (
+    SCOPE_PRODUCTION,
+    SCOPE_READ,
+    SCOPE_TAKEOVER,
+    SCOPE_WRITE,
+)
+
 # What every logged-in user may do: see themselves, use hub services (the runs status page).
 VIEWER_SCOPES = (
     "read:users:name!user",
@@ -25,16 +32,9 @@ VIEWER_SCOPES = (
     "users:activity!user",
     "read:servers!user",
     "access:services",
-    "custom:runs:read",
+    SCOPE_READ,
 )
 
-# The runs service's permissions (it enforces them on every request; see opsbook/service).
-RUNS_SCOPES = {
-    "custom:runs:read": "Read runs and their history: the status page.",
-    "custom:runs:write": "Start and run runs on non-production stacks; hand off, accept, note.",
-    "custom:runs:production": "Start, run and accept runs on production stacks.",
-    "custom:runs:takeover": "Take over an orphaned run, giving a reason.",
-}
 
 ENGINEER_ROLE = "engineer"
 ONCALL_ROLE = "oncall"
@@ -82,13 +82,13 @@ class GroupPolicy:
             {
                 "name": ENGINEER_ROLE,
                 "description": "Members of the server groups: their own server and tokens",
-                "scopes": ["self", "custom:runs:write"],
+                "scopes": ["self", SCOPE_WRITE],
                 "groups": sorted(self.server | self.oncall),
             },
             {
                 "name": ONCALL_ROLE,
                 "description": "On-call engineers: production runs and takeovers",
-                "scopes": ["custom:runs:production", "custom:runs:takeover"],
+                "scopes": [SCOPE_PRODUCTION, SCOPE_TAKEOVER],
                 "groups": sorted(self.oncall),
             },
         ]

@@ -14,7 +14,9 @@ from typing import Any
 from tornado import web
 from traitlets.config import Config
 
-from .access import RUNS_SCOPES, GroupPolicy
+from opsbook.contract.scopes import SCOPE_DESCRIPTIONS
+
+from .access import GroupPolicy
 
 Settings = dict[str, Any]
 
@@ -166,7 +168,7 @@ def server_settings(s: Settings) -> dict[str, Any]:
             "users:activity!user",
             "access:servers!server",
             "access:services!service=runs",
-            *sorted(RUNS_SCOPES),
+            *sorted(SCOPE_DESCRIPTIONS),
         ],
     }
 
@@ -208,7 +210,7 @@ def hub_services(s: Settings, idle_culler: bool = True) -> list[dict]:
         "api_token": s["RUNS_SERVICE_TOKEN"],
         "oauth_client_id": "service-runs",
         "oauth_redirect_uri": "/services/runs/oauth_callback",
-        "oauth_client_allowed_scopes": sorted(RUNS_SCOPES),
+        "oauth_client_allowed_scopes": sorted(SCOPE_DESCRIPTIONS),
         # Our own service: no "Authorize access" page between a user and the status page.
         "oauth_no_confirm": True,
         "display": True,
@@ -255,7 +257,7 @@ def hub_roles(s: Settings, idle_culler: bool = True) -> list[dict]:
 
 def custom_scopes() -> dict[str, dict]:
     """The runs service's scopes, declared to the hub."""
-    return {name: {"description": doc} for name, doc in RUNS_SCOPES.items()}
+    return {name: {"description": doc} for name, doc in SCOPE_DESCRIPTIONS.items()}
 
 
 def configure_services(c: Config, s: Settings) -> None:

@@ -22,14 +22,8 @@ from sqlalchemy.exc import OperationalError
 from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from opsbook.service import pages
-from opsbook.service.identity import Identity
-from opsbook.service.notify import Notifier
-from opsbook.service.oncall import Oncall
-from opsbook.service.rules import Caller, Refused, may_read
-from opsbook.service.store import Store
-from opsbook.wire import (
-    SCOPES,
+from opsbook.contract.scopes import SCOPES
+from opsbook.contract.wire import (
     AppendEvents,
     BatchFinish,
     BatchStart,
@@ -48,7 +42,13 @@ from opsbook.wire import (
     Wire,
     WireError,
 )
-from opsbook.wire import Oncall as OncallReply
+from opsbook.contract.wire import Oncall as OncallReply
+from opsbook.service import pages
+from opsbook.service.identity import Identity
+from opsbook.service.notify import Notifier
+from opsbook.service.oncall import Oncall
+from opsbook.service.rules import Caller, Refused, may_read
+from opsbook.service.store import Store
 
 log = logging.getLogger("opsbook.runs")
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import logging
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.ioloop import IOLoop
 
-from opsbook.wire import Event, Run, RunState
+from opsbook.contract.wire import Event, Run, RunState
 
 log = logging.getLogger("opsbook.runs")
 

@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from opsbook.contract.wire import ErrorCode
 from opsbook.service.rules import Refused
-from opsbook.wire import ErrorCode
 
 log = logging.getLogger("opsbook.runs")
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from opsbook.wire import (
+from opsbook.contract.wire import (
     FINISHED_STATES,
     BatchState,
     Event,

@@ -16,13 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from opsbook.wire import (
+from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
+from opsbook.contract.wire import (
     FINISHED_STATES,
     RESULT_STATES,
-    SCOPE_PRODUCTION,
-    SCOPE_READ,
-    SCOPE_TAKEOVER,
-    SCOPE_WRITE,
     BatchState,
     ErrorCode,
     ErrorReply,

@@ -35,10 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from opsbook.service import rules
-from opsbook.service.rules import Action, Caller, Refused, RunFacts, bad_request
-from opsbook.service.tables import SCHEMA_VERSION, batches, events, hosts, metadata, runs, schema
-from opsbook.wire import (
+from opsbook.contract.wire import (
     AppendResult,
     BatchState,
     BatchView,
@@ -60,6 +57,9 @@ from opsbook.wire import (
     parse_wire_time,
     wire_time,
 )
+from opsbook.service import rules
+from opsbook.service.rules import Action, Caller, Refused, RunFacts, bad_request
+from opsbook.service.tables import SCHEMA_VERSION, batches, events, hosts, metadata, runs, schema
 
 log = logging.getLogger("opsbook.runs")
 

@@ -22,7 +22,7 @@ import requests
 from dockerspawner import DockerSpawner
 
 from opsbook import runs as runs_module
-from opsbook import wire
+from opsbook.contract import wire
 from opsbook.runs import RunsClient
 from tests.e2e.hubclient import HubUser
 from tests.e2e.stack import ROOT, Stack, docker, reset_fleet, wait_for
@@ -586,7 +586,8 @@ def health_gate(stack: Stack, container: str, samples: int) -> Figure:
 EVENTS_SCRIPT = """
 import json, time, uuid
 from datetime import datetime, timezone
-from opsbook import runs, wire
+from opsbook import runs
+from opsbook.contract import wire
 client = runs.RunsClient.from_env()
 hosts = ["web-1", "web-2", "web-3"]
 run = client.create(wire.CreateRun(runbook="bench-events", stack="bench", environment="staging",

@@ -11,7 +11,7 @@ import pytest
 import requests
 import testinfra
 
-from opsbook import wire
+from opsbook.contract import wire
 from opsbook.runs import RunsClient
 
 from .hubclient import HubUser

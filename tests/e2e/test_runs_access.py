@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from opsbook import wire
+from opsbook.contract import wire
 from opsbook.runs import RunsClient, RunsError
 
 from .hubclient import HubUser

@@ -38,7 +38,7 @@ from opsbook.service.oncall import StaticOncall
 from opsbook.service.rules import Caller
 from opsbook.service.store import Store
 from opsbook.service.tables import metadata
-from opsbook.wire import SCOPES, AppendResult, Run
+from opsbook.contract.wire import SCOPES, AppendResult, Run
 
 from .conftest import docker_answers
 

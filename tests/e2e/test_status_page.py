@@ -4,7 +4,7 @@ It runs after the runbook tests (file order), so the page shows their real runs:
 in the README comes from here.
 """
 
-from opsbook import wire
+from opsbook.contract import wire
 from opsbook.runs import RunsClient
 
 from .hubclient import HubUser, sign_in_with_browser

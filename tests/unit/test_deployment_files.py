@@ -119,6 +119,6 @@ def test_the_hub_grants_exactly_the_scopes_the_runs_service_checks():
     """The hub may not import opsbook (DESIGN): the two lists are kept equal by this test."""
     from opsbook_hub.access import RUNS_SCOPES
 
-    from opsbook import wire
+    from opsbook.contract import wire
 
     assert set(RUNS_SCOPES) == set(wire.SCOPES)

@@ -15,7 +15,7 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 from tornado.web import RequestHandler
 
-from opsbook import wire
+from opsbook.contract import wire
 from opsbook.service.app import Context, make_app
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from opsbook_runs_service import Service
 
-from opsbook import wire
+from opsbook.contract import wire
 from opsbook.health import CheckResult, GateResult
 from opsbook.plays import HostResult
 from opsbook.rolling import BatchResult, Paused, RollingPlan, RollingResult

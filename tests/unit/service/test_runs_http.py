@@ -22,7 +22,7 @@ from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
 from opsbook.service.rules import Caller, Refused
 from opsbook.service.store import Store
-from opsbook.wire import (
+from opsbook.contract.wire import (
     SCOPE_PRODUCTION,
     SCOPE_READ,
     SCOPE_TAKEOVER,

@@ -22,7 +22,7 @@ from opsbook.service.oncall import HubOncall
 from opsbook.service.rules import Refused
 from opsbook.service.settings import load
 from opsbook.service.store import Store
-from opsbook.wire import SCOPE_READ, SCOPE_WRITE, ErrorCode, Me, Run
+from opsbook.contract.wire import SCOPE_READ, SCOPE_WRITE, ErrorCode, Me, Run
 
 SERVICE_TOKEN = "service-token-0123456789abcdef"
 TOKENS = {

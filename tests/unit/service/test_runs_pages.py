@@ -11,7 +11,7 @@ import pytest
 from opsbook.service.pages import RunCard, index_page, run_page
 from opsbook.service.rules import Caller
 from opsbook.service.store import Store
-from opsbook.wire import (
+from opsbook.contract.wire import (
     SCOPE_PRODUCTION,
     SCOPE_READ,
     SCOPE_TAKEOVER,

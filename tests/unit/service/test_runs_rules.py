@@ -12,7 +12,7 @@ import pytest
 
 from opsbook.service import rules
 from opsbook.service.rules import Action, Caller, Refused, RunFacts
-from opsbook.wire import (
+from opsbook.contract.wire import (
     SCOPE_PRODUCTION,
     SCOPE_READ,
     SCOPE_TAKEOVER,

@@ -15,7 +15,7 @@ import pytest
 
 from opsbook.service.rules import Caller, Refused
 from opsbook.service.store import Store
-from opsbook.wire import (
+from opsbook.contract.wire import (
     SCOPE_PRODUCTION,
     SCOPE_READ,
     SCOPE_TAKEOVER,

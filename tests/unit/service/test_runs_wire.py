@@ -1,4 +1,4 @@
-"""The wire format shared by the runs service and its client (opsbook.wire), and what the service
+"""The wire format shared by the runs service and its client (opsbook.contract.wire), and what the service
 package may import (the runs image installs opsbook without Ansible or Prometheus)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from opsbook.wire import (
+from opsbook.contract.wire import (
     AppendEvents,
     BatchState,
     BatchView,
@@ -134,7 +134,7 @@ def test_production_environments_compare_case_blind():
 
 def test_the_service_imports_neither_ansible_nor_prometheus():
     code = (
-        "import sys, opsbook, opsbook.wire, opsbook.service.app, opsbook.service.__main__\n"
+        "import sys, opsbook, opsbook.contract.wire, opsbook.service.app, opsbook.service.__main__\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'ansible', 'ansible_runner', 'prometheus_api_client', 'pandas', 'ipywidgets', 'yaml'})\n"
         "print(','.join(bad))"
@@ -146,7 +146,7 @@ def test_the_service_imports_neither_ansible_nor_prometheus():
 
 def test_the_wire_module_imports_only_the_standard_library():
     code = (
-        "import sys; before = set(sys.modules); import opsbook.wire\n"
+        "import sys; before = set(sys.modules); import opsbook.contract.wire\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
         "print(','.join(sorted(new - set(sys.stdlib_module_names) - {'opsbook'})))"
     )

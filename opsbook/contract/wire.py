@@ -1,9 +1,8 @@
-"""The runs service's wire format: every request and response body, as plain data types.
+"""The runs service's wire format: every request and response body, and the API's routes.
 
-The runs service (opsbook/service/) and its client (opsbook/runs.py) share this module and nothing
-else, so either can change its code without the other noticing, while the shapes they exchange are
-written down once. It imports only the standard library: the service image installs the opsbook
-package without Ansible or Prometheus, and an engineer's kernel imports it for free.
+The runs service (opsbook/service/) and its client (opsbook/runsclient.py) share this package
+(opsbook.contract) and nothing else, so either can change its code without the other noticing,
+while the shapes they exchange are written down once. It imports only the standard library.
 
 Conventions:
 - `to_dict()` gives JSON-ready data; `from_dict()` checks types and raises `WireError` naming the
@@ -22,23 +21,32 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin, get_type_hints
 
-# --- what the hub grants (custom scopes, given by group) and what the service checks --------------
+# --- routes: the JSON API lives under the service's prefix, /services/runs/api/... ----------------
 
-SCOPE_READ = "custom:runs:read"
-SCOPE_WRITE = "custom:runs:write"
-SCOPE_PRODUCTION = "custom:runs:production"
-SCOPE_TAKEOVER = "custom:runs:takeover"
-SCOPES = (SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER)
-
-SCOPE_DESCRIPTIONS = {
-    SCOPE_READ: "Read runs of patch runbooks and their status page.",
-    SCOPE_WRITE: "Start and drive runs on non-production stacks; notes; hand off, accept, abort.",
-    SCOPE_PRODUCTION: "Start, accept and drive runs on production stacks.",
-    SCOPE_TAKEOVER: "Take over a run whose owner's lease ran out (orphaned), giving a reason.",
-}
-
-# The JSON API lives under the service's prefix: /services/runs/api/...
 API_PATH = "api"
+# Paths below API_PATH; {run_id} and {number} are whole numbers, the rest one of the names below.
+ROUTE_HEALTH = "health"
+ROUTE_ME = "me"
+ROUTE_ONCALL = "oncall"
+ROUTE_STACKS = "stacks"
+ROUTE_RUNS = "runs"
+ROUTE_RUN = "runs/{run_id}"
+ROUTE_EVENTS = "runs/{run_id}/events"
+ROUTE_BATCH = "runs/{run_id}/batches/{number}/{step}"
+ROUTE_ACTION = "runs/{run_id}/{action}"
+BATCH_STEPS = ("start", "finish", "gate")
+RUN_ACTIONS = (
+    "lease",
+    "notes",
+    "handoff",
+    "pause",
+    "accept",
+    "takeover",
+    "resume",
+    "finish",
+    "abort",
+    "replan",
+)
 
 
 class RunState(StrEnum):
@@ -97,7 +105,8 @@ class ErrorCode(StrEnum):
     WRONG_STATE = "wrong_state"  # 409: not possible in the run's (or batch's) present state
     NOT_ON_CALL = "not_on_call"  # 400: a handoff to someone who is not on call
     NOT_HANDED_TO_YOU = "not_handed_to_you"  # 409: accepting a run handed to someone else
-    UNAVAILABLE = "unavailable"  # 503: the hub (on-call list) or the database does not answer
+    PLAN_CHANGED = "plan_changed"  # 409: the inventory no longer matches the run's plan: re-plan
+    UNAVAILABLE = "unavailable"  # 503: the hub, the database or the inventory cannot be read
     INTERNAL = "internal"  # 500: a bug in the service; its log has the details
 
 
@@ -121,11 +130,6 @@ def parse_wire_time(text: str) -> datetime:
     if moment.tzinfo is None:
         raise WireError(f"time {text!r} has no timezone; expected e.g. 2026-11-26T12:00:00Z")
     return moment.astimezone(UTC)
-
-
-def is_production(environment: str, production_environments: frozenset[str]) -> bool:
-    """Whether a stack's environment needs the production scope (names compare case-blind)."""
-    return environment.strip().lower() in {name.lower() for name in production_environments}
 
 
 # --- generic conversion between dataclasses and JSON-ready data -----------------------------------
@@ -253,15 +257,61 @@ wire = dataclass(frozen=True, kw_only=True)
 # --- requests -------------------------------------------------------------------------------------
 
 
+class BatchOrder(StrEnum):
+    INVENTORY = "inventory"  # the stack's hosts in natural order (web-2 before web-10)
+    REVERSE = "reverse"  # the same, last host first
+
+
+@wire
+class RunOptions(Wire):
+    """How a run goes: typed, checked once (`problems`), recorded with the run and read back by
+    whoever goes on with it. The service plans the batches from the first three; the runbook
+    executes with the rest."""
+
+    batch_size: int = 1  # hosts patched at a time
+    order: BatchOrder = BatchOrder.INVENTORY
+    limit: list[str] = field(default_factory=list)  # only these hosts of the stack (none: all)
+    max_fail: int = 0  # hosts that may fail the play, in all, before the run stops
+    gate_timeout: float = 120.0  # seconds a batch's hosts get to pass the health gate
+    max_load_per_cpu: float = 1.0  # health gate: highest 1-minute load per CPU
+    check_mode: bool = False  # a dry run: ansible --check, nothing installed or rebooted
+
+    def problems(self) -> list[str]:
+        """One line per option out of range, naming it; empty when all are fine."""
+        found = []
+        if not 1 <= self.batch_size <= MAX_HOSTS:
+            found.append(f"options.batch_size: expected 1 to {MAX_HOSTS}, got {self.batch_size}")
+        if not 0 <= self.max_fail <= MAX_HOSTS:
+            found.append(f"options.max_fail: expected 0 to {MAX_HOSTS}, got {self.max_fail}")
+        if not 0 <= self.gate_timeout <= 3600:
+            found.append(f"options.gate_timeout: expected 0 to 3600 s, got {self.gate_timeout}")
+        if not 0 < self.max_load_per_cpu <= 100:
+            found.append(
+                f"options.max_load_per_cpu: expected above 0, at most 100, got "
+                f"{self.max_load_per_cpu}"
+            )
+        if len(self.limit) > MAX_HOSTS or len(set(self.limit)) != len(self.limit):
+            found.append("options.limit: expected each host of the stack at most once")
+        return found
+
+
+MAX_HOSTS = 10_000  # hosts in one run
+
+
 @wire
 class CreateRun(Wire):
-    """POST api/runs: start a run; the caller becomes its owner and gets its lease."""
+    """POST api/runs: start a run; the caller becomes its owner and gets its lease.
+
+    The service, not the caller, decides what the run is: it reads the inventory, resolves the
+    stack to its hosts and environment, checks the caller's scopes against that and plans the
+    batches from `options`. A body that also names an environment or a plan (older clients) has
+    those fields ignored."""
 
     runbook: str  # e.g. "patching"
-    stack: str  # e.g. "web-prod": one run per (runbook, stack) at a time
-    environment: str  # the stack's environment from the inventory, e.g. "production", "staging"
-    plan: list[list[str]]  # batches of host names, in order; a host appears once
-    parameters: dict[str, Any] = field(default_factory=dict)  # no secrets: everybody reads them
+    stack: str  # a stack of the inventory, written as there: one run per (runbook, stack)
+    options: RunOptions = field(default_factory=RunOptions)
+    parameters: dict[str, Any] = field(default_factory=dict)  # the rest of the record (approved
+    # errata ...); no secrets: everybody reads them
 
 
 @wire
@@ -345,6 +395,14 @@ class ReasonRequest(Wire):
 
 
 @wire
+class ReplanRequest(Wire):
+    """POST api/runs/{id}/replan: plan the batches not yet done again from the inventory as it
+    is now (after a host left the stack, or its environment changed); the ledger keeps both."""
+
+    reason: str
+
+
+@wire
 class FinishRequest(Wire):
     outcome: RunState  # completed or failed
     summary: str = ""
@@ -394,6 +452,7 @@ class Run(Wire):
     stack: str
     environment: str
     production: bool
+    options: RunOptions
     parameters: dict[str, Any]
     state: RunState
     owner: str  # the owner now (for an orphaned run: whose lease ran out)
@@ -416,6 +475,25 @@ class Run(Wire):
 
     def host_states(self) -> dict[str, HostState]:
         return {host.name: host.state for host in self.hosts}
+
+
+@wire
+class StackView(Wire):
+    """One stack of the inventory, as the service resolves it."""
+
+    name: str
+    environment: str
+    production: bool
+    hosts: list[str]
+
+
+@wire
+class StackList(Wire):
+    """GET api/stacks: the stacks a run may be started on, and which environments are not
+    production (every other one is)."""
+
+    stacks: list[StackView]
+    nonproduction: list[str]
 
 
 @wire
