@@ -4,7 +4,9 @@ The hub reads its whole configuration from the environment (docker compose passe
 Kubernetes the chart passes the same variables). Each setting is parsed and checked here, before
 anything starts, so that a wrong value stops the hub with one line naming the variable and what it
 expected, instead of a traceback or a hub that half works. `.env.example` documents the same names
-for users; a unit test keeps the two in step.
+for users; a unit test keeps the two in step. The registry itself (loading, the message format,
+the common parsers) is opsbook.contract.settings, shared with the runs service; here are the
+hub's declarations and the parsers only the hub needs.
 """
 
 from __future__ import annotations
@@ -12,42 +14,27 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+
+from opsbook.contract.settings import (
+    Setting,
+    SettingsError,
+    absolute_path,
+    names,
+    optional_absolute_path,
+    optional_url,
+    positive_float,
+    positive_int,
+    secret,
+    text,
+    url,
+)
+from opsbook.contract.settings import load as load_settings
+
+__all__ = ["SECRET_NAMES", "SETTINGS", "Setting", "SettingsError", "load"]
 
 
-class SettingsError(ValueError):
-    """One line per bad setting, each naming the variable and what it expected."""
-
-
-# --- parsers: each takes the raw string and returns the value, or raises ValueError(expected) ---
-
-
-def text(raw: str) -> str:
-    if not raw.strip():
-        raise ValueError("a non-empty value")
-    return raw.strip()
-
-
-def url(raw: str) -> str:
-    parsed = urlparse(raw.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("an http(s) URL such as https://sso.example.com/auth")
-    return raw.strip()
-
-
-def optional_url(raw: str) -> str:
-    return url(raw) if raw.strip() else ""
-
-
-def secret(min_length: int) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if len(raw.strip()) < min_length:
-            raise ValueError(f"a secret of at least {min_length} characters")
-        return raw.strip()
-
-    return parse
+# --- parsers of the hub's own (the common ones are opsbook.contract.settings') ---
 
 
 def hex_key(n_bytes: int) -> Callable[[str], bytes]:
@@ -65,26 +52,6 @@ def hex_key(n_bytes: int) -> Callable[[str], bytes]:
     return parse
 
 
-def positive_int(raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError("a whole number above 0")
-    return value
-
-
-def positive_float(raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise ValueError("a number above 0, such as 1.5")
-    return value
-
-
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$", re.IGNORECASE)
 
 
@@ -94,23 +61,6 @@ def byte_size(raw: str) -> str:
     if not match or float(match.group(1)) <= 0:
         raise ValueError("a size such as 512M or 2G")
     return raw.strip().upper()
-
-
-def names(raw: str) -> tuple[str, ...]:
-    items = tuple(dict.fromkeys(raw.replace(",", " ").split()))
-    if not items:
-        raise ValueError("one or more names separated by spaces")
-    return items
-
-
-def absolute_path(raw: str) -> str:
-    if not raw.strip().startswith("/"):
-        raise ValueError("an absolute path on the Docker host")
-    return raw.strip()
-
-
-def optional_absolute_path(raw: str) -> str:
-    return absolute_path(raw) if raw.strip() else ""
 
 
 _DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -126,14 +76,6 @@ def image_ref(raw: str) -> str:
     if not re.match(r"^[a-z0-9][a-z0-9._/-]*(:[\w][\w.-]*)?(@sha256:[0-9a-f]{64})?$", raw.strip()):
         raise ValueError("an image reference such as opsbook/singleuser:0.1.0")
     return raw.strip()
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    parse: Callable[[str], Any]
-    doc: str
-    default: str | None = None  # None: required
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -309,24 +251,4 @@ def load(
     `only`: parse just these settings (on Kubernetes, helm/values.yaml's hub.extraConfig reads
     the ones the chart does not own); None: all of them, as docker compose's hub does.
     """
-    if only is not None and (unknown := set(only) - {s.name for s in SETTINGS}):
-        raise ValueError(f"not hub settings: {sorted(unknown)}")
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for setting in SETTINGS:
-        if only is not None and setting.name not in only:
-            continue
-        raw = environ.get(setting.name)
-        if raw is None or (raw == "" and setting.default is not None):
-            raw = setting.default
-        if raw is None:
-            problems.append(f"{setting.name}: required, not set ({setting.doc})")
-            continue
-        try:
-            values[setting.name] = setting.parse(raw)
-        except ValueError as expected:
-            shown = "<hidden>" if setting.name in SECRET_NAMES else repr(raw)
-            problems.append(f"{setting.name}: expected {expected}, got {shown}")
-    if problems:
-        raise SettingsError("\n".join(problems))
-    return values
+    return load_settings(SETTINGS, environ, only=only, secret_names=SECRET_NAMES)

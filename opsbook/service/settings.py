@@ -1,46 +1,49 @@
 """Every setting of the runs service, read from the environment and checked before anything starts.
 
-A wrong value stops the service with one line per bad variable, naming it and what was expected
-(the same convention as the hub's settings), instead of a traceback or a service that half works.
-The JUPYTERHUB_* variables are the ones JupyterHub gives any service; docker compose passes them.
+A wrong value stops the service with one line per bad variable, naming it and what was expected,
+instead of a traceback or a service that half works. The registry (loading, the message format,
+the common parsers) is opsbook.contract.settings, the hub's too; here are the service's
+declarations and the parsers only it needs. The JUPYTERHUB_* variables are the ones JupyterHub
+gives any service; docker compose passes them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+from opsbook.contract.settings import (
+    Setting,
+    SettingsError,
+    absolute_path,
+    bounded_int,
+    mask_password,
+    optional_url,
+    secret,
+    text,
+    url,
+)
+from opsbook.contract.settings import load as load_settings
+from opsbook.contract.stacks import NONPRODUCTION_SETTING, environment_names
+
+__all__ = ["DEFAULT_DATABASE_URL", "SETTINGS", "SettingsError", "load", "masked_database_url"]
+
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/opsbook-runs/runs.sqlite"
+DEFAULT_INVENTORY = "/etc/opsbook/ansible/inventories/demo"
 
 
-class SettingsError(ValueError):
-    """One line per bad setting."""
+# --- parsers of the service's own (the common ones are opsbook.contract.settings') ---
 
 
-def _text(raw: str) -> str:
-    if not raw.strip():
-        raise ValueError("a non-empty value")
-    return raw.strip()
+def _api_url(raw: str) -> str:
+    """An http(s) URL without its trailing '/' (paths are joined to it)."""
+    return url(raw).rstrip("/")
 
 
-def _token(raw: str) -> str:
-    if len(raw.strip()) < 16:
-        raise ValueError("the service's JupyterHub API token (at least 16 characters)")
-    return raw.strip()
-
-
-def _url(raw: str) -> str:
-    parsed = urlparse(raw.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("an http(s) URL such as http://hub:8081/hub/api")
-    return raw.strip().rstrip("/")
-
-
-def _optional_url(raw: str) -> str:
-    return _url(raw) if raw.strip() else ""
+def _optional_api_url(raw: str) -> str:
+    return optional_url(raw).rstrip("/")
 
 
 def _prefix(raw: str) -> str:
@@ -68,45 +71,17 @@ def _database_url(raw: str) -> str:
     )
 
 
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise ValueError(f"a whole number from {low} to {high}")
-        return value
-
-    return parse
-
-
 def _group(raw: str) -> str:
     if not re.match(r"^[\w.@-]+$", raw.strip()):
         raise ValueError("a JupyterHub group name such as oncall")
     return raw.strip()
 
 
-def _names(raw: str) -> frozenset[str]:
-    items = frozenset(item for item in raw.replace(",", " ").split() if item)
-    if not items:
-        raise ValueError("one or more environment names separated by spaces, such as production")
-    return items
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    parse: Callable[[str], Any]
-    doc: str
-    default: str | None = None  # None: required
-
-
 SETTINGS: tuple[Setting, ...] = (
-    Setting("JUPYTERHUB_API_TOKEN", _token, "The service's token at the hub (api_token)."),
-    Setting("JUPYTERHUB_API_URL", _url, "The hub's API.", "http://hub:8081/hub/api"),
+    Setting("JUPYTERHUB_API_TOKEN", secret(16), "The service's token at the hub (api_token)."),
+    Setting("JUPYTERHUB_API_URL", _api_url, "The hub's API.", "http://hub:8081/hub/api"),
     Setting("JUPYTERHUB_SERVICE_PREFIX", _prefix, "Where the proxy sends us.", "/services/runs/"),
-    Setting("JUPYTERHUB_CLIENT_ID", _text, "OAuth client id at the hub.", "service-runs"),
+    Setting("JUPYTERHUB_CLIENT_ID", text, "OAuth client id at the hub.", "service-runs"),
     Setting(
         "JUPYTERHUB_OAUTH_CALLBACK_URL",
         _callback,
@@ -120,79 +95,63 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_DATABASE_URL,
     ),
     Setting(
+        "RUNS_INVENTORY",
+        absolute_path,
+        "The Ansible inventory (file or folder) the service resolves stacks from, as the runs "
+        "container sees it: the engineers' inventory, mounted read-only.",
+        DEFAULT_INVENTORY,
+    ),
+    Setting(
+        NONPRODUCTION_SETTING,
+        environment_names,
+        "Environments whose runs need no production scope (names separated by spaces or "
+        "commas). Every other environment counts as production, an undeclared one included "
+        "(fail closed); empty: every environment is production.",
+        "",
+    ),
+    Setting(
         "RUNS_LEASE_SECONDS",
-        _bounded_int(10, 3600),
+        bounded_int(10, 3600),
         "How long a run stays its owner's without a renewal before it is orphaned.",
         "60",
     ),
     Setting(
         "RUNS_SWEEP_SECONDS",
-        _bounded_int(1, 60),
+        bounded_int(1, 60),
         "How often expired leases are looked for.",
         "5",
     ),
     Setting(
         "RUNS_WEBHOOK_URL",
-        _optional_url,
+        _optional_api_url,
         "Slack-compatible incoming webhook for start, handoff, accept, takeover, finish, failure.",
         "",
     ),
     Setting(
         "RUNS_PUBLIC_URL",
-        _optional_url,
+        _optional_api_url,
         "The hub's public URL, for links in webhook messages (none when empty).",
         "",
     ),
     Setting("RUNS_ONCALL_GROUP", _group, "JupyterHub group of on-call engineers.", "oncall"),
     Setting(
-        "RUNS_PRODUCTION_ENVIRONMENTS",
-        _names,
-        "Environments whose runs need the production scope.",
-        "production",
-    ),
-    Setting(
         "RUNS_AUTH_CACHE_SECONDS",
-        _bounded_int(0, 300),
+        bounded_int(0, 300),
         "How long a token's user and scopes are cached before asking the hub again.",
         "30",
     ),
-    Setting("RUNS_PORT", _bounded_int(1, 65535), "Port the service listens on.", "8000"),
+    Setting("RUNS_PORT", bounded_int(1, 65535), "Port the service listens on.", "8000"),
 )
+
+# Settings whose values never appear in error messages (a database URL's password is masked).
+SECRET_NAMES = frozenset({"JUPYTERHUB_API_TOKEN"})
 
 
 def load(environ: Mapping[str, str]) -> dict[str, Any]:
     """Parse every setting; raise SettingsError with one line per bad or missing one."""
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for setting in SETTINGS:
-        raw = environ.get(setting.name)
-        if raw is None or (raw == "" and setting.default is not None):
-            raw = setting.default
-        if raw is None:
-            problems.append(f"{setting.name}: not set; expected {_expected(setting)}")
-            continue
-        try:
-            values[setting.name] = setting.parse(raw)
-        except ValueError as error:
-            shown = "(hidden)" if "TOKEN" in setting.name else repr(_mask(raw))
-            problems.append(f"{setting.name}: expected {error}, got {shown}")
-    if problems:
-        raise SettingsError("\n".join(problems))
-    return values
-
-
-def _expected(setting: Setting) -> str:
-    try:
-        setting.parse("")
-    except ValueError as error:
-        return str(error)
-    return "a value"
-
-
-def _mask(raw: str) -> str:
-    """Database URLs carry a password: never echo it."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", raw)
+    return load_settings(SETTINGS, environ, secret_names=SECRET_NAMES)
 
 
 def masked_database_url(url: str) -> str:
-    return _mask(url)
+    """The database URL without its password, for logs."""
+    return mask_password(url)

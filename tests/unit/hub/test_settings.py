@@ -89,3 +89,19 @@ def test_hub_stops_at_start_with_one_line_per_bad_setting():
     assert result.returncode == 1
     assert "opsbook hub: OAUTH_TOKEN_URL: expected an http(s) URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_only_loads_the_settings_named_and_refuses_a_name_not_declared():
+    """helm/values.yaml's hub.extraConfig loads a subset; a typo there is not silently ignored."""
+    values = settings.load(VALID_ENV, only=["OAUTH_CLIENT_ID", "GROUPS_ADMIN"])
+    assert values == {"OAUTH_CLIENT_ID": VALID_ENV["OAUTH_CLIENT_ID"], "GROUPS_ADMIN": ("admins",)}
+    with pytest.raises(ValueError, match="OAUTH_CLIENT_IDS"):
+        settings.load(VALID_ENV, only=["OAUTH_CLIENT_IDS"])
+
+
+def test_the_message_format_is_the_shared_registrys():
+    """One registry for the hub and the runs service (opsbook.contract.settings)."""
+    from opsbook.contract import settings as contract
+
+    assert settings.SettingsError is contract.SettingsError
+    assert settings.Setting is contract.Setting

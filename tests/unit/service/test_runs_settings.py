@@ -7,7 +7,14 @@ import sys
 
 import pytest
 
-from opsbook.service.settings import DEFAULT_DATABASE_URL, SettingsError, load
+from opsbook.contract.stacks import NONPRODUCTION_SETTING, is_production
+from opsbook.service.settings import (
+    DEFAULT_DATABASE_URL,
+    SETTINGS,
+    SettingsError,
+    load,
+    masked_database_url,
+)
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 
@@ -17,7 +24,8 @@ def test_defaults():
     assert settings["RUNS_DATABASE_URL"] == DEFAULT_DATABASE_URL
     assert settings["RUNS_LEASE_SECONDS"] == 60
     assert settings["RUNS_ONCALL_GROUP"] == "oncall"
-    assert settings["RUNS_PRODUCTION_ENVIRONMENTS"] == frozenset({"production"})
+    assert settings["OPSBOOK_NONPRODUCTION_ENVIRONMENTS"] == frozenset()
+    assert settings["RUNS_INVENTORY"] == "/etc/opsbook/ansible/inventories/demo"
     assert settings["RUNS_WEBHOOK_URL"] == ""
     assert settings["JUPYTERHUB_SERVICE_PREFIX"] == "/services/runs/"
     assert settings["JUPYTERHUB_API_URL"] == "http://hub:8081/hub/api"
@@ -51,7 +59,43 @@ def test_every_bad_setting_gets_one_line_and_secrets_are_not_echoed():
 def test_a_missing_token():
     with pytest.raises(SettingsError) as caught:
         load({})
-    assert str(caught.value).startswith("JUPYTERHUB_API_TOKEN: not set; expected")
+    assert str(caught.value) == (
+        "JUPYTERHUB_API_TOKEN: required, not set (The service's token at the hub (api_token).)"
+    )
+
+
+def test_the_nonproduction_environments_are_the_contracts_setting_and_fail_closed():
+    """One answer to "is it production?": the contract's setting name and parser; an environment
+    not declared non-production is production, and with nothing declared, all of them are."""
+    assert NONPRODUCTION_SETTING == "OPSBOOK_NONPRODUCTION_ENVIRONMENTS"
+    declared = load({"JUPYTERHUB_API_TOKEN": TOKEN, NONPRODUCTION_SETTING: "Staging, qa  dev"})
+    nonproduction = declared[NONPRODUCTION_SETTING]
+    assert nonproduction == frozenset({"staging", "qa", "dev"})
+    assert not is_production("staging", nonproduction)
+    assert is_production("production", nonproduction)
+    assert is_production("stagin", nonproduction)
+    nothing = load({"JUPYTERHUB_API_TOKEN": TOKEN, NONPRODUCTION_SETTING: ""})
+    assert is_production("staging", nothing[NONPRODUCTION_SETTING])
+    assert "RUNS_PRODUCTION_ENVIRONMENTS" not in {s.name for s in SETTINGS}
+
+
+def test_the_inventory_is_an_absolute_path_in_the_container():
+    settings = load({"JUPYTERHUB_API_TOKEN": TOKEN, "RUNS_INVENTORY": "/srv/inventory.yml"})
+    assert settings["RUNS_INVENTORY"] == "/srv/inventory.yml"
+    with pytest.raises(SettingsError) as caught:
+        load({"JUPYTERHUB_API_TOKEN": TOKEN, "RUNS_INVENTORY": "ansible/inventories/demo"})
+    assert str(caught.value) == (
+        "RUNS_INVENTORY: expected an absolute path, got 'ansible/inventories/demo'"
+    )
+
+
+def test_the_hub_and_the_service_share_one_registry():
+    from opsbook_hub import settings as hub_settings
+
+    from opsbook.contract import settings as contract
+
+    assert SettingsError is contract.SettingsError is hub_settings.SettingsError
+    assert all(isinstance(s, contract.Setting) for s in (*SETTINGS, *hub_settings.SETTINGS))
 
 
 def test_postgresql_and_sqlite_urls():
@@ -60,6 +104,13 @@ def test_postgresql_and_sqlite_urls():
             load({"JUPYTERHUB_API_TOKEN": TOKEN, "RUNS_DATABASE_URL": url})["RUNS_DATABASE_URL"]
             == url
         )
+
+
+def test_the_database_password_is_masked_for_logs():
+    assert (
+        masked_database_url("postgresql+psycopg2://runs:s3cret@db:5432/runs")
+        == "postgresql+psycopg2://runs:***@db:5432/runs"
+    )
 
 
 def run_service(env: dict[str, str]) -> subprocess.CompletedProcess:
