@@ -3,9 +3,9 @@
 Stack names. A stack is the unit a run locks ("one run per runbook and stack"), so two spellings of
 one stack must never be two locks. A stack name is 1 to 63 characters of lower-case ASCII letters,
 digits, '-', '_' and '.', starting with a letter or digit (STACK_NAME). Names are compared by
-their `stack_key`: Unicode NFKC, then case folding; so 'DB' and the full-width 'db' (U+FF44 U+FF42) have the key
-of 'db', and the service refuses them as look-alikes of 'db' instead of locking them apart. A name
-with any other character (a zero-width space, say) is refused outright.
+their `stack_key`: Unicode NFKC, then case folding; so 'DB' and the full-width 'db' (U+FF44
+U+FF42) have the key of 'db', and the service refuses them as look-alikes of 'db' instead of
+locking them apart. A name with any other character (a zero-width space, say) is refused outright.
 
 Environments. Only the environments a team declares non-production (the setting
 OPSBOOK_NONPRODUCTION_ENVIRONMENTS) are non-production; every other environment, a misspelt or a

@@ -14,7 +14,9 @@ import signal
 import sys
 from collections.abc import Mapping
 
+from opsbook.contract import stacks
 from opsbook.service.app import Context, make_app, start_sweeper
+from opsbook.service.fleet import InventorySource
 from opsbook.service.identity import HubIdentity, make_hub_auth
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import HubOncall
@@ -84,11 +86,28 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         settings = load(os.environ if environ is None else environ)
     except SettingsError as error:
         return _fail(str(error))
+    inventory = InventorySource(settings["RUNS_INVENTORY"], settings[stacks.NONPRODUCTION_SETTING])
+    # A broken inventory does not stop the service (the status page and running runs go on);
+    # new runs, accepts and takeovers are refused with this reason until it is fixed.
+    problem = inventory.problem()
+    if problem:
+        log.error("RUNS_INVENTORY: %s", problem)
+    else:
+        fleet = inventory.current()
+        log.info(
+            "inventory %s: stacks %s; non-production environments: %s",
+            fleet.source,
+            ", ".join(
+                f"{s.name} ({s.environment}{', production' if s.production else ''})"
+                for s in fleet.stacks.values()
+            ),
+            ", ".join(sorted(fleet.nonproduction)) or "none (every environment is production)",
+        )
     try:
         store = Store(
             settings["RUNS_DATABASE_URL"],
+            fleet=inventory.current,
             lease_seconds=settings["RUNS_LEASE_SECONDS"],
-            production_environments=settings["RUNS_PRODUCTION_ENVIRONMENTS"],
         )
     except StoreError as error:
         url = masked_database_url(settings["RUNS_DATABASE_URL"])

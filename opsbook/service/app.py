@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from opsbook.contract import wire
 from opsbook.contract.scopes import SCOPES
 from opsbook.contract.wire import (
     AppendEvents,
@@ -38,6 +39,7 @@ from opsbook.contract.wire import (
     Me,
     NoteIn,
     ReasonRequest,
+    ReplanRequest,
     RunList,
     Wire,
     WireError,
@@ -275,12 +277,21 @@ class RunsHandler(ApiHandler):
             caller,
             runbook=request.runbook,
             stack=request.stack,
-            environment=request.environment,
-            plan=request.plan,
+            options=request.options,
             parameters=request.parameters,
         )
         self.set_header("Location", f"{self.ctx.prefix}api/runs/{run.id}")
         self.reply(run, 201)
+
+
+class StacksHandler(ApiHandler):
+    """The stacks a run may start on, as this service resolves them from the inventory: the one
+    answer to "which hosts, which environment, is it production?" for every client."""
+
+    async def get(self) -> None:
+        self.who()
+        fleet = await self.ctx.call(self.ctx.store.fleet)
+        self.reply(fleet.listing())
 
 
 class RunHandler(ApiHandler):
@@ -357,6 +368,9 @@ class ActionHandler(ApiHandler):
                 oncall_group=self.ctx.oncall.group,
             )
             self.reply(run)
+        elif action == "replan":
+            reason = self.body(ReplanRequest).reason
+            self.reply(await self.ctx.act(store.replan, rid, caller, reason))
         elif action in ("takeover", "abort"):
             reason = self.body(ReasonRequest).reason
             method = store.takeover if action == "takeover" else store.abort
@@ -479,23 +493,22 @@ class OAuthCallback(HubOAuthCallbackHandler):
 
 def make_app(ctx: Context, *, cookie_secret: bytes | None = None) -> web.Application:
     p = ctx.prefix
-    api = f"{p}api"
-    run = rf"{api}/runs/(\d+)"
+    api = f"{p}{wire.API_PATH}"
+    routes = {
+        wire.ROUTE_HEALTH: HealthHandler,
+        wire.ROUTE_ME: MeHandler,
+        wire.ROUTE_ONCALL: OncallHandler,
+        wire.ROUTE_STACKS: StacksHandler,
+        wire.ROUTE_RUNS: RunsHandler,
+        wire.ROUTE_RUN: RunHandler,
+        wire.ROUTE_EVENTS: EventsHandler,
+        wire.ROUTE_BATCH: BatchHandler,
+        wire.ROUTE_ACTION: ActionHandler,
+    }
     handlers: list[Any] = [
         (p, IndexPage, {"ctx": ctx}),
         (rf"{p}runs/(\d+)", RunPage, {"ctx": ctx}),
-        (f"{api}/health", HealthHandler, {"ctx": ctx}),
-        (f"{api}/me", MeHandler, {"ctx": ctx}),
-        (f"{api}/oncall", OncallHandler, {"ctx": ctx}),
-        (f"{api}/runs", RunsHandler, {"ctx": ctx}),
-        (run, RunHandler, {"ctx": ctx}),
-        (f"{run}/events", EventsHandler, {"ctx": ctx}),
-        (rf"{run}/batches/(\d+)/(start|finish|gate)", BatchHandler, {"ctx": ctx}),
-        (
-            f"{run}/(lease|notes|handoff|pause|accept|takeover|resume|finish|abort)",
-            ActionHandler,
-            {"ctx": ctx},
-        ),
+        *((f"{api}/{_pattern(route)}", handler, {"ctx": ctx}) for route, handler in routes.items()),
         (f"{api}/.*", NotFoundApiHandler, {"ctx": ctx}),
         (p.rstrip("/"), web.RedirectHandler, {"url": p}),
     ]
@@ -507,6 +520,16 @@ def make_app(ctx: Context, *, cookie_secret: bytes | None = None) -> web.Applica
         cookie_secret=cookie_secret,
         xsrf_cookies=False,  # HubOAuth checks XSRF on cookie-authenticated writes itself
         max_body_size=MAX_BODY,
+    )
+
+
+def _pattern(route: str) -> str:
+    """A contract route as a tornado pattern: numbers and the known verbs are captured."""
+    return route.format(
+        run_id=r"(\d+)",
+        number=r"(\d+)",
+        step=f"({'|'.join(wire.BATCH_STEPS)})",
+        action=f"({'|'.join(wire.RUN_ACTIONS)})",
     )
 
 

@@ -93,6 +93,7 @@ class Action(StrEnum):
     RESUME = "resume"
     FINISH = "finish"
     ABORT = "abort"
+    REPLAN = "re-plan"
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,15 @@ def may_read(caller: Caller) -> None:
     require(caller, SCOPE_READ, "read runs")
 
 
-def may_create(caller: Caller, *, production: bool, stack: str) -> None:
+def may_create(caller: Caller, *, production: bool, stack: str, environment: str) -> None:
     require(caller, SCOPE_WRITE, f"start a run on {stack}")
     if production:
-        require(caller, SCOPE_PRODUCTION, f"start a run on the production stack {stack}")
+        require(
+            caller,
+            SCOPE_PRODUCTION,
+            f"start a run on {stack}: the inventory puts it in {environment}, a production "
+            "environment (only those declared non-production are not)",
+        )
 
 
 # States each action needs (the owner acting). Pause, accept and resume list the states where a
@@ -174,6 +180,8 @@ def authorize(action: Action, run: RunFacts, caller: Caller) -> None:
         _authorize_accept(run, caller)
     elif action is Action.TAKEOVER:
         _authorize_takeover(run)
+    elif action is Action.REPLAN:
+        _authorize_replan(run, caller)
     elif action is Action.ABORT and caller.name != run.owner:
         if run.state is not RunState.ORPHANED:
             raise _not_owner(
@@ -265,6 +273,28 @@ def _authorize_takeover(run: RunFacts) -> None:
     )
 
 
+def _authorize_replan(run: RunFacts, caller: Caller) -> None:
+    """Re-planning changes the batches a kernel executes, so never while one is at work: the
+    owner re-plans a paused run, the owner or the engineer it was handed to a handed-off one,
+    on-call an orphaned one (before taking it over)."""
+    if run.state is RunState.ORPHANED:
+        require(caller, SCOPE_TAKEOVER, f"re-plan the orphaned run {run.id}")
+        return
+    if run.state is RunState.HANDED_OFF and caller.name in (run.owner, run.handoff_to):
+        return
+    if run.state is RunState.PAUSED and caller.name == run.owner:
+        return
+    if run.state is RunState.RUNNING:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} is running ({run.owner}'s kernel executes its plan); pause it first, "
+            "then re-plan it.",
+            run_id=run.id,
+        )
+    raise _not_owner(run, caller, Action.REPLAN)
+
+
 def _not_owner(run: RunFacts, caller: Caller, action: Action, *, hint: str = "") -> Refused:
     lost = (
         " Your kernel no longer holds this run: stop working on it."
@@ -295,23 +325,6 @@ def state_after(action: Action, run: RunFacts) -> RunState:
 
 
 # --- checks on the request's contents, given the run's batches and hosts --------------------------
-
-
-def check_plan(plan: Sequence[Sequence[str]], max_hosts: int = 10_000) -> None:
-    if not plan or any(not batch for batch in plan):
-        raise bad_request("plan: expected one or more batches, each with one or more hosts")
-    seen: set[str] = set()
-    for number, batch in enumerate(plan, start=1):
-        for host in batch:
-            if not host.strip():
-                raise bad_request(f"plan: batch {number} has a blank host name")
-            if len(host) > 255 or any(ord(ch) < 32 for ch in host):
-                raise bad_request(f"plan: host {host[:40]!r} is not a host name")
-            if host in seen:
-                raise bad_request(f"plan: host {host} appears twice; each host is in one batch")
-            seen.add(host)
-    if len(seen) > max_hosts:
-        raise bad_request(f"plan: {len(seen)} hosts; at most {max_hosts} per run")
 
 
 def check_batch_start(run: RunFacts, number: int, batch_states: Sequence[BatchState]) -> None:

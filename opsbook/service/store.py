@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
     RowMapping,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -35,6 +37,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from opsbook.contract.scopes import SCOPE_PRODUCTION
+from opsbook.contract.stacks import stack_key
 from opsbook.contract.wire import (
     AppendResult,
     BatchState,
@@ -51,13 +55,14 @@ from opsbook.contract.wire import (
     HostView,
     LeaseGrant,
     Run,
+    RunOptions,
     RunState,
     WireError,
-    is_production,
     parse_wire_time,
     wire_time,
 )
 from opsbook.service import rules
+from opsbook.service.fleet import Fleet, Stack, plan_batches
 from opsbook.service.rules import Action, Caller, Refused, RunFacts, bad_request
 from opsbook.service.tables import SCHEMA_VERSION, batches, events, hosts, metadata, runs, schema
 
@@ -134,19 +139,20 @@ def make_engine(url: str) -> Engine:
 
 
 class Store:
-    """The ledger. `now` is injectable so tests can let leases run out without waiting."""
+    """The ledger. `fleet` gives the inventory's stacks as they are now (fleet.InventorySource's
+    `current`); `now` is injectable so tests can let leases run out without waiting."""
 
     def __init__(
         self,
         url: str,
         *,
+        fleet: Callable[[], Fleet],
         lease_seconds: int = 60,
-        production_environments: frozenset[str] = frozenset({"production"}),
         now: Callable[[], datetime] = _now,
     ) -> None:
         self.url = url
+        self.fleet = fleet
         self.lease_seconds = lease_seconds
-        self.production_environments = production_environments
         self.now = now
         self._journal = threading.local()
         try:
@@ -188,6 +194,9 @@ class Store:
             version = conn.execute(select(func.max(schema.c.version))).scalar()
             if version is None:
                 conn.execute(insert(schema).values(version=SCHEMA_VERSION, created_at=_db(_now())))
+            elif version == 1:  # schema 2 added the run's typed options
+                conn.execute(text("ALTER TABLE runs ADD COLUMN options JSON"))
+                conn.execute(insert(schema).values(version=2, created_at=_db(_now())))
             elif version > SCHEMA_VERSION:
                 raise StoreError(
                     f"the database's schema version is {version}, newer than this service's "
@@ -277,30 +286,38 @@ class Store:
         *,
         runbook: str,
         stack: str,
-        environment: str,
-        plan: Sequence[Sequence[str]],
+        options: RunOptions | None = None,
         parameters: dict[str, Any] | None = None,
     ) -> Run:
-        runbook, stack = _name(runbook, "runbook"), _name(stack, "stack")
-        environment = _name(environment, "environment")
-        plan = [[host.strip() for host in batch] for batch in plan]
-        production = is_production(environment, self.production_environments)
-        rules.may_create(caller, production=production, stack=stack)
-        rules.check_plan(plan)
+        """Resolve the stack from the inventory, check the caller may run there, plan the
+        batches and record the run; the caller owns it and holds its lease."""
+        runbook = _name(runbook, "runbook")
+        options = options or RunOptions()
+        if problems := options.problems():
+            raise bad_request("; ".join(problems))
         parameters = dict(parameters or {})
         if len(json.dumps(parameters, default=str)) > MAX_EVENT_DATA:
             raise bad_request(f"parameters: more than {MAX_EVENT_DATA} bytes of JSON")
-        key = f"{runbook}\n{stack}"
+        resolved = self.fleet().resolve(stack)
+        rules.may_create(
+            caller,
+            production=resolved.production,
+            stack=resolved.name,
+            environment=resolved.environment,
+        )
+        plan = plan_batches(resolved, options)
+        key = f"{runbook}\n{stack_key(resolved.name)}"
         now = self.now()
         try:
             with self._write() as conn:
-                self._refuse_if_active(conn, key, runbook, stack)
+                self._refuse_if_active(conn, key, runbook, resolved.name)
                 run_id = conn.execute(
                     insert(runs).values(
                         runbook=runbook,
-                        stack=stack,
-                        environment=environment,
-                        production=production,
+                        stack=resolved.name,
+                        environment=resolved.environment,
+                        production=resolved.production,
+                        options=options.to_dict(),
                         parameters=parameters,
                         state=RunState.RUNNING,
                         owner=caller.name,
@@ -313,29 +330,7 @@ class Store:
                         last_seq=0,
                     )
                 ).inserted_primary_key[0]
-                conn.execute(
-                    insert(batches),
-                    [
-                        {"run_id": run_id, "number": n, "state": BatchState.PENDING, "attempts": 0}
-                        for n in range(1, len(plan) + 1)
-                    ],
-                )
-                conn.execute(
-                    insert(hosts),
-                    [
-                        {
-                            "run_id": run_id,
-                            "name": host,
-                            "batch": number,
-                            "position": position,
-                            "state": HostState.PENDING,
-                            "attempts": 0,
-                        }
-                        for position, (number, host) in enumerate(
-                            (n, h) for n, batch in enumerate(plan, start=1) for h in batch
-                        )
-                    ],
-                )
+                self._insert_plan(conn, run_id, plan)
                 count = sum(len(batch) for batch in plan)
                 self._record(
                     conn,
@@ -343,16 +338,55 @@ class Store:
                     0,
                     caller.name,
                     "start",
-                    message=f"{caller.name} started {runbook} on {stack} ({environment}): "
-                    f"{_count(len(plan), 'batch', 'batches')}, {_count(count, 'host', 'hosts')}",
-                    data={"plan": plan, "environment": environment},
+                    message=f"{caller.name} started {runbook} on {resolved.name} "
+                    f"({resolved.environment}"
+                    + (", production" if resolved.production else "")
+                    + f"): {_count(len(plan), 'batch', 'batches')}, "
+                    f"{_count(count, 'host', 'hosts')}",
+                    data={
+                        "plan": plan,
+                        "environment": resolved.environment,
+                        "options": options.to_dict(),
+                    },
                 )
                 return self._load(conn, run_id)
         except IntegrityError:
             # Lost the race to a simultaneous start: the unique active_key let the other through.
             with self._read() as conn:
-                self._refuse_if_active(conn, key, runbook, stack)
+                self._refuse_if_active(conn, key, runbook, resolved.name)
             raise
+
+    def _insert_plan(
+        self, conn: Connection, run_id: int, plan: Sequence[Sequence[str]], after: int = 0
+    ) -> None:
+        """Batches `after`+1, `after`+2 ... with their hosts, all pending."""
+        if not plan:
+            return
+        position = conn.execute(
+            select(func.coalesce(func.max(hosts.c.position), -1)).where(hosts.c.run_id == run_id)
+        ).scalar()
+        conn.execute(
+            insert(batches),
+            [
+                {"run_id": run_id, "number": after + n, "state": BatchState.PENDING, "attempts": 0}
+                for n in range(1, len(plan) + 1)
+            ],
+        )
+        members = [(after + n, h) for n, batch in enumerate(plan, start=1) for h in batch]
+        conn.execute(
+            insert(hosts),
+            [
+                {
+                    "run_id": run_id,
+                    "name": host,
+                    "batch": number,
+                    "position": position + 1 + index,
+                    "state": HostState.PENDING,
+                    "attempts": 0,
+                }
+                for index, (number, host) in enumerate(members)
+            ],
+        )
 
     def _refuse_if_active(self, conn: Connection, key: str, runbook: str, stack: str) -> None:
         row = (
@@ -672,9 +706,11 @@ class Store:
 
     def accept(self, run_id: int, caller: Caller) -> Run:
         now = self.now()
+        fleet = self.fleet()  # before the lock: reading the inventory may take a second
         with self._acting(run_id, caller, Action.ACCEPT) as (conn, row, facts):
             if facts.handoff_to is None:
                 return self._load(conn, run_id)  # accepted already: a client's retry
+            self._refuse_if_plan_changed(conn, row, fleet, Action.ACCEPT)
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -699,7 +735,9 @@ class Store:
     def takeover(self, run_id: int, caller: Caller, reason: str) -> Run:
         reason = rules.require_reason(reason, Action.TAKEOVER)
         now = self.now()
+        fleet = self.fleet()
         with self._acting(run_id, caller, Action.TAKEOVER) as (conn, row, facts):
+            self._refuse_if_plan_changed(conn, row, fleet, Action.TAKEOVER)
             doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=True)
             conn.execute(
                 update(runs)
@@ -723,6 +761,105 @@ class Store:
                 data={"from": facts.owner, "reason": _text(reason), "in_doubt": doubtful},
             )
             return self._load(conn, run_id)
+
+    def replan(self, run_id: int, caller: Caller, reason: str) -> Run:
+        """Plan the batches not yet done again from the inventory as it is now, with the run's
+        options; the batches done stay as they were. The ledger records both plans and why."""
+        reason = rules.require_reason(reason, Action.REPLAN)
+        fleet = self.fleet()
+        with self._acting(run_id, caller, Action.REPLAN) as (conn, row, _):
+            stack = fleet.resolve(row["stack"])
+            if stack.production:
+                rules.require(
+                    caller,
+                    SCOPE_PRODUCTION,
+                    f"re-plan run {run_id}: {stack.name} is now in {stack.environment}, a "
+                    "production environment",
+                )
+            states = self._batch_states(conn, run_id)
+            done = [n for n, state in enumerate(states, start=1) if state is BatchState.DONE]
+            kept = len(done) if done == list(range(1, len(done) + 1)) else 0
+            before = self._remaining(conn, run_id)
+            finished_hosts = [
+                name
+                for name, batch in conn.execute(
+                    select(hosts.c.name, hosts.c.batch).where(hosts.c.run_id == run_id)
+                )
+                if batch <= kept
+            ]
+            options = RunOptions.from_dict(row["options"] or {})
+            limited = bool(options.limit)  # a limit keeps only its hosts still in the stack
+            options = replace(options, limit=[h for h in options.limit if h in stack.hosts])
+            plan = (
+                []
+                if limited and not options.limit
+                else plan_batches(stack, options, skip=finished_hosts)
+            )
+            conn.execute(delete(hosts).where(hosts.c.run_id == run_id, hosts.c.batch > kept))
+            conn.execute(delete(batches).where(batches.c.run_id == run_id, batches.c.number > kept))
+            self._insert_plan(conn, run_id, plan, after=kept)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    environment=stack.environment,
+                    production=stack.production,
+                    options=options.to_dict(),
+                    current_batch=None,
+                )
+            )
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "replan",
+                message=f"{caller.name} re-planned the run from the inventory: {reason}. "
+                f"Batches {kept + 1}+ were {_plan_text(before)}; now {_plan_text(plan)} "
+                f"({stack.environment})",
+                data={
+                    "reason": _text(reason),
+                    "before": before,
+                    "after": plan,
+                    "environment": stack.environment,
+                    "was_environment": row["environment"],
+                },
+            )
+            return self._load(conn, run_id)
+
+    def _remaining(self, conn: Connection, run_id: int) -> list[list[str]]:
+        """The hosts of the batches not done, batch by batch."""
+        query = (
+            select(hosts.c.name, hosts.c.batch)
+            .join(
+                batches,
+                (batches.c.run_id == hosts.c.run_id) & (batches.c.number == hosts.c.batch),
+            )
+            .where(hosts.c.run_id == run_id, batches.c.state != BatchState.DONE)
+            .order_by(hosts.c.batch, hosts.c.position)
+        )
+        plan: dict[int, list[str]] = {}
+        for name, batch in conn.execute(query):
+            plan.setdefault(batch, []).append(name)
+        return list(plan.values())
+
+    def _refuse_if_plan_changed(
+        self, conn: Connection, row: RowMapping, fleet: Fleet, action: Action
+    ) -> None:
+        """Accept and takeover go on with the ledger's plan only while the inventory still
+        agrees with it: the same environment, and every host left to patch still in the stack."""
+        changes = _plan_changes(row, self._remaining(conn, row["id"]), fleet)
+        verb = "accepted" if action is Action.ACCEPT else "taken over"
+        if changes:
+            raise Refused(
+                409,
+                ErrorCode.PLAN_CHANGED,
+                f"run {row['id']} cannot be {verb}: the inventory changed since it was planned "
+                f"({'; '.join(changes)}). Abort it, or re-plan its remaining batches from the "
+                f"inventory (POST api/runs/{row['id']}/replan with a reason; the ledger records "
+                "both plans), then try again.",
+                run_id=row["id"],
+            )
 
     def resume(self, run_id: int, caller: Caller) -> Run:
         now = self.now()
@@ -1002,6 +1139,33 @@ class Store:
 _NO_HANDOFF = {"handoff_to": None, "handoff_note": None, "handoff_by": None, "handoff_at": None}
 
 
+def _plan_changes(row: RowMapping, remaining: list[list[str]], fleet: Fleet) -> list[str]:
+    """What changed in the inventory that the run's remaining plan did not foresee."""
+    stack: Stack | None = fleet.stacks.get(row["stack"])
+    if stack is None:
+        return [f"stack {row['stack']} is no longer in the inventory"]
+    if stack.problem:
+        return [f"stack {row['stack']}: {stack.problem}"]
+    changes = []
+    if stack.environment != row["environment"]:
+        changes.append(
+            f"stack {stack.name} is now in {stack.environment}, not {row['environment']}"
+        )
+    elif stack.production != bool(row["production"]):
+        now = "production" if stack.production else "non-production"
+        changes.append(f"environment {stack.environment} is now {now}")
+    gone = [host for batch in remaining for host in batch if host not in stack.hosts]
+    if gone:
+        changes.append(
+            f"{', '.join(gone)} left stack {stack.name} (it has {', '.join(stack.hosts)})"
+        )
+    return changes
+
+
+def _plan_text(plan: Sequence[Sequence[str]]) -> str:
+    return " | ".join(", ".join(batch) for batch in plan) or "nothing"
+
+
 def _facts(row: RowMapping) -> RunFacts:
     return RunFacts(
         id=row["id"],
@@ -1036,6 +1200,7 @@ def _run_view(row: RowMapping, batch_rows: list[RowMapping], host_rows: list[Row
         stack=row["stack"],
         environment=row["environment"],
         production=bool(row["production"]),
+        options=RunOptions.from_dict(row["options"] or {}),
         parameters=row["parameters"] or {},
         state=RunState(row["state"]),
         owner=row["owner"],

@@ -26,7 +26,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.options
 
 NAME = 255  # user, host, runbook and stack names
 metadata = MetaData()
@@ -49,6 +49,7 @@ runs = Table(
     Column("stack", String(NAME), nullable=False),
     Column("environment", String(NAME), nullable=False),
     Column("production", Boolean, nullable=False),
+    Column("options", JSON),  # wire.RunOptions; NULL (runs from schema 1): the defaults
     Column("parameters", JSON, nullable=False),
     Column("state", String(20), nullable=False),
     Column("owner", String(NAME), nullable=False),

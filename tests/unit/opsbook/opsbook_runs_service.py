@@ -1,7 +1,9 @@
 """The real runs service app in a thread on loopback, for tests of its clients (no Docker).
 
 Only the hub's token check is a stand-in: token -> user, with every runs scope. The store is the
-real one on the SQLite file given; its clock can be moved by hand (lease expiry without waiting).
+real one on the SQLite file given, resolving stacks from the test fleet's inventory (staging is the
+one non-production environment, as in the demo); its clock can be moved by hand (lease expiry
+without waiting).
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 from tornado.web import RequestHandler
 
-from opsbook.contract import wire
+from opsbook.contract.scopes import SCOPES
 from opsbook.service.app import Context, make_app
+from opsbook.service.fleet import InventorySource
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
 from opsbook.service.rules import Caller
 from opsbook.service.store import Store
 
-EVERYTHING = frozenset(wire.SCOPES)
+EVERYTHING = frozenset(SCOPES)
+INVENTORY = Path(__file__).parent / "data" / "fleet" / "inventories" / "demo"
 USERS = {"alice-token": "alice", "bob-token": "bob"}
 
 
@@ -50,9 +54,15 @@ class Clock:
 class Service:
     """The runs service in a thread, on a fixed loopback port; stop() and start() keep its data."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, inventory: Path = INVENTORY) -> None:
         self.clock = Clock()
-        self.store = Store(f"sqlite:///{database}", lease_seconds=30, now=self.clock)
+        self.inventory = InventorySource(inventory, frozenset({"staging"}))
+        self.store = Store(
+            f"sqlite:///{database}",
+            fleet=self.inventory.current,
+            lease_seconds=30,
+            now=self.clock,
+        )
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
