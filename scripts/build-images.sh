@@ -29,7 +29,7 @@ build() { # NAME CONTEXT DOCKERFILE [docker build options...]
 }
 
 build proxy images/proxy images/proxy/Dockerfile
-build hub hub hub/Dockerfile
+build hub . hub/Dockerfile
 build singleuser . images/singleuser/Dockerfile
 build runs . images/runs/Dockerfile
 # The demo: identity provider, fleet, package repository, monitoring.
