@@ -7,7 +7,11 @@ own could disagree with Ansible in the one case that matters.
 Conventions (the demo inventory, ansible/inventories/demo, follows them):
 - every child of the group ``stacks`` is a stack: the unit a runbook patches together;
 - every child of the group ``environments`` is an environment, and each host of a stack is in the
-  same one; ``production`` is the environment that needs the on-call group.
+  same one.
+
+Whether an environment is production is not this module's to say: the runs service decides it, from
+the one setting that declares the non-production environments (opsbook.contract.stacks), and the
+toolkit asks the service (RunsClient.stacks, a run's `production`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from opsbook.errors import InventoryError
 
 STACKS_GROUP = "stacks"
 ENVIRONMENTS_GROUP = "environments"
-PRODUCTION_ENVIRONMENT = "production"
 EXPORTER_VAR = "opsbook_exporter"
 DEFAULT_EXPORTER_PORT = 9100
 
@@ -142,10 +145,6 @@ class Inventory:
                 f"its hosts in one of: {', '.join(sorted(members))}"
             )
         return sole_environments.pop()
-
-    def is_production(self, stack: str) -> bool:
-        """Whether the stack is in production, where only the on-call group may run plays."""
-        return self.environment(stack) == PRODUCTION_ENVIRONMENT
 
     def host_vars(self, host: str) -> dict[str, Any]:
         """The variables Ansible gives the host from the inventory (group_vars/host_vars included).

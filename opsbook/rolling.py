@@ -1,7 +1,8 @@
 """The rolling patch of a stack: batch after batch, each silenced, patched and health-gated.
 
-For each batch of the plan, in order:
-1. ``observer.batch_starting(index, hosts)``: the place where a run can be paused or handed
+For each batch of the plan, in order (batches are numbered from 1, here as everywhere a person or
+the runs service sees them):
+1. ``observer.batch_starting(number, hosts)``: the place where a run can be paused or handed
    over (raise Paused or StopRun there and the run ends cleanly before the batch);
 2. an Alertmanager silence of exactly the batch's exporter instances (not in check mode);
 3. the patch play on the batch's hosts, every ansible-runner event passed to
@@ -12,7 +13,7 @@ For each batch of the plan, in order:
    seconds until it passes or `gate_timeout` runs out; the last answer decides, and no answer
    is a failed gate. Each answer goes to ``observer.gate_result``;
 5. the silence is expired, whatever happened (an error, an interrupt);
-6. ``observer.batch_finished(index, batch_result)``.
+6. ``observer.batch_finished(number, batch_result)``.
 The run stops at the first failed gate, when more hosts have failed the play than `max_fail`
 allows, when the play is cancelled or times out, or when anything above raises. A host that
 failed the play but still passes the gate counts against `max_fail` only; the gate covers every
@@ -26,15 +27,15 @@ but a dry run still proves that Prometheus answers and the hosts are healthy now
 Hosts end in one of four states (RollingResult): done (play ok and gate passed), failed (play
 failed, host unreachable, no result for it, or gate failed), in doubt (the play was cut short:
 cancelled, timed out, interrupted, or its events could not be recorded; run the batch again,
-the play is idempotent) and not started. `resume_from` is the batch to pass as `start_batch`
-to go on.
+the play is idempotent) and not started. `resume_from` is the batch number to pass as
+`start_batch` to go on.
 
-Batch indexes are 0-based in the API; people read "batch 1 of 3".
+The plan is not made here: a run's batches are the runs service's (opsbook.runs.plan_of builds the
+RollingPlan from the ledger's run and the one Inventory a runbook loads).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,11 +46,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from opsbook import health, silences
-from opsbook.batching import plan_batches
 from opsbook.config import Settings
-from opsbook.errors import BatchError, OpsbookError, PlayError
+from opsbook.errors import BatchError, InventoryError, OpsbookError, PlayError
 from opsbook.health import Check, GateResult
-from opsbook.inventory import PRODUCTION_ENVIRONMENT, Inventory
 from opsbook.plays import HostResult, PlayResult, RunnerEvent, run_play, summarize_events
 
 DONE = "done"
@@ -85,17 +84,17 @@ class RunObserver(Protocol):
     batch_starting or batch_finished stops it cleanly at that batch boundary.
     """
 
-    def batch_starting(self, index: int, hosts: Sequence[str]) -> None:
-        """Batch `index` is about to start; raise StopRun (Paused) to stop before it."""
+    def batch_starting(self, number: int, hosts: Sequence[str]) -> None:
+        """Batch `number` (from 1) is about to start; raise StopRun (Paused) to stop before it."""
 
     def event(self, event: RunnerEvent) -> None:
         """One ansible-runner event of the batch's play; raising cancels the play."""
 
-    def gate_result(self, index: int, gate_result: GateResult) -> None:
+    def gate_result(self, number: int, gate_result: GateResult) -> None:
         """One answer of the batch's health gate; the last one before batch_finished decides."""
 
-    def batch_finished(self, index: int, batch_result: BatchResult) -> None:
-        """Batch `index` is over (also when it failed or never started its play)."""
+    def batch_finished(self, number: int, batch_result: BatchResult) -> None:
+        """Batch `number` is over (also when it failed or never started its play)."""
 
     def finished(self, rolling_result: RollingResult) -> None:
         """The run is over: complete, stopped, or interrupted."""
@@ -107,10 +106,16 @@ class NullObserver(RunObserver):
 
 @dataclass(frozen=True)
 class RollingPlan:
-    """A stack's hosts in the batches they will be patched in, and their exporter instances."""
+    """A run's hosts in the batches they are patched in, and their exporter instances.
+
+    stack, environment, production and batches are the run's, as the runs service resolved and
+    planned them (opsbook.runs.plan_of); instances (host -> exporter instance, for the gate and
+    the silences) come from the inventory. batches[0] is batch 1.
+    """
 
     stack: str
     environment: str
+    production: bool
     batches: tuple[tuple[str, ...], ...]
     instances: Mapping[str, str]
 
@@ -119,47 +124,23 @@ class RollingPlan:
         """Every host, in batch order."""
         return [host for batch in self.batches for host in batch]
 
-    @property
-    def production(self) -> bool:
-        """Whether the stack is in production (on-call only)."""
-        return self.environment == PRODUCTION_ENVIRONMENT
+    def batch(self, number: int) -> tuple[str, ...]:
+        """The hosts of batch `number` (from 1)."""
+        if not 1 <= number <= len(self.batches):
+            raise BatchError(f"batch {number} is out of range; expected 1 to {len(self.batches)}")
+        return self.batches[number - 1]
 
     def describe(self) -> str:
         """The plan for a person: stack, environment and each batch's hosts."""
+        where = f"{self.environment}, PRODUCTION" if self.production else self.environment
         lines = [
-            f"stack {self.stack} ({self.environment}): {len(self.hosts)} hosts "
-            f"in {len(self.batches)} batches"
+            f"stack {self.stack} ({where}): {len(self.hosts)} hosts in {len(self.batches)} batches"
         ]
         lines += [
             f"  batch {number}: {', '.join(batch)}"
             for number, batch in enumerate(self.batches, start=1)
         ]
         return "\n".join(lines)
-
-
-def plan_rolling(
-    inventory: Inventory | str | os.PathLike[str],
-    stack: str,
-    *,
-    size: int | None = None,
-    percent: float | None = None,
-) -> RollingPlan:
-    """Plan a stack's rolling patch: batches of `size` hosts or `percent` of the stack.
-
-    With neither given, one host at a time. The stack must be in exactly one environment.
-    """
-    fleet = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
-    hosts = fleet.hosts(stack)
-    environment = fleet.environment(stack)
-    if size is None and percent is None:
-        size = 1
-    batches = plan_batches(hosts, size=size, percent=percent)
-    return RollingPlan(
-        stack=stack,
-        environment=environment,
-        batches=tuple(tuple(batch) for batch in batches),
-        instances=fleet.exporter_instances(hosts),
-    )
 
 
 @dataclass(frozen=True)
@@ -174,9 +155,10 @@ class BatchResult:
     silence_id: the batch's Alertmanager silence (None in check mode or if none was set).
     record: the play's folder under the runs folder (events, stdout).
     note: why the batch did not end normally, if it did not.
+    number: the batch's number in the plan, from 1.
     """
 
-    index: int
+    number: int
     hosts: tuple[str, ...]
     play_status: str
     play: Mapping[str, HostResult]
@@ -256,9 +238,11 @@ def _play_problem(result: HostResult | None) -> str | None:
 class RollingResult:
     """The outcome of rolling_patch: every batch it ran, and why it stopped if it did.
 
+    start_batch: the number (from 1) of the first batch this call ran; the hosts of the batches
+      before it are not counted here (the run's record has them: opsbook.runs.summary).
     stopped: None when every batch from start_batch on ran (hosts may still have failed, as
       many as max_fail allowed); else the reason the run stopped.
-    resume_from: the batch index to give as start_batch to go on (None when complete).
+    resume_from: the batch number to give as start_batch to go on (None when complete).
     error: the exception that stopped the run, if one did (kept for its traceback).
     """
 
@@ -278,8 +262,8 @@ class RollingResult:
     def outcomes(self) -> dict[str, str]:
         """host -> done / failed / in doubt / not started, for the hosts from start_batch on."""
         states: dict[str, str] = {}
-        for index in range(self.start_batch, len(self.plan.batches)):
-            for host in self.plan.batches[index]:
+        for batch_hosts in self.plan.batches[self.start_batch - 1 :]:
+            for host in batch_hosts:
                 states[host] = NOT_STARTED
         for batch in self.batches:
             for host in batch.hosts:
@@ -310,11 +294,10 @@ class RollingResult:
         if self.complete and self.failed:
             verdict += f", with {len(self.failed)} failed (max_fail={self.max_fail})"
         lines = [f"{mode} of {plan.stack} ({plan.environment}): {verdict}"]
-        if self.start_batch:
-            earlier = [host for batch in plan.batches[: self.start_batch] for host in batch]
+        if self.start_batch > 1:
             lines.append(
-                f"  started at batch {self.start_batch + 1} of {len(plan.batches)}; "
-                f"not part of this run: {', '.join(earlier)}"
+                f"  went on from batch {self.start_batch} of {len(plan.batches)}; batches "
+                f"1 to {self.start_batch - 1} were run before (the run's record has them)"
             )
         reasons: dict[str, str] = {}
         for batch in self.batches:
@@ -331,7 +314,7 @@ class RollingResult:
         if self.resume_from is not None:
             lines.append(
                 f"  to go on once the cause is fixed: start_batch={self.resume_from} "
-                f"(batch {self.resume_from + 1}); the patch play is idempotent"
+                "(the patch play is idempotent)"
             )
         return "\n".join(lines)
 
@@ -439,7 +422,7 @@ def rolling_patch(
     checks: Sequence[Check] = health.DEFAULT_CHECKS,
     gate_timeout: float = 120.0,
     gate_interval: float = GATE_INTERVAL,
-    start_batch: int = 0,
+    start_batch: int = 1,
     extravars: Mapping[str, Any] | None = None,
     observer: RunObserver | None = None,
     cancel: threading.Event | None = None,
@@ -447,7 +430,7 @@ def rolling_patch(
     silence_for: timedelta | None = None,
     play_timeout: float | None = None,
 ) -> RollingResult:
-    """Patch the plan's batches from `start_batch` on; see the module docstring for the flow.
+    """Patch the plan's batches from batch `start_batch` (from 1) on; see the module docstring.
 
     playbook: file name under settings.playbooks_dir, run per batch with the batch as limit.
     max_fail: how many hosts may fail the play (in this call) before the run stops.
@@ -459,13 +442,13 @@ def rolling_patch(
       expired at the batch's end.
     play_timeout: seconds after which a batch's play is stopped (its hosts are then in doubt).
     Returns the RollingResult. It raises only for a wrong argument, a missing playbook or a host
-    the inventory does not have (all before anything runs), and
+    without an exporter instance in the plan (all before anything runs), and
     for a KeyboardInterrupt, which is re-raised after the play has stopped, the silence has
     expired and observer.finished has heard of it (the summary is added to it as a note).
     """
-    if not 0 <= start_batch < len(plan.batches):
+    if not 1 <= start_batch <= len(plan.batches):
         raise BatchError(
-            f"start_batch {start_batch} is out of range; expected 0 to {len(plan.batches) - 1}"
+            f"start_batch {start_batch} is out of range; expected 1 to {len(plan.batches)}"
         )
     if isinstance(max_fail, bool) or not isinstance(max_fail, int) or max_fail < 0:
         raise BatchError(f"max_fail {max_fail!r} is invalid; expected a whole number >= 0")
@@ -477,7 +460,12 @@ def rolling_patch(
     playbook_path = settings.playbook(playbook)
     if not playbook_path.is_file():
         raise PlayError(f"playbook '{playbook_path}' does not exist; expected a playbook file")
-    Inventory.load(settings.inventory).check_hosts(plan.hosts)
+    unplaced = [host for host in plan.hosts if host not in plan.instances]
+    if unplaced:
+        raise InventoryError(
+            f"no exporter instance for {', '.join(unplaced)}; expected the plan's instances "
+            "from the inventory (opsbook.runs.plan_of)"
+        )
     run = _Run(
         plan=plan,
         settings=settings,
@@ -514,7 +502,7 @@ class _Run:
     silence_for: timedelta
     play_timeout: float | None
     batches: list[BatchResult] = field(default_factory=list)
-    current: int = 0
+    current: int = 1  # the number of the batch in flight
     max_fail: int = 0
 
     def execute(self, start_batch: int, max_fail: int) -> RollingResult:
@@ -523,13 +511,13 @@ class _Run:
         resume_from: int | None = None
         error: Exception | None = None
         try:
-            for index in range(start_batch, len(self.plan.batches)):
-                self.current = index
-                stopped, resume_from, error = self._batch(index, max_fail)
+            for number in range(start_batch, len(self.plan.batches) + 1):
+                self.current = number
+                stopped, resume_from, error = self._batch(number, max_fail)
                 if stopped is not None:
                     break
         except KeyboardInterrupt as interrupt:
-            stopped = f"interrupted (KeyboardInterrupt) in batch {self.current + 1}"
+            stopped = f"interrupted (KeyboardInterrupt) in batch {self.current}"
             result = self._result(start_batch, stopped, self.current, None)
             try:
                 self.observer.finished(result)
@@ -562,26 +550,26 @@ class _Run:
             error=error,
         )
 
-    def _batch(self, index: int, max_fail: int) -> tuple[str | None, int | None, Exception | None]:
+    def _batch(self, number: int, max_fail: int) -> tuple[str | None, int | None, Exception | None]:
         """Run one batch; returns why the run stops (None to go on), where to resume, the error."""
-        number = f"batch {index + 1} of {len(self.plan.batches)}"
+        which = f"batch {number} of {len(self.plan.batches)}"
         if self.cancel is not None and self.cancel.is_set():
-            return f"cancelled before {number}", index, None
-        hosts = self.plan.batches[index]
+            return f"cancelled before {which}", number, None
+        hosts = self.plan.batch(number)
         try:
-            self.observer.batch_starting(index, list(hosts))
+            self.observer.batch_starting(number, list(hosts))
         except StopRun as stop:
             verb = "paused" if isinstance(stop, Paused) else "stopped"
-            return f"{verb} before {number}: {stop}", index, None
+            return f"{verb} before {which}: {stop}", number, None
         except Exception as error:
-            return f"before {number}: the observer failed: {_describe(error)}", index, error
+            return f"before {which}: the observer failed: {_describe(error)}", number, error
         failed_before = sum(len(batch.play_failures) for batch in self.batches)
-        batch, failure = self._patch(index, hosts)
+        batch, failure = self._patch(number, hosts)
         self.batches.append(batch)
         stop_after: StopRun | None = None
         observer_error: Exception | None = None
         try:
-            self.observer.batch_finished(index, batch)
+            self.observer.batch_finished(number, batch)
         except StopRun as stop:
             stop_after = stop
         except Exception as error:
@@ -606,19 +594,18 @@ class _Run:
         if observer_error is not None:
             reasons.append(f"the observer could not take the result: {_describe(observer_error)}")
         if reasons:
-            return f"{number}: {'; '.join(reasons)}", index, failure or observer_error
-        next_index = index + 1 if index + 1 < len(self.plan.batches) else None
-        if next_index is None:
+            return f"{which}: {'; '.join(reasons)}", number, failure or observer_error
+        if number == len(self.plan.batches):
             return None, None, None  # the last batch is done: nothing left to stop before
         if self.cancel is not None and self.cancel.is_set():
-            return f"cancelled after {number}", next_index, None
+            return f"cancelled after {which}", number + 1, None
         if stop_after is not None:
             verb = "paused" if isinstance(stop_after, Paused) else "stopped"
-            return f"{verb} after {number}: {stop_after}", next_index, None
+            return f"{verb} after {which}: {stop_after}", number + 1, None
         return None, None, None
 
     def _patch(
-        self, index: int, hosts: tuple[str, ...]
+        self, number: int, hosts: tuple[str, ...]
     ) -> tuple[BatchResult, BaseException | None]:
         """Silence, play, gate, unsilence; never raises: what went wrong is returned."""
         started_at = datetime.now(UTC)
@@ -635,10 +622,10 @@ class _Run:
 
         def on_gate(result: GateResult) -> None:
             gates.append(result)
-            self.observer.gate_result(index, result)
+            self.observer.gate_result(number, result)
 
         try:
-            with self._silence(index, hosts) as silence_id:
+            with self._silence(number, hosts) as silence_id:
                 status = PLAY_INTERRUPTED
                 play = run_play(
                     self.playbook,
@@ -661,7 +648,7 @@ class _Run:
             where = {PLAY_NOT_STARTED: "before the play", PLAY_INTERRUPTED: "during the play"}
             note = f"{where.get(status, 'after the play')}: {_describe(failure)}"
         result = BatchResult(
-            index=index,
+            number=number,
             hosts=hosts,
             play_status=status,
             play=play.hosts if play is not None else summarize_events(events),
@@ -691,7 +678,7 @@ class _Run:
             on_result=on_gate,
         )
 
-    def _silence(self, index: int, hosts: tuple[str, ...]) -> Any:
+    def _silence(self, number: int, hosts: tuple[str, ...]) -> Any:
         if self.check:
             return nullcontext(None)
         return silences.silenced(
@@ -700,7 +687,7 @@ class _Run:
             duration=self.silence_for,
             created_by=self.created_by,
             comment=(
-                f"opsbook: rolling patch of {self.plan.stack}, batch {index + 1} of "
+                f"opsbook: rolling patch of {self.plan.stack}, batch {number} of "
                 f"{len(self.plan.batches)} ({', '.join(hosts)})"
             ),
         )

@@ -1,220 +1,70 @@
-"""The runs ledger, from a runbook: record a rolling patch as it goes, hand it over, take it over.
+"""A run of a runbook, from the kernel that drives it: the run object, its record, its handoff.
 
-A run lives in the runs service (opsbook/service), not in a kernel: whoever owns it renews its
-lease while working on it, records every ansible-runner event before the run moves on, and the
-next engineer can carry on from their own container. This module is the client side:
+A run lives in the runs service (opsbook/service), not in a kernel. The service decides what the
+run is (it resolves the stack to its hosts and environment from the inventory and plans the
+batches from the run's options); the runbook executes the ledger's plan, never one of its own.
+Whoever owns the run renews its lease while working on it, records every ansible-runner event
+before the run moves on, and the next engineer can carry on from their own container.
+The service's API itself is opsbook.runsclient; this module is the run's driver:
 
-- `RunsClient`: the service's JSON API (shapes: opsbook.contract.wire), with retries: a service
-  that restarts or hiccups costs a few seconds, not a run;
+- `run_options`: a runbook's parameters as the run's typed options (wire.RunOptions), checked
+  once, before anything is sent;
+- `RunSession`: what a runbook cell holds: the run (`session.run`, as the ledger has it), its
+  rolling patch in a background thread (so the notebook stays free to hand it off), and the
+  start, accept, takeover and handoff verbs;
+- `plan_of`: the run's batches as a rolling plan, with exporter instances from the one
+  Inventory the runbook loaded;
 - `Ledger`: a rolling-patch observer (opsbook.rolling.RunObserver) that records a run: batches,
   per-host results, health gates and every runner event, and pauses at a batch boundary when
   the run has been handed off or its lease was lost. If the service cannot be reached for
   longer than the retry budget, the batch in flight is cancelled and the run stops: no host is
   patched whose events cannot be recorded;
 - `LeaseKeeper`: the thread that renews the owner's lease;
-- `RunSession`: what a runbook cell holds: the run, its rolling patch in a background thread (so
-  the notebook stays free to hand it off), and the handoff, accept and takeover verbs.
+- `summary` and `history`: the run's own account (every batch, who ran it, every host's
+  result), from the ledger, whoever's session asks.
+
+Batches are numbered from 1 throughout, as the ledger numbers them.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
 
-import requests
-
+from opsbook import health
 from opsbook.config import Settings
 from opsbook.contract import wire
 from opsbook.errors import OpsbookError
 from opsbook.health import GateResult
+from opsbook.inventory import Inventory
 from opsbook.plays import RunnerEvent
 from opsbook.rolling import (
     DONE,
     FAILED,
+    IN_DOUBT,
+    NOT_STARTED,
     BatchResult,
     NullObserver,
     Paused,
     RollingPlan,
     RollingResult,
+    RollingStopped,
     RunObserver,
     StopRun,
     rolling_patch,
 )
-
-W = TypeVar("W", bound=wire.Wire)
-
-# Answers that mean "not now" rather than "no": retried until the budget runs out.
-RETRY_STATUSES = frozenset({502, 503, 504})
+from opsbook.runsclient import LedgerUnavailable, RunsClient, RunsError
 
 
-class RunsError(OpsbookError):
-    """The runs service refused: `code` (opsbook.contract.wire.ErrorCode) and the service's message."""
-
-    def __init__(self, reply: wire.ErrorReply) -> None:
-        super().__init__(reply.message)
-        self.reply = reply
-
-    @property
-    def code(self) -> wire.ErrorCode:
-        return self.reply.code
-
-
-class LedgerUnavailable(OpsbookError):
-    """The runs service did not answer within the retry budget."""
+class OptionsError(OpsbookError):
+    """A run's options are out of range or of the wrong type; the message names each one."""
 
 
 class LeaseLost(StopRun):
     """Someone else owns the run now (a takeover), or its lease ran out: stop working on it."""
-
-
-@dataclass
-class RunsClient:
-    """The runs service's API, as the engineer whose token it is.
-
-    url: the service's base URL, e.g. http://runs:8000/services/runs (OPSBOOK_RUNS_URL);
-    token: a JupyterHub token of the engineer (their server's JUPYTERHUB_API_TOKEN).
-    retry_for: seconds a request keeps being retried while the service does not answer.
-    """
-
-    url: str
-    token: str = field(repr=False)
-    timeout: float = 5.0
-    retry_for: float = 60.0
-    session: requests.Session = field(default_factory=requests.Session, repr=False)
-
-    @classmethod
-    def from_env(cls, **options: Any) -> RunsClient:
-        missing = [n for n in ("OPSBOOK_RUNS_URL", "JUPYTERHUB_API_TOKEN") if not os.environ.get(n)]
-        if missing:
-            raise OpsbookError(
-                f"{' and '.join(missing)} not set: the runs service is reached from an engineer's "
-                "server, where the hub sets them"
-            )
-        return cls(os.environ["OPSBOOK_RUNS_URL"], os.environ["JUPYTERHUB_API_TOKEN"], **options)
-
-    # --- transport ---
-
-    def call(self, method: str, path: str, body: wire.Wire | None, reply: type[W]) -> W:
-        """One API call, retried while the service does not answer; refusals raise RunsError."""
-        url = f"{self.url.rstrip('/')}/{wire.API_PATH}/{path}"
-        headers = {"Authorization": f"token {self.token}"}
-        payload = body.to_dict() if body is not None else None
-        deadline = time.monotonic() + self.retry_for
-        pause = 0.2
-        while True:
-            try:
-                answer = self.session.request(
-                    method, url, json=payload, headers=headers, timeout=self.timeout
-                )
-            except requests.RequestException as error:
-                problem = f"{type(error).__name__}: {error}"
-            else:
-                if answer.status_code not in RETRY_STATUSES:
-                    return self._read(answer, reply)
-                problem = f"HTTP {answer.status_code}"
-            if time.monotonic() + pause > deadline:
-                raise LedgerUnavailable(
-                    f"the runs service at {self.url} did not answer {method} {path} for "
-                    f"{self.retry_for:.0f} s ({problem})"
-                )
-            time.sleep(pause)
-            pause = min(pause * 2, 5.0)
-
-    @staticmethod
-    def _read(answer: requests.Response, reply: type[W]) -> W:
-        try:
-            body = answer.json()
-        except ValueError:
-            body = None
-        if answer.ok:
-            return reply.from_dict(body)
-        try:
-            error = wire.ErrorReply.from_body(body)
-        except wire.WireError:
-            error = wire.ErrorReply(
-                status=answer.status_code,
-                code=wire.ErrorCode.INTERNAL,
-                message=f"HTTP {answer.status_code} from the runs service: {answer.text[:200]}",
-            )
-        raise RunsError(error)
-
-    # --- the API ---
-
-    def me(self) -> wire.Me:
-        return self.call("GET", "me", None, wire.Me)
-
-    def oncall(self) -> list[str]:
-        return self.call("GET", "oncall", None, wire.Oncall).users
-
-    def runs(self) -> list[wire.Run]:
-        return self.call("GET", "runs", None, wire.RunList).runs
-
-    def run(self, run_id: int) -> wire.Run:
-        return self.call("GET", f"runs/{run_id}", None, wire.Run)
-
-    def events(self, run_id: int, since: int = 0) -> Iterator[wire.Event]:
-        """Every event of the run after `since`, oldest first, page by page."""
-        while True:
-            page = self.call("GET", f"runs/{run_id}/events?since={since}", None, wire.EventPage)
-            yield from page.events
-            if not page.more:
-                return
-            since = page.next_since
-
-    def create(self, request: wire.CreateRun) -> wire.Run:
-        return self.call("POST", "runs", request, wire.Run)
-
-    def append(self, run_id: int, events: Sequence[wire.EventIn]) -> wire.AppendResult:
-        body = wire.AppendEvents(events=list(events))
-        return self.call("POST", f"runs/{run_id}/events", body, wire.AppendResult)
-
-    def start_batch(self, run_id: int, number: int, hosts: Sequence[str]) -> wire.Run:
-        body = wire.BatchStart(hosts=list(hosts))
-        return self.call("POST", f"runs/{run_id}/batches/{number}/start", body, wire.Run)
-
-    def finish_batch(
-        self, run_id: int, number: int, results: Sequence[wire.HostResult]
-    ) -> wire.Run:
-        body = wire.BatchFinish(results=list(results))
-        return self.call("POST", f"runs/{run_id}/batches/{number}/finish", body, wire.Run)
-
-    def gate(self, run_id: int, number: int, report: wire.GateReport) -> wire.Run:
-        return self.call("POST", f"runs/{run_id}/batches/{number}/gate", report, wire.Run)
-
-    def lease(self, run_id: int) -> wire.LeaseGrant:
-        return self.call("POST", f"runs/{run_id}/lease", wire.Empty(), wire.LeaseGrant)
-
-    def note(self, run_id: int, text: str) -> wire.Event:
-        return self.call("POST", f"runs/{run_id}/notes", wire.NoteIn(text=text), wire.Event)
-
-    def handoff(self, run_id: int, to: str, note: str = "") -> wire.Run:
-        body = wire.HandoffRequest(to=to, note=note)
-        return self.call("POST", f"runs/{run_id}/handoff", body, wire.Run)
-
-    def pause(self, run_id: int) -> wire.Run:
-        return self.call("POST", f"runs/{run_id}/pause", wire.Empty(), wire.Run)
-
-    def accept(self, run_id: int) -> wire.Run:
-        return self.call("POST", f"runs/{run_id}/accept", wire.Empty(), wire.Run)
-
-    def takeover(self, run_id: int, reason: str) -> wire.Run:
-        body = wire.ReasonRequest(reason=reason)
-        return self.call("POST", f"runs/{run_id}/takeover", body, wire.Run)
-
-    def resume(self, run_id: int) -> wire.Run:
-        return self.call("POST", f"runs/{run_id}/resume", wire.Empty(), wire.Run)
-
-    def finish(self, run_id: int, outcome: wire.RunState, summary: str) -> wire.Run:
-        body = wire.FinishRequest(outcome=outcome, summary=summary)
-        return self.call("POST", f"runs/{run_id}/finish", body, wire.Run)
-
-    def abort(self, run_id: int, reason: str) -> wire.Run:
-        body = wire.ReasonRequest(reason=reason)
-        return self.call("POST", f"runs/{run_id}/abort", body, wire.Run)
 
 
 def event_in(event: RunnerEvent, batch: int) -> wire.EventIn:
@@ -335,7 +185,7 @@ class Ledger(NullObserver):
         self._paused = False
         self._lock = threading.Lock()
 
-    def batch_starting(self, index: int, hosts: Sequence[str]) -> None:
+    def batch_starting(self, number: int, hosts: Sequence[str]) -> None:
         self.send_events()
         self._check_lease()
         if self.keeper.handoff is not None:
@@ -344,10 +194,10 @@ class Ledger(NullObserver):
             self.keeper.stop()
             self._paused = True
             raise Paused(f"handed off to {handoff.to} by {handoff.by}: {handoff.note}".rstrip(": "))
-        self._batch = index + 1
+        self._batch = number
         self._gate = None
         self.run = self.client.start_batch(self.run.id, self._batch, hosts)
-        self.forward.batch_starting(index, hosts)
+        self.forward.batch_starting(number, hosts)
 
     def event(self, event: RunnerEvent) -> None:
         self.forward.event(event)
@@ -363,16 +213,16 @@ class Ledger(NullObserver):
         if self.keeper.lost:
             raise LeaseLost(self.keeper.lost)
 
-    def gate_result(self, index: int, gate_result: GateResult) -> None:
-        self.forward.gate_result(index, gate_result)
+    def gate_result(self, number: int, gate_result: GateResult) -> None:
+        self.forward.gate_result(number, gate_result)
         self._gate = gate_result
 
-    def batch_finished(self, index: int, batch_result: BatchResult) -> None:
-        self.forward.batch_finished(index, batch_result)
+    def batch_finished(self, number: int, batch_result: BatchResult) -> None:
+        self.forward.batch_finished(number, batch_result)
         self.send_events()
-        self.run = self.client.finish_batch(self.run.id, index + 1, host_results(batch_result))
+        self.run = self.client.finish_batch(self.run.id, number, host_results(batch_result))
         if self._gate is not None:
-            self.run = self.client.gate(self.run.id, index + 1, gate_report(self._gate))
+            self.run = self.client.gate(self.run.id, number, gate_report(self._gate))
 
     def finished(self, rolling_result: RollingResult) -> None:
         self.forward.finished(rolling_result)
@@ -382,14 +232,13 @@ class Ledger(NullObserver):
                 return  # paused for a handoff, or no longer ours: nothing to close
             if rolling_result.complete:
                 outcome = wire.RunState.FAILED if rolling_result.failed else wire.RunState.COMPLETED
-                self.run = self.client.finish(self.run.id, outcome, rolling_result.summary())
+                self.run = self.client.finish(self.run.id, outcome, summary(self.run))
             elif rolling_result.in_doubt or isinstance(rolling_result.error, KeyboardInterrupt):
                 # Interrupted: pause, so the owner (or, once handed off, someone else) resumes.
                 self.run = self.client.pause(self.run.id)
             else:
-                self.run = self.client.finish(
-                    self.run.id, wire.RunState.FAILED, rolling_result.summary()
-                )
+                text = summary(self.run, stopped=rolling_result.stopped)
+                self.run = self.client.finish(self.run.id, wire.RunState.FAILED, text)
         finally:
             self.keeper.stop()
 
@@ -415,22 +264,134 @@ class Ledger(NullObserver):
             raise LeaseLost(self.keeper.lost)
 
 
+def run_options(**values: Any) -> wire.RunOptions:
+    """A runbook's parameters as the run's options, checked: OptionsError names every bad one.
+
+    The names are wire.RunOptions' (batch_size, order, limit, max_fail, gate_timeout,
+    max_load_per_cpu, check_mode); those not given keep their defaults. The runs service checks
+    them again (it is the authority); this only says so before anything is sent.
+    """
+    known = {item.name for item in fields(wire.RunOptions)}
+    problems = [
+        f"options.{name}: unknown option; expected one of {', '.join(sorted(known))}"
+        for name in values
+        if name not in known
+    ]
+    options = None
+    if not problems:
+        try:
+            options = wire.RunOptions.from_dict(dict(values), where="options")
+        except wire.WireError as error:
+            problems.append(str(error))
+        else:
+            problems += options.problems()
+    if problems or options is None:
+        raise OptionsError("the run's options are not valid:\n" + "\n".join(problems))
+    return options
+
+
 def resume_batch(run: wire.Run) -> int:
-    """The 0-based index of the first batch not done: where the run goes on from."""
-    for batch in run.batches:
+    """The number (from 1) of the first batch not done: where the run goes on from."""
+    for batch in sorted(run.batches, key=lambda batch: batch.number):
         if batch.state is not wire.BatchState.DONE:
-            return batch.number - 1
-    raise OpsbookError(f"run {run.id} has no batch left to run")
+            return batch.number
+    raise OpsbookError(f"run {run.id} has no batch left to run: every batch is done")
 
 
-def plan_of(run: wire.Run, instances: dict[str, str]) -> RollingPlan:
-    """The run's recorded plan, as a rolling plan (the batches are the ledger's, not re-planned)."""
+def plan_of(run: wire.Run, inventory: Inventory) -> RollingPlan:
+    """The run's plan as the ledger has it, as a rolling plan; nothing is re-planned here.
+
+    Stack, environment, production and batches are the run's; each host's exporter instance
+    (for the health gate and the silences) comes from `inventory`, the one the runbook loaded,
+    which also refuses a host it does not have (InventoryError).
+    """
+    batches = tuple(tuple(batch.hosts) for batch in sorted(run.batches, key=lambda b: b.number))
     return RollingPlan(
         stack=run.stack,
         environment=run.environment,
-        batches=tuple(tuple(batch.hosts) for batch in run.batches),
-        instances=instances,
+        production=run.production,
+        batches=batches,
+        instances=inventory.exporter_instances(host for batch in batches for host in batch),
     )
+
+
+def hosts_in(run: wire.Run, *states: wire.HostState) -> list[str]:
+    """The run's hosts in one of `states`, in batch order (e.g. the hosts patched: OK)."""
+    return [host.name for host in _ordered_hosts(run) if host.state in states]
+
+
+def _ordered_hosts(run: wire.Run) -> list[wire.HostView]:
+    order = {
+        host: position
+        for position, host in enumerate(
+            host for batch in sorted(run.batches, key=lambda b: b.number) for host in batch.hosts
+        )
+    }
+    return sorted(run.hosts, key=lambda host: order.get(host.name, len(order)))
+
+
+# How the summary names a host's state: the words of a rolling patch's own summary.
+_HOST_LABELS = {
+    wire.HostState.OK: DONE,
+    wire.HostState.FAILED: FAILED,
+    wire.HostState.UNREACHABLE: FAILED,
+    wire.HostState.IN_DOUBT: IN_DOUBT,
+    wire.HostState.RUNNING: "running",
+    wire.HostState.PENDING: NOT_STARTED,
+}
+
+
+def summary(run: wire.Run, *, stopped: str | None = None) -> str:
+    """The run's summary, from the ledger: every batch and who ran it, every host's state.
+
+    It is the run's, not one session's: after a handoff it has the batches of everyone who ran
+    them. `stopped`: why the session that drives it stopped the run, if it did.
+    """
+    options = run.options
+    mode = "DRY RUN (check mode) of the rolling patch" if options.check_mode else "Rolling patch"
+    batches = sorted(run.batches, key=lambda batch: batch.number)
+    labels = {host.name: _HOST_LABELS[host.state] for host in run.hosts}
+    failed = [host for host, label in labels.items() if label == FAILED]
+    all_done = bool(batches) and all(b.state is wire.BatchState.DONE for b in batches)
+    if run.state is wire.RunState.HANDED_OFF and run.handoff is not None:
+        verdict = f"handed off to {run.handoff.to} by {run.handoff.by}"
+    elif stopped:
+        verdict = f"STOPPED: {stopped}"
+    elif all_done and run.state is not wire.RunState.ABORTED:
+        verdict = "complete"
+        if failed:
+            verdict += f", with {len(failed)} failed (max_fail={options.max_fail})"
+    elif run.finished:
+        verdict = run.state.value.upper()
+    else:
+        verdict = run.state.value.replace("_", " ")
+    where = f"{run.environment}, production" if run.production else run.environment
+    lines = [f"{mode} of {run.stack} ({where}), run {run.id}: {verdict}"]
+    for batch in batches:
+        state = batch.state.value
+        if batch.started_by:
+            state += f" by {batch.started_by}"
+        if batch.attempts > 1:
+            state += f" ({batch.attempts} attempts)"
+        if batch.gate_passed is not None:
+            state += ", health gate " + ("passed" if batch.gate_passed else "FAILED")
+        lines.append(
+            f"  batch {batch.number} of {len(batches)} ({', '.join(batch.hosts)}): {state}"
+        )
+    ordered = _ordered_hosts(run)
+    for label in (DONE, FAILED, IN_DOUBT, "running", NOT_STARTED):
+        hosts = [host for host in ordered if labels[host.name] == label]
+        if label == "running" and not hosts:
+            continue
+        lines.append(f"  {label} ({len(hosts)}): {', '.join(h.name for h in hosts) or '-'}")
+        if label in (FAILED, IN_DOUBT):
+            lines += [f"    {host.name}: {host.message}" for host in hosts if host.message]
+    if not run.finished and not all_done:
+        lines.append(
+            f"  goes on from batch {resume_batch(run)} of {len(batches)} "
+            "(whoever holds the run: handoff.ipynb; the patch play is idempotent)"
+        )
+    return "\n".join(lines)
 
 
 def history(client: RunsClient, run_id: int) -> list[str]:
@@ -447,8 +408,12 @@ def history(client: RunsClient, run_id: int) -> list[str]:
     return lines
 
 
+# What the run's options decide; RunSession.patch refuses them as extra arguments.
+_FROM_OPTIONS = frozenset({"check", "max_fail", "gate_timeout", "checks", "start_batch"})
+
+
 class RunSession:
-    """One engineer's hold on a run: its rolling patch in the background, and the verbs.
+    """One engineer's hold on a run: the run as the ledger has it, its patch, and the verbs.
 
     The patch runs in a thread, so that the notebook stays free for `handoff()` while a batch is
     in flight (a notebook's cells run one at a time: a patch in the foreground would block it).
@@ -466,18 +431,21 @@ class RunSession:
     def start(
         cls,
         client: RunsClient,
-        plan: RollingPlan,
         *,
         runbook: str,
+        stack: str,
+        options: wire.RunOptions | None = None,
         parameters: dict[str, Any] | None = None,
     ) -> RunSession:
-        """Register a new run (refused if this runbook already runs on this stack)."""
+        """Start a run of `runbook` on `stack`: the service resolves the stack, checks that you
+        may, plans the batches from `options` and records the run (refused if this runbook
+        already runs on this stack). `session.run` is the run it returns, plan included."""
+        options = options if options is not None else wire.RunOptions()
+        problems = options.problems()
+        if problems:
+            raise OptionsError("the run's options are not valid:\n" + "\n".join(problems))
         request = wire.CreateRun(
-            runbook=runbook,
-            stack=plan.stack,
-            environment=plan.environment,
-            plan=[list(batch) for batch in plan.batches],
-            parameters=dict(parameters or {}),
+            runbook=runbook, stack=stack, options=options, parameters=dict(parameters or {})
         )
         return cls(client, client.create(request))
 
@@ -491,33 +459,87 @@ class RunSession:
         """Take over an orphaned run (on call): its interrupted batch's hosts are in doubt."""
         return cls(client, client.takeover(run_id, reason))
 
+    @property
+    def options(self) -> wire.RunOptions:
+        """The run's options, as recorded with it (the same for whoever goes on with it)."""
+        return self.run.options
+
+    def plan(self, inventory: Inventory) -> RollingPlan:
+        """The run's plan (the ledger's batches), with exporter instances from `inventory`."""
+        return plan_of(self.run, inventory)
+
+    def describe(self) -> str:
+        """The run for a person before it patches: its plan and its options."""
+        run, options = self.run, self.run.options
+        where = (
+            f"{run.environment}, PRODUCTION: on-call only" if run.production else run.environment
+        )
+        hosts = sum(len(batch.hosts) for batch in run.batches)
+        lines = [
+            f"run {run.id}: {run.runbook} of {run.stack} ({where}), {hosts} hosts in "
+            f"{len(run.batches)} batches, owner {run.owner}"
+        ]
+        lines += [
+            f"  batch {batch.number}: {', '.join(batch.hosts)} ({batch.state.value})"
+            for batch in sorted(run.batches, key=lambda batch: batch.number)
+        ]
+        lines.append(
+            f"  options: batch_size={options.batch_size} order={options.order.value} "
+            f"max_fail={options.max_fail} gate_timeout={options.gate_timeout:g} "
+            f"max_load_per_cpu={options.max_load_per_cpu:g} check_mode={options.check_mode}"
+            + (f" limit={','.join(options.limit)}" if options.limit else "")
+        )
+        if options.check_mode:
+            lines.append("  CHECK MODE: a dry run; nothing will be installed or rebooted")
+        return "\n".join(lines)
+
     def patch(
         self,
-        plan: RollingPlan,
         settings: Settings,
+        inventory: Inventory,
         *,
         forward: RunObserver | None = None,
-        **options: Any,
+        **extra: Any,
     ) -> RunSession:
         """Start the rolling patch of the run's remaining batches in the background.
 
-        `options` go to opsbook.rolling.rolling_patch (check, max_fail, gate_timeout ...).
+        The batches are the ledger's (`plan_of`), from the first not done; check mode, max_fail,
+        the gate's timeout and thresholds are the run's options. max_fail counts the run's
+        failed hosts in all, those of earlier sessions included. `extra` goes to
+        opsbook.rolling.rolling_patch (playbook, extravars, play_timeout, gate_interval, cancel).
         """
         if self._thread is not None and self._thread.is_alive():
             raise OpsbookError(f"run {self.run.id} is already patching")
-        self.result = self.error = None
-        self.ledger = Ledger(self.client, self.run, forward=forward)
+        decided = sorted(_FROM_OPTIONS & set(extra))
+        if decided:
+            raise OpsbookError(
+                f"{', '.join(decided)}: decided by the run's options (run.options), not by patch()"
+            )
+        plan = plan_of(self.run, inventory)
+        options = self.run.options
         start_batch = resume_batch(self.run)
+        failed_before = len(hosts_in(self.run, wire.HostState.FAILED, wire.HostState.UNREACHABLE))
+        checks = health.gate_checks(max_load_per_cpu=options.max_load_per_cpu)
+        self.result = self.error = None
+        ledger = self.ledger = Ledger(self.client, self.run, forward=forward)
 
         def work() -> None:
             try:
                 self.result = rolling_patch(
-                    plan, settings, observer=self.ledger, start_batch=start_batch, **options
+                    plan,
+                    settings,
+                    observer=ledger,
+                    start_batch=start_batch,
+                    check=options.check_mode,
+                    max_fail=max(0, options.max_fail - failed_before),
+                    gate_timeout=options.gate_timeout,
+                    checks=checks,
+                    **extra,
                 )
             except BaseException as error:  # kept for wait(), which re-raises it
                 self.error = error
             finally:
-                self.run = self.ledger.run
+                self.run = ledger.run
 
         self._thread = threading.Thread(target=work, name=f"run-{self.run.id}", daemon=True)
         self._thread.start()
@@ -542,13 +564,27 @@ class RunSession:
         order = [wire.BatchState.PENDING, wire.BatchState.RUNNING, wire.BatchState.DONE]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            now = self.client.run(self.run.id).batches[number - 1].state
+            batches = {batch.number: batch for batch in self.client.run(self.run.id).batches}
+            if number not in batches:
+                raise OpsbookError(
+                    f"run {self.run.id} has no batch {number}; expected 1 to {len(batches)}"
+                )
+            now = batches[number].state
             if now not in order or order.index(now) >= order.index(state):
                 return
             if self._thread is not None and not self._thread.is_alive():
                 return
             time.sleep(0.2)
         raise TimeoutError(f"batch {number} of run {self.run.id} not done within {timeout} s")
+
+    def refresh(self) -> wire.Run:
+        """The run as the ledger has it now."""
+        self.run = self.client.run(self.run.id)
+        return self.run
+
+    @property
+    def handed_off(self) -> bool:
+        return self.run.state is wire.RunState.HANDED_OFF
 
     def handoff(self, to: str, note: str = "") -> wire.Run:
         """Hand the run to an on-call engineer: the batch in flight finishes, then it pauses."""
@@ -560,5 +596,17 @@ class RunSession:
     def note(self, text: str) -> None:
         self.client.note(self.run.id, text)
 
+    def summary(self) -> str:
+        """The run's summary from the ledger (every batch, whoever ran it), with why this
+        session stopped, if it did."""
+        stopped = self.result.stopped if self.result is not None else None
+        return summary(self.refresh(), stopped=stopped)
+
     def history(self) -> list[str]:
         return history(self.client, self.run.id)
+
+    def raise_if_stopped(self) -> None:
+        """Raise RollingStopped (with the run's summary) if the patch stopped, unless the run
+        was handed off (handing over is how a shift ends, not a failure)."""
+        if self.result is not None and not self.result.complete and not self.handed_off:
+            raise RollingStopped(self.summary()) from self.result.error

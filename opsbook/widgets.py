@@ -20,10 +20,10 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 
 from opsbook import health
+from opsbook.contract import wire
 from opsbook.errata import Erratum, choose
 from opsbook.errors import InventoryError, OpsbookError
 from opsbook.health import Check, GateResult, Series
-from opsbook.inventory import Inventory
 from opsbook.plays import PlayResult, RunnerEvent
 from opsbook.rolling import (
     DONE,
@@ -77,26 +77,30 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # The stack picker
 
 
-def stack_picker(inventory: Inventory, value: str | None = None) -> widgets.Dropdown:
-    """A dropdown of the inventory's stacks, each with its environment; production is marked.
+def stack_picker(stacks: wire.StackList, value: str | None = None) -> widgets.Dropdown:
+    """A dropdown of the stacks as the runs service resolves them (RunsClient.stacks()): each with
+    its environment and size; production is marked as the service decides it, so the picker,
+    the service and its status page give one answer.
 
     `value` (the runbook's `stack` parameter) is preselected; an unknown one is refused here,
     not silently replaced by the first stack.
     """
-    stacks = inventory.stacks()
-    if not stacks:
-        raise InventoryError(f"inventory '{inventory.path}' has no stacks")
-    if value is not None and value not in stacks:
-        raise InventoryError(f"unknown stack '{value}'; known stacks: {', '.join(stacks)}")
+    names = [stack.name for stack in stacks.stacks]
+    if not names:
+        raise InventoryError(
+            "the runs service knows no stacks; expected its inventory to have some"
+        )
+    if value is not None and value not in names:
+        raise InventoryError(f"unknown stack '{value}'; known stacks: {', '.join(names)}")
     options = []
-    for stack in stacks:
-        label = f"{stack} ({inventory.environment(stack)}, {len(inventory.hosts(stack))} hosts)"
-        if inventory.is_production(stack):
+    for stack in stacks.stacks:
+        label = f"{stack.name} ({stack.environment}, {len(stack.hosts)} hosts)"
+        if stack.production:
             label += " - PRODUCTION: on-call only"
-        options.append((label, stack))
+        options.append((label, stack.name))
     return widgets.Dropdown(
         options=options,
-        value=value if value is not None else stacks[0],
+        value=value if value is not None else names[0],
         description="Stack:",
         layout=widgets.Layout(width="32em"),
     )
@@ -370,13 +374,17 @@ class ErrataTable:
 class RollingView(RunObserver):
     """A rolling patch as it goes: each batch's state, the play in flight, the last gate.
 
-    It is a RunObserver: pass it to rolling_patch(observer=view).
+    It is a RunObserver: pass it to rolling_patch(observer=view), or to RunSession.patch as
+    `forward`. Batches before `start_batch` (run earlier, by whoever held the run) show as such.
     """
 
-    def __init__(self, plan: RollingPlan, *, check: bool = False) -> None:
+    def __init__(self, plan: RollingPlan, *, check: bool = False, start_batch: int = 1) -> None:
         self.plan = plan
-        self.states = {index: NOT_STARTED for index in range(len(plan.batches))}
-        self.details = {index: "" for index in range(len(plan.batches))}
+        numbers = range(1, len(plan.batches) + 1)
+        self.states = {n: DONE if n < start_batch else NOT_STARTED for n in numbers}
+        self.details = {
+            n: "run earlier: see the run's record" if n < start_batch else "" for n in numbers
+        }
         mode = " (check mode: a dry run)" if check else ""
         self.header = widgets.HTML(
             f"<b>Rolling patch of {html.escape(plan.stack)} "
@@ -385,6 +393,7 @@ class RollingView(RunObserver):
         self.progress = widgets.IntProgress(
             min=0, max=len(plan.batches), description="batches", layout=widgets.Layout(width="32em")
         )
+        self.progress.value = start_batch - 1
         self.batches = widgets.HTML()
         self.play = PlayView([], title="")
         self.gate = widgets.HTML()
@@ -394,27 +403,27 @@ class RollingView(RunObserver):
         )
         self._render()
 
-    def batch_starting(self, index: int, hosts: Sequence[str]) -> None:
-        self.states[index] = "patching"
-        self.details[index] = ""
-        self.play.reset(hosts, title=f"batch {index + 1} of {len(self.plan.batches)}: play")
+    def batch_starting(self, number: int, hosts: Sequence[str]) -> None:
+        self.states[number] = "patching"
+        self.details[number] = ""
+        self.play.reset(hosts, title=f"batch {number} of {len(self.plan.batches)}: play")
         self.gate.value = ""
         self._render()
 
     def event(self, event: RunnerEvent) -> None:
         self.play.event(event)
 
-    def gate_result(self, index: int, gate_result: GateResult) -> None:
-        self.states[index] = "health gate"
-        self.details[index] = "passed" if gate_result.passed else "waiting for the hosts ..."
+    def gate_result(self, number: int, gate_result: GateResult) -> None:
+        self.states[number] = "health gate"
+        self.details[number] = "passed" if gate_result.passed else "waiting for the hosts ..."
         self.gate.value = gate_html(gate_result)
         self._render()
 
-    def batch_finished(self, index: int, batch_result: BatchResult) -> None:
+    def batch_finished(self, number: int, batch_result: BatchResult) -> None:
         states = {batch_result.outcome(host) for host in batch_result.hosts}
         worst = next(s for s in (FAILED, IN_DOUBT, NOT_STARTED, DONE) if s in states)
-        self.states[index] = worst
-        self.details[index] = batch_result.note or (
+        self.states[number] = worst
+        self.details[number] = batch_result.note or (
             f"{batch_result.gate_attempts} gate answer(s)" if batch_result.gate else ""
         )
         self.progress.value = sum(1 for state in self.states.values() if state == DONE)
@@ -427,12 +436,12 @@ class RollingView(RunObserver):
     def _render(self) -> None:
         rows = [
             [
-                str(index + 1),
+                str(number),
                 html.escape(", ".join(batch)),
-                _badge(self.states[index]),
-                html.escape(self.details[index]),
+                _badge(self.states[number]),
+                html.escape(self.details[number]),
             ]
-            for index, batch in enumerate(self.plan.batches)
+            for number, batch in enumerate(self.plan.batches, start=1)
         ]
         self.batches.value = _table(["batch", "hosts", "state", "detail"], rows)
 
