@@ -7,6 +7,9 @@ from pathlib import Path
 import yaml
 from opsbook_hub.settings import SETTINGS
 
+from opsbook.contract.stacks import NONPRODUCTION_SETTING, environment_names, is_production
+from opsbook.service.settings import SETTINGS as RUNS_SETTINGS
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 ENV_EXAMPLE = {
@@ -115,10 +118,53 @@ def test_the_demo_fleet_prometheus_and_the_inventory_agree():
     assert fleet_services == {h for stack in inventory.stacks() for h in inventory.hosts(stack)}
 
 
-def test_the_hub_grants_exactly_the_scopes_the_runs_service_checks():
-    """The hub may not import opsbook (DESIGN): the two lists are kept equal by this test."""
-    from opsbook_hub.access import RUNS_SCOPES
+def test_the_hub_declares_exactly_the_scopes_of_the_contract():
+    """The hub imports nothing of opsbook but the contract (DESIGN): its custom scopes are the
+    contract's, the very names the runs service checks."""
+    from opsbook_hub.configure import custom_scopes
 
-    from opsbook.contract import wire
+    from opsbook.contract.scopes import SCOPE_DESCRIPTIONS, SCOPES
 
-    assert set(RUNS_SCOPES) == set(wire.SCOPES)
+    assert set(custom_scopes()) == set(SCOPES) == set(SCOPE_DESCRIPTIONS)
+
+
+def test_the_runs_service_gets_only_settings_it_declares_and_its_new_ones():
+    runs_env = COMPOSE["services"]["runs"]["environment"]
+    assert set(runs_env) <= {s.name for s in RUNS_SETTINGS}
+    assert {"RUNS_INVENTORY", NONPRODUCTION_SETTING} <= set(runs_env)
+    assert "RUNS_PRODUCTION_ENVIRONMENTS" not in ENV_EXAMPLE
+
+
+def test_the_runs_service_reads_the_engineers_inventory_read_only():
+    """The service resolves stacks from the same inventory the engineers' containers get
+    (ANSIBLE_HOST_PATH): the repository's ansible/, mounted read-only, and its default
+    RUNS_INVENTORY is the demo inventory in that mount."""
+    runs = COMPOSE["services"]["runs"]
+    mounts = [str(v) for v in runs["volumes"]]
+    assert "${OPSBOOK_ROOT}/ansible:/etc/opsbook/ansible:ro" in mounts
+    hub_env = COMPOSE["services"]["hub"]["environment"]
+    assert hub_env["ANSIBLE_HOST_PATH"] == "${OPSBOOK_ROOT}/ansible"
+    default = next(s.default for s in RUNS_SETTINGS if s.name == "RUNS_INVENTORY")
+    inside = Path(default).relative_to("/etc/opsbook/ansible")
+    assert (ROOT / "ansible" / inside).is_dir()
+    assert runs["environment"]["RUNS_INVENTORY"] == "${RUNS_INVENTORY:-}"
+
+
+def test_the_demo_declares_staging_non_production_and_production_stays_production():
+    """.env.example's OPSBOOK_NONPRODUCTION_ENVIRONMENTS names environments of the demo
+    inventory; whatever it does not name (production) counts as production."""
+    from opsbook.inventory import Inventory
+
+    raw = next(
+        line.split("=", 1)[1]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.startswith(f"{NONPRODUCTION_SETTING}=")
+    )
+    declared = environment_names(raw)
+    assert declared == {"staging"}
+    inventory = Inventory.load(ROOT / "ansible" / "inventories" / "demo")
+    environments = {inventory.environment(stack) for stack in inventory.stacks()}
+    assert declared <= environments
+    assert {e for e in environments if is_production(e, declared)} == {"production"}
+    runs_env = COMPOSE["services"]["runs"]["environment"]
+    assert runs_env[NONPRODUCTION_SETTING] == f"${{{NONPRODUCTION_SETTING}:-}}"
