@@ -23,7 +23,7 @@ from dockerspawner import DockerSpawner
 
 from opsbook import runs as runs_module
 from opsbook.contract import wire
-from opsbook.runs import RunsClient
+from opsbook.runsclient import RunsClient
 from tests.e2e.hubclient import HubUser
 from tests.e2e.stack import ROOT, Stack, docker, reset_fleet, wait_for
 

@@ -12,7 +12,7 @@ import requests
 import testinfra
 
 from opsbook.contract import wire
-from opsbook.runs import RunsClient
+from opsbook.runsclient import RunsClient
 
 from .hubclient import HubUser
 from .stack import compose, docker, reset_fleet, wait_for

@@ -32,13 +32,14 @@ from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 from tornado.web import RequestHandler
 
+from opsbook.contract.scopes import SCOPES
+from opsbook.contract.wire import AppendResult, Run
 from opsbook.service.app import Context, make_app
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
 from opsbook.service.rules import Caller
 from opsbook.service.store import Store
 from opsbook.service.tables import metadata
-from opsbook.contract.wire import SCOPES, AppendResult, Run
 
 from .conftest import docker_answers
 

@@ -5,7 +5,7 @@ in the README comes from here.
 """
 
 from opsbook.contract import wire
-from opsbook.runs import RunsClient
+from opsbook.runsclient import RunsClient
 
 from .hubclient import HubUser, sign_in_with_browser
 from .stack import ROOT
