@@ -1,8 +1,10 @@
-"""The runs client and ledger (opsbook.runs) against the real runs service app on loopback.
+"""The runs client (opsbook.runsclient) and the run's driver (opsbook.runs) against the real runs
+service app on loopback.
 
-The service is the real one (tornado app, store on a temporary SQLite file); only the hub's token
-check is a stand-in (token -> user and scopes). The rolling patch is played by a small driver
-that calls the ledger the way opsbook.rolling does, so that each test controls its timing.
+The service is the real one (tornado app, store on a temporary SQLite file, the test fleet's
+inventory); only the hub's token check is a stand-in (token -> user and scopes). The rolling patch
+is played by a small driver that calls the ledger the way opsbook.rolling does, so that each test
+controls its timing. The run's summary is tested on wire.Run values, without a service.
 """
 
 from __future__ import annotations
@@ -13,37 +15,45 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from opsbook_fleet import FLEET_DIR
 from opsbook_runs_service import Service
 
 from opsbook.contract import wire
+from opsbook.errors import OpsbookError
 from opsbook.health import CheckResult, GateResult
+from opsbook.inventory import Inventory
 from opsbook.plays import HostResult
-from opsbook.rolling import BatchResult, Paused, RollingPlan, RollingResult
+from opsbook.rolling import BatchResult, Paused, RollingResult
 from opsbook.runs import (
     LeaseLost,
     Ledger,
-    LedgerUnavailable,
-    RunsClient,
-    RunsError,
+    OptionsError,
     RunSession,
+    hosts_in,
+    plan_of,
     resume_batch,
+    run_options,
+    summary,
 )
+from opsbook.runsclient import LedgerUnavailable, RunsClient, RunsError
 
-PLAN = RollingPlan(
-    stack="web",
-    environment="staging",
-    batches=(("web-1",), ("web-2",)),
-    instances={"web-1": "web-1:9100", "web-2": "web-2:9100"},
-)
+INVENTORY = FLEET_DIR / "inventories" / "demo"
+# Two batches of one host: web-1, then web-2 (web-3 is left out by the limit).
+OPTIONS = wire.RunOptions(limit=["web-1", "web-2"])
+HOSTS = ("web-1", "web-2")
 
 
 def client(runs_service: Service, who: str = "alice", retry_for: float = 10.0) -> RunsClient:
     return RunsClient(runs_service.url, f"{who}-token", retry_for=retry_for)
 
 
-def start_run(runs_service: Service) -> RunSession:
+def start_run(runs_service: Service, options: wire.RunOptions = OPTIONS) -> RunSession:
     return RunSession.start(
-        client(runs_service), PLAN, runbook="patching", parameters={"stack": "web"}
+        client(runs_service),
+        runbook="patching",
+        stack="web",
+        options=options,
+        parameters={"approved": ["opsbook-demo-base=1.1"]},
     )
 
 
@@ -56,14 +66,14 @@ def runner_event(host: str) -> dict:
     }
 
 
-def batch_result(index: int, host: str, *, ok: bool = True) -> BatchResult:
+def batch_result(number: int, host: str, *, ok: bool = True) -> BatchResult:
     now = datetime.now(UTC)
     play = HostResult(
         host, 3, 1, 0 if ok else 1, 0, 0, None if ok else "Upgrade", "" if ok else "boom"
     )
     gate = GateResult((CheckResult(host, "up", True, 1.0, "up"),))
     return BatchResult(
-        index=index,
+        number=number,
         hosts=(host,),
         play_status="successful" if ok else "failed",
         play={host: play},
@@ -76,32 +86,33 @@ def batch_result(index: int, host: str, *, ok: bool = True) -> BatchResult:
     )
 
 
-def play_batch(ledger: Ledger, index: int, events: int = 20) -> GateResult:
-    """What rolling_patch tells the ledger for one batch of one host."""
-    host = PLAN.batches[index][0]
-    ledger.batch_starting(index, [host])
+def play_batch(ledger: Ledger, number: int, events: int = 20, ok: bool = True) -> BatchResult:
+    """What rolling_patch tells the ledger for batch `number` (of one host)."""
+    host = HOSTS[number - 1]
+    ledger.batch_starting(number, [host])
     for _ in range(events):
         ledger.event(runner_event(host))
-    result = batch_result(index, host)
-    ledger.gate_result(index, result.gate)
-    ledger.batch_finished(index, result)
-    return result.gate
+    result = batch_result(number, host, ok=ok)
+    ledger.gate_result(number, result.gate)
+    ledger.batch_finished(number, result)
+    return result
 
 
 def runner_events(runs_service: Service, run_id: int) -> list[wire.Event]:
     return [e for e in client(runs_service).events(run_id) if e.kind is wire.EventKind.RUNNER]
 
 
-def complete(results: list[BatchResult]) -> RollingResult:
-    return RollingResult(PLAN, False, 0, tuple(results), None, None)
+def complete(session: RunSession, results: list[BatchResult]) -> RollingResult:
+    plan = plan_of(session.run, Inventory.load(INVENTORY))
+    return RollingResult(plan, False, 1, tuple(results), None, None)
 
 
 def test_the_ledger_records_every_event_and_each_batch_before_moving_on(runs_service):
     session = start_run(runs_service)
     ledger = Ledger(session.client, session.run, send_every=7)
-    play_batch(ledger, 0, events=30)
-    play_batch(ledger, 1, events=25)
-    ledger.finished(complete([batch_result(0, "web-1"), batch_result(1, "web-2")]))
+    first = play_batch(ledger, 1, events=30)
+    second = play_batch(ledger, 2, events=25)
+    ledger.finished(complete(session, [first, second]))
     run = client(runs_service).run(session.run.id)
     assert run.state is wire.RunState.COMPLETED
     assert run.host_states() == {"web-1": wire.HostState.OK, "web-2": wire.HostState.OK}
@@ -113,28 +124,29 @@ def test_the_ledger_records_every_event_and_each_batch_before_moving_on(runs_ser
 def test_a_handoff_pauses_the_run_at_the_next_batch_boundary(runs_service):
     session = start_run(runs_service)
     ledger = Ledger(session.client, session.run)
-    ledger.batch_starting(0, ["web-1"])
+    ledger.batch_starting(1, ["web-1"])
     session.handoff("bob", "shift over: web-1 in flight")  # while batch 1 runs
     ledger.event(runner_event("web-1"))
-    ledger.batch_finished(0, batch_result(0, "web-1"))
+    ledger.batch_finished(1, batch_result(1, "web-1"))
     with pytest.raises(Paused, match="handed off to bob"):
-        ledger.batch_starting(1, ["web-2"])
+        ledger.batch_starting(2, ["web-2"])
     run = client(runs_service, "bob").run(session.run.id)
     assert run.state is wire.RunState.HANDED_OFF
     bob = RunSession.accept(client(runs_service, "bob"), session.run.id)
     assert bob.run.owner == "bob"
-    assert resume_batch(bob.run) == 1  # bob goes on with batch 2
+    assert resume_batch(bob.run) == 2  # bob goes on with batch 2
+    assert bob.options == OPTIONS  # the run's options, as alice started it
 
 
 def test_events_are_kept_and_resent_when_the_service_restarts_mid_batch(runs_service):
     session = start_run(runs_service)
     ledger = Ledger(session.client, session.run, send_every=1000, send_seconds=3600)
-    ledger.batch_starting(0, ["web-1"])
+    ledger.batch_starting(1, ["web-1"])
     for _ in range(10):
         ledger.event(runner_event("web-1"))
     runs_service.stop()
     threading.Timer(1.0, runs_service.start).start()  # back within the client's retry budget
-    ledger.batch_finished(0, batch_result(0, "web-1"))  # sends the 10 events first, retrying
+    ledger.batch_finished(1, batch_result(1, "web-1"))  # sends the 10 events first, retrying
     assert len(runner_events(runs_service, session.run.id)) == 10
     assert client(runs_service).run(session.run.id).batches[0].state is wire.BatchState.DONE
 
@@ -143,7 +155,7 @@ def test_events_that_cannot_be_recorded_stop_the_batch_and_are_not_lost(runs_ser
     session = start_run(runs_service)
     session.client.retry_for = 1.0
     ledger = Ledger(session.client, session.run, send_every=5)
-    ledger.batch_starting(0, ["web-1"])
+    ledger.batch_starting(1, ["web-1"])
     runs_service.stop()
     with pytest.raises(LedgerUnavailable, match="did not answer"):
         for _ in range(5):
@@ -156,13 +168,13 @@ def test_events_that_cannot_be_recorded_stop_the_batch_and_are_not_lost(runs_ser
 def test_a_run_taken_over_is_lost_to_its_old_owner(runs_service):
     session = start_run(runs_service)
     ledger = Ledger(session.client, session.run)
-    ledger.batch_starting(0, ["web-1"])
+    ledger.batch_starting(1, ["web-1"])
     ledger.keeper.stop()  # alice's kernel stops renewing
     runs_service.clock.now += timedelta(seconds=31)
     assert [run.id for run in runs_service.store.expire_leases()] == [session.run.id]
     bob = RunSession.takeover(client(runs_service, "bob"), session.run.id, "alice's kernel died")
     assert bob.run.host_states()["web-1"] is wire.HostState.IN_DOUBT
-    assert resume_batch(bob.run) == 0  # batch 1 again: its host is in doubt
+    assert resume_batch(bob.run) == 1  # batch 1 again: its host is in doubt
     with pytest.raises(LeaseLost, match="no longer ours"):
         ledger.keeper.renew_now()
         ledger.event(runner_event("web-1"))
@@ -190,3 +202,188 @@ def test_a_service_that_never_answers_is_reported_with_its_address():
     gone = RunsClient(f"http://127.0.0.1:{port}/services/runs", "alice-token", retry_for=0.5)
     with pytest.raises(LedgerUnavailable, match=f"127.0.0.1:{port}"):
         gone.runs()
+
+
+# the run object: the service decides what the run is, the session executes the ledger's plan
+
+
+def test_the_service_plans_the_run_and_the_session_executes_that_plan(runs_service):
+    session = RunSession.start(
+        client(runs_service),
+        runbook="patching",
+        stack="web",
+        options=wire.RunOptions(batch_size=2, max_fail=1, check_mode=True),
+    )
+    run = session.run
+    assert (run.stack, run.environment, run.production) == ("web", "staging", False)
+    assert [(b.number, b.hosts) for b in run.batches] == [(1, ["web-1", "web-2"]), (2, ["web-3"])]
+    assert session.options == wire.RunOptions(batch_size=2, max_fail=1, check_mode=True)
+    plan = session.plan(Inventory.load(INVENTORY))
+    assert plan.batches == (("web-1", "web-2"), ("web-3",))
+    assert plan.batch(2) == ("web-3",)
+    assert not plan.production and plan.environment == "staging"
+    assert plan.instances == {h: f"{h}:9100" for h in ("web-1", "web-2", "web-3")}
+    described = session.describe()
+    assert "web (staging), 3 hosts in 2 batches" in described
+    assert "  batch 1: web-1, web-2 (pending)" in described
+    assert "CHECK MODE" in described
+    with pytest.raises(OpsbookError, match="check, max_fail: decided by the run's options"):
+        session.patch(None, Inventory.load(INVENTORY), check=False, max_fail=3)
+
+
+def test_a_production_stack_is_production_because_the_service_says_so(runs_service):
+    stacks = client(runs_service).stacks()
+    by_name = {stack.name: stack for stack in stacks.stacks}
+    assert (by_name["db"].environment, by_name["db"].production) == ("production", True)
+    assert (by_name["web"].environment, by_name["web"].production) == ("staging", False)
+    assert by_name["web"].hosts == ["web-1", "web-2", "web-3"]
+    assert stacks.nonproduction == ["staging"]
+    run = RunSession.start(client(runs_service), runbook="patching", stack="db").run
+    assert run.production
+    assert plan_of(run, Inventory.load(INVENTORY)).production
+
+
+def test_options_are_checked_once_and_name_the_bad_field(runs_service):
+    assert run_options(batch_size=3, gate_timeout=2, check_mode=True) == wire.RunOptions(
+        batch_size=3, gate_timeout=2.0, check_mode=True
+    )
+    with pytest.raises(OptionsError, match=r"options.batch_size: expected 1 to 10000, got 0"):
+        run_options(batch_size=0)
+    with pytest.raises(OptionsError, match=r"options.max_fail: expected a whole number, got '1'"):
+        run_options(max_fail="1")
+    with pytest.raises(OptionsError, match=r"options.batchsize: unknown option"):
+        run_options(batchsize=2)
+    with pytest.raises(OptionsError, match=r"options.gate_timeout: expected 0 to 3600 s"):
+        RunSession.start(
+            client(runs_service),
+            runbook="patching",
+            stack="web",
+            options=wire.RunOptions(gate_timeout=-1),
+        )
+    assert client(runs_service).runs() == []  # nothing was sent, nothing recorded
+
+
+def test_a_replan_is_recorded_and_keeps_the_batches_done(runs_service):
+    session = start_run(runs_service)
+    ledger = Ledger(session.client, session.run)
+    play_batch(ledger, 1)
+    ledger.keeper.stop()
+    client(runs_service).pause(session.run.id)  # a run is re-planned between its batches
+    run = client(runs_service).replan(session.run.id, "web-2 moved racks")
+    assert [(b.number, b.hosts, b.state) for b in run.batches] == [
+        (1, ["web-1"], wire.BatchState.DONE),
+        (2, ["web-2"], wire.BatchState.PENDING),
+    ]
+    assert any("web-2 moved racks" in line for line in session.history())
+
+
+# the run's summary: the run's, not one session's
+
+
+def test_the_summary_of_a_run_handed_off_has_every_batch_and_who_ran_it(runs_service):
+    alice = start_run(runs_service)
+    ledger = Ledger(alice.client, alice.run)
+    play_batch(ledger, 1)
+    alice.handoff("bob", "web-1 done")
+    with pytest.raises(Paused):
+        ledger.batch_starting(2, ["web-2"])
+    handed = summary(client(runs_service).run(alice.run.id))
+    assert handed.startswith(
+        f"Rolling patch of web (staging), run {alice.run.id}: handed off to bob by alice\n"
+    )
+    assert "  goes on from batch 2 of 2" in handed
+    bob = RunSession.accept(client(runs_service, "bob"), alice.run.id)
+    bobs = Ledger(bob.client, bob.run)
+    second = play_batch(bobs, 2)
+    session_result = RollingResult(
+        plan_of(bob.run, Inventory.load(INVENTORY)), False, 2, (second,), None, None
+    )
+    bobs.finished(session_result)
+    final = client(runs_service, "bob").run(alice.run.id)
+    assert final.state is wire.RunState.COMPLETED
+    text = summary(final)
+    assert text.splitlines() == [
+        f"Rolling patch of web (staging), run {final.id}: complete",
+        "  batch 1 of 2 (web-1): done by alice, health gate passed",
+        "  batch 2 of 2 (web-2): done by bob, health gate passed",
+        "  done (2): web-1, web-2",
+        "  failed (0): -",
+        "  in doubt (0): -",
+        "  not started (0): -",
+    ]
+    assert final.summary == text  # what the status page shows is the run's summary too
+    assert "not part of this run" not in session_result.summary()
+    assert "went on from batch 2 of 2" in session_result.summary()
+    assert hosts_in(final, wire.HostState.OK) == ["web-1", "web-2"]
+
+
+def a_run(**changes) -> wire.Run:
+    """A run as the service would answer it: web in 3 batches, batch 1 done by alice."""
+    now = "2026-11-29T10:00:00.000000+00:00"
+    fields = {
+        "id": 7,
+        "runbook": "patching",
+        "stack": "web",
+        "environment": "staging",
+        "production": False,
+        "options": wire.RunOptions(),
+        "parameters": {},
+        "state": wire.RunState.RUNNING,
+        "owner": "alice",
+        "lease_expires_at": now,
+        "lease_seconds": 30,
+        "created_by": "alice",
+        "created_at": now,
+        "updated_at": now,
+        "batches": [
+            wire.BatchView(
+                number=1,
+                hosts=["web-1"],
+                state=wire.BatchState.DONE,
+                attempts=1,
+                started_by="alice",
+                gate_passed=True,
+            ),
+            wire.BatchView(
+                number=2,
+                hosts=["web-2"],
+                state=wire.BatchState.DONE,
+                attempts=2,
+                started_by="bob",
+                gate_passed=False,
+            ),
+            wire.BatchView(number=3, hosts=["web-3"], state=wire.BatchState.PENDING),
+        ],
+        "hosts": [
+            wire.HostView(name="web-1", batch=1, state=wire.HostState.OK),
+            wire.HostView(
+                name="web-2", batch=2, state=wire.HostState.FAILED, message="health gate: up: 0"
+            ),
+            wire.HostView(name="web-3", batch=3, state=wire.HostState.PENDING),
+        ],
+    }
+    fields.update(changes)
+    return wire.Run(**fields)
+
+
+def test_the_summary_says_why_a_run_stopped_and_where_it_goes_on():
+    text = summary(a_run(), stopped="batch 2 of 3: health gate failed for web-2")
+    assert text.splitlines() == [
+        "Rolling patch of web (staging), run 7: "
+        "STOPPED: batch 2 of 3: health gate failed for web-2",
+        "  batch 1 of 3 (web-1): done by alice, health gate passed",
+        "  batch 2 of 3 (web-2): done by bob (2 attempts), health gate FAILED",
+        "  batch 3 of 3 (web-3): pending",
+        "  done (1): web-1",
+        "  failed (1): web-2",
+        "    web-2: health gate: up: 0",
+        "  in doubt (0): -",
+        "  not started (1): web-3",
+        "  goes on from batch 3 of 3 (whoever holds the run: handoff.ipynb; the patch play is "
+        "idempotent)",
+    ]
+    failed = summary(a_run(state=wire.RunState.FAILED, production=True, environment="prod"))
+    assert failed.startswith("Rolling patch of web (prod, production), run 7: FAILED\n")
+    assert "goes on from" not in failed
+    dry = summary(a_run(options=wire.RunOptions(check_mode=True)))
+    assert dry.startswith("DRY RUN (check mode) of the rolling patch of web (staging), run 7:")
