@@ -13,12 +13,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from opsbook.contract.stacks import NONPRODUCTION_SETTING
 from opsbook.service import settings as runs_settings
 
 from .helm_support import (
     KUBERNETES_VERSIONS,
     MANIFESTS,
     NAMESPACE,
+    ROOT,
     k8s_hub,
     load_all_yaml,
     our_values,
@@ -135,6 +137,22 @@ def test_the_runs_service_uses_the_token_the_hub_registers_and_postgresql_from_a
     assert all("valueFrom" in e for e in env.values())
 
 
+def test_the_runs_pod_gets_compose_s_settings_optional_where_they_have_a_default():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in manifest("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert set(env) == set(compose["services"]["runs"]["environment"])
+    assert {"RUNS_INVENTORY", NONPRODUCTION_SETTING} <= set(env)
+    defaults = {s.name: s.default for s in runs_settings.SETTINGS}
+    # RUNS_DATABASE_URL: required here (its default, SQLite on the pod's disk, would not last).
+    required_on_kubernetes = {"RUNS_DATABASE_URL"}
+    for name, ref in env.items():
+        optional = defaults[name] is not None and name not in required_on_kubernetes
+        assert ref.get("optional", False) is optional, name
+
+
 def test_the_runs_service_reaches_the_hub_at_its_default_url():
     """Its JUPYTERHUB_API_URL is left at the default, http://hub:8081/hub/api: the chart's hub
     Service is `hub` as long as fullnameOverride stays "" (the chart's default, kept)."""
@@ -150,7 +168,8 @@ def test_the_runs_pod_is_not_root_and_has_no_privileges_or_api_token():
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] != 0
-    for container in spec["containers"]:
+    assert spec["initContainers"], "the library copy runs as the pod's user too"
+    for container in [*spec["initContainers"], *spec["containers"]]:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"]["drop"] == ["ALL"]

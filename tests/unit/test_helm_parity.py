@@ -19,6 +19,8 @@ from opsbook_hub import configure, settings
 from tornado import web
 from traitlets import HasTraits
 
+from opsbook.service import settings as runs_settings
+
 from .helm_support import (
     CHART_VERSION,
     HELM,
@@ -224,6 +226,30 @@ def test_the_same_read_only_library(compose, pods):
     assert notebook(pod)["volumeMounts"] and all(
         m.get("readOnly") for m in notebook(pod)["volumeMounts"] if m["mountPath"] != "/home/jovyan"
     )
+
+
+def test_the_runs_service_reads_the_same_inventory_read_only():
+    """compose bind-mounts ansible/ read-only into the runs container; on Kubernetes the runs
+    pod copies the same folder from the same library image engineers' pods copy it from, into a
+    volume mounted read-only at the same place, where RUNS_INVENTORY's default points."""
+    where = "/etc/opsbook/ansible"
+    assert f"${{OPSBOOK_ROOT}}/ansible:{where}:ro" in COMPOSE["services"]["runs"]["volumes"]
+    runs = next(d for d in load_all_yaml(MANIFESTS / "runs.yaml") if d["kind"] == "Deployment")
+    spec = runs["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    assert init["image"] == merged_values()["singleuser"]["initContainers"][0]["image"]
+    copied = dict(
+        re.findall(r"cp -R /opt/opsbook-library/(\w+)/\. (/mnt/\w+)/", init["command"][-1])
+    )
+    dockerfile = (HELM / "library" / "Dockerfile").read_text()
+    in_image = dict(re.findall(r"^COPY (\S+) /opt/opsbook-library/(\w+)$", dockerfile, re.M))
+    assert in_image["ansible"] == "ansible" and set(copied) == {"ansible"}
+    (volume,) = [m["name"] for m in init["volumeMounts"] if m["mountPath"] == copied["ansible"]]
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == volume)
+    mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts[where]["name"] == volume and mounts[where]["readOnly"] is True
+    default = next(s.default for s in runs_settings.SETTINGS if s.name == "RUNS_INVENTORY")
+    assert default.startswith(where + "/")
 
 
 def test_the_same_user_and_no_privileges(compose, pods):
