@@ -2,7 +2,8 @@
 
 The fake stands in for the hub's token check only (token -> user and scopes, as the hub's
 /hub/api/user answers): what is tested is our logic on top of it, permissions, errors, the wire
-format and the pages. The store is the real one on a temporary SQLite file.
+format and the pages. The store is the real one on a temporary SQLite file, resolving runs from
+conftest.py's inventory (stack web: web-1 ... web-5 in staging; db: db-1 ... db-3 in production).
 """
 
 from __future__ import annotations
@@ -14,19 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import RequestHandler
 
-from opsbook.service.app import Context, make_app, start_sweeper
-from opsbook.service.notify import Notifier
-from opsbook.service.oncall import StaticOncall
-from opsbook.service.rules import Caller, Refused
-from opsbook.service.store import Store
+from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
 from opsbook.contract.wire import (
-    SCOPE_PRODUCTION,
-    SCOPE_READ,
-    SCOPE_TAKEOVER,
-    SCOPE_WRITE,
     AppendResult,
     ErrorCode,
     ErrorReply,
@@ -37,8 +31,16 @@ from opsbook.contract.wire import (
     Oncall,
     Run,
     RunList,
+    RunOptions,
     RunState,
+    StackList,
+    StackView,
 )
+from opsbook.service.app import Context, make_app, start_sweeper
+from opsbook.service.notify import Notifier
+from opsbook.service.oncall import StaticOncall
+from opsbook.service.rules import Caller, Refused
+from opsbook.service.store import Store
 
 PREFIX = "/services/runs/"
 API = f"{PREFIX}api"
@@ -51,6 +53,9 @@ USERS = {
     "mallory-token": ("mallory", []),
 }
 PLAN = [["web-1", "web-2"], ["web-3"]]
+WEB = [f"web-{n}" for n in range(1, 6)]
+DB = ["db-1", "db-2", "db-3"]
+OPTIONS = {"batch_size": 2, "limit": ["web-1", "web-2", "web-3"]}  # of stack web: PLAN
 
 
 class FakeHubIdentity:
@@ -82,9 +87,18 @@ class RecordingNotifier(Notifier):
 
 
 class RunsAppTest(AsyncHTTPTestCase):
+    @pytest.fixture(autouse=True)
+    def _inventory(self, inventory) -> None:
+        """conftest.py's inventory (pytest sets it before setUp runs)."""
+        self.inventory = inventory
+
     def setUp(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
-        self.store = Store(f"sqlite:///{Path(self.tmp.name) / 'runs.sqlite'}", lease_seconds=60)
+        self.store = Store(
+            f"sqlite:///{Path(self.tmp.name) / 'runs.sqlite'}",
+            fleet=self.inventory.current,
+            lease_seconds=60,
+        )
         self.notifier = RecordingNotifier()
         self.ctx = Context(
             store=self.store,
@@ -132,8 +146,7 @@ class RunsAppTest(AsyncHTTPTestCase):
         return reply
 
     def create(self, who: str = "alice", **overrides) -> Run:
-        body = {"runbook": "patching", "stack": "web-staging", "environment": "staging"}
-        body["plan"] = PLAN
+        body = {"runbook": "patching", "stack": "web", "options": OPTIONS}
         body.update(overrides)
         code, data = self.call("POST", "runs", who, body)
         assert code == 201, data
@@ -146,7 +159,7 @@ class RunsAppTest(AsyncHTTPTestCase):
 
     def batch(self, run: Run, number: int, who: str = "alice") -> Run:
         self.post_run(run, f"batches/{number}/start", who)
-        hosts = PLAN[number - 1]
+        hosts = run.batches[number - 1].hosts
         events = [
             {"type": "runner_on_ok", "uuid": f"{run.id}-{h}", "host": h, "task": "Upgrade"}
             for h in hosts
@@ -161,7 +174,7 @@ class RunsAppTest(AsyncHTTPTestCase):
     def test_health_needs_no_sign_in(self):
         code, data = self.call("GET", "health", who=None)
         assert code == 200
-        assert Health.from_dict(data) == Health(status="ok", schema_version=1, database="sqlite")
+        assert Health.from_dict(data) == Health(status="ok", schema_version=2, database="sqlite")
 
     def test_not_signed_in(self):
         reply = self.error("GET", "runs", who=None)
@@ -195,7 +208,7 @@ class RunsAppTest(AsyncHTTPTestCase):
         assert self.call("GET", PREFIX, "carol")[0] == 200
         assert self.call("GET", f"{PREFIX}runs/{run.id}", "carol")[0] == 200
         writes = [
-            ("runs", {"runbook": "p", "stack": "s", "environment": "e", "plan": [["h"]]}),
+            ("runs", {"runbook": "p", "stack": "web"}),
             (f"runs/{run.id}/events", {"events": [{"type": "x"}]}),
             (f"runs/{run.id}/batches/1/start", {}),
             (f"runs/{run.id}/batches/1/finish", {"results": []}),
@@ -209,6 +222,7 @@ class RunsAppTest(AsyncHTTPTestCase):
             (f"runs/{run.id}/resume", {}),
             (f"runs/{run.id}/finish", {"outcome": "failed"}),
             (f"runs/{run.id}/abort", {"reason": "x"}),
+            (f"runs/{run.id}/replan", {"reason": "x"}),
         ]
         for path, body in writes:
             reply = self.error("POST", path, "carol", body)
@@ -221,11 +235,13 @@ class RunsAppTest(AsyncHTTPTestCase):
         assert self.store.get_run(run.id).state is RunState.RUNNING
 
     def test_erin_may_not_start_on_production_nor_take_over(self):
-        body = {"runbook": "patching", "stack": "web-prod", "environment": "production"}
-        reply = self.error("POST", "runs", "erin", {**body, "plan": PLAN})
+        # whatever environment and plan the body declares: the inventory puts db in production
+        body = {"runbook": "patching", "stack": "db", "environment": "staging", "plan": [["db-1"]]}
+        reply = self.error("POST", "runs", "erin", body)
         assert (reply.status, reply.scope) == (403, SCOPE_PRODUCTION)
-        assert "production" in reply.message
-        run = self.create("alice", stack="db-staging")
+        assert SCOPE_PRODUCTION in reply.message and "production" in reply.message
+        assert self.store.list_runs() == []
+        run = self.create("alice", options={})
         self.store.now = lambda: time_after(120)
         self.store.expire_leases()
         reply = self.error("POST", f"runs/{run.id}/takeover", "erin", {"reason": "alice left"})
@@ -274,7 +290,7 @@ class RunsAppTest(AsyncHTTPTestCase):
             "POST",
             "runs",
             "bob",
-            {"runbook": "patching", "stack": "web-staging", "environment": "staging", "plan": PLAN},
+            {"runbook": "patching", "stack": "web"},
         )
         assert (reply.status, reply.code, reply.run_id) == (409, ErrorCode.RUN_ACTIVE, run.id)
         assert f"run {run.id}" in reply.message and "owner alice" in reply.message
@@ -320,16 +336,78 @@ class RunsAppTest(AsyncHTTPTestCase):
         assert self.error("POST", f"runs/{run.id}/events", "alice", too_many).status == 400
 
     def test_listing_runs(self):
-        first = self.create(stack="a")
+        first = self.create(stack="web")
         self.post_run(first, "abort", "alice", {"reason": "test"})
-        second = self.create(stack="b")
+        second = self.create(stack="db", options={})
         code, data = self.call("GET", "runs", "carol")
         assert [r.id for r in RunList.from_dict(data).runs] == [second.id, first.id]
         code, data = self.call("GET", "runs?finished=0", "carol")
         assert code == 200
         assert [r.id for r in RunList.from_dict(data).runs] == [second.id]
-        _, data = self.call("GET", "runs?stack=a&runbook=patching", "carol")
+        _, data = self.call("GET", "runs?stack=web&runbook=patching", "carol")
         assert [r.id for r in RunList.from_dict(data).runs] == [first.id]
+
+    def test_the_stacks_as_the_service_resolves_them(self):
+        code, data = self.call("GET", "stacks", "carol")
+        assert code == 200
+        assert StackList.from_dict(data) == StackList(
+            stacks=[
+                StackView(name="db", environment="production", production=True, hosts=DB),
+                StackView(name="web", environment="staging", production=False, hosts=WEB),
+            ],  # not `mixed`: its hosts span two environments
+            nonproduction=["staging"],
+        )
+        assert self.error("GET", "stacks", "mallory").scope == SCOPE_READ
+
+    def test_a_stack_the_inventory_does_not_have_is_refused_and_nothing_recorded(self):
+        for stack, words in [
+            ("nope", "unknown stack 'nope'; known stacks: db, mixed, web"),
+            ("", "stack: expected the name of a stack of the inventory (db, mixed, web)"),
+            ("DB", "look-alike of the stack 'db'"),
+            ("\uff44\uff42", "look-alike of the stack 'db'"),
+            ("db\u200b", "is not a stack name"),
+            ("mixed", "hosts are not all in one environment"),
+        ]:
+            reply = self.error("POST", "runs", "alice", {"runbook": "patching", "stack": stack})
+            assert (reply.status, reply.code) == (400, ErrorCode.BAD_REQUEST), stack
+            assert words in reply.message, (stack, reply.message)
+        reply = self.error(
+            "POST", "runs", "alice", {"runbook": "p", "stack": "web", "options": {"batch_size": 0}}
+        )
+        assert reply.status == 400 and reply.message.startswith("options.batch_size:")
+        assert self.store.list_runs() == [] and self.notifier.messages == []
+
+    def test_an_unreadable_inventory_refuses_new_runs_but_the_ledger_still_reads(self):
+        run = self.create()
+        self.inventory.broken = "no such file or folder"
+        reply = self.error("POST", "runs", "bob", {"runbook": "reboot", "stack": "db"})
+        assert (reply.status, reply.code) == (503, ErrorCode.UNAVAILABLE)
+        assert "test-inventory" in reply.message and "no such file" in reply.message
+        assert self.error("GET", "stacks", "carol").status == 503
+        _, data = self.call("GET", "runs", "carol")
+        assert [r.id for r in RunList.from_dict(data).runs] == [run.id]
+        assert self.call("GET", PREFIX, "carol")[0] == 200
+        assert self.call("GET", f"{PREFIX}runs/{run.id}", "carol")[0] == 200
+        # the run in progress goes on: its owner's kernel needs no inventory
+        self.batch(run, 1)
+
+    def test_a_changed_stack_is_refused_at_accept_until_replanned(self):
+        run = self.create()
+        run = self.batch(run, 1)
+        self.post_run(run, "handoff", "alice", {"to": "bob", "note": ""})
+        self.post_run(run, "pause", "alice")
+        self.inventory.remove_host("web-3", "web")  # web-3 left the stack during the handoff
+        reply = self.error("POST", f"runs/{run.id}/accept", "bob")
+        assert (reply.status, reply.code) == (409, ErrorCode.PLAN_CHANGED)
+        assert "web-3 left stack web" in reply.message and "replan" in reply.message
+        reply = self.error("POST", f"runs/{run.id}/replan", "bob", {})
+        assert reply.status == 400 and "reason: missing" in reply.message
+        run = self.post_run(run, "replan", "bob", {"reason": "web-3 was retired"})
+        assert [b.hosts for b in run.batches] == [["web-1", "web-2"]]
+        run = self.post_run(run, "accept", "bob")
+        assert (run.owner, run.state) == ("bob", RunState.RUNNING)
+        run = self.post_run(run, "finish", "bob", {"outcome": "completed"})
+        assert run.state is RunState.COMPLETED
 
     def test_notes_are_answered_with_the_event(self):
         run = self.create()
@@ -357,8 +435,7 @@ class RunsAppTest(AsyncHTTPTestCase):
             Caller("alice", frozenset(ONCALL)),
             runbook="patching",
             stack="web",
-            environment="staging",
-            plan=PLAN,
+            options=RunOptions(batch_size=2),
         )
         self.store.now = lambda: time_after(61)
         sweeper = start_sweeper(self.ctx, 0.02)

@@ -12,9 +12,12 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import RequestHandler
 
+from opsbook.contract.scopes import SCOPE_READ, SCOPE_WRITE
+from opsbook.contract.wire import ErrorCode, Me, Run
 from opsbook.service.app import Context, make_app
 from opsbook.service.identity import HubIdentity, make_hub_auth
 from opsbook.service.notify import Notifier
@@ -22,7 +25,6 @@ from opsbook.service.oncall import HubOncall
 from opsbook.service.rules import Refused
 from opsbook.service.settings import load
 from opsbook.service.store import Store
-from opsbook.contract.wire import SCOPE_READ, SCOPE_WRITE, ErrorCode, Me, Run
 
 SERVICE_TOKEN = "service-token-0123456789abcdef"
 TOKENS = {
@@ -87,6 +89,11 @@ class Hook(RequestHandler):
 
 
 class HubClientsTest(AsyncHTTPTestCase):
+    @pytest.fixture(autouse=True)
+    def _inventory(self, inventory) -> None:
+        """conftest.py's inventory (pytest sets it before setUp runs)."""
+        self.inventory = inventory
+
     def setUp(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
         self.hub = FakeHub()
@@ -109,7 +116,7 @@ class HubClientsTest(AsyncHTTPTestCase):
         )
         hub_auth = make_hub_auth(settings)
         self.ctx = Context(
-            store=Store(settings["RUNS_DATABASE_URL"]),
+            store=Store(settings["RUNS_DATABASE_URL"], fleet=self.inventory.current),
             identity=HubIdentity(hub_auth),
             oncall=HubOncall(settings["JUPYTERHUB_API_URL"], SERVICE_TOKEN, "oncall"),
             notifier=Notifier(f"http://127.0.0.1:{port}/hook", public_url="https://ops.example"),
@@ -175,14 +182,14 @@ class HubClientsTest(AsyncHTTPTestCase):
         assert response.code == 401
 
     def test_erin_starts_a_run_with_her_notebook_token_and_the_webhook_hears_it(self):
-        body = {"runbook": "patching", "stack": "web-staging", "environment": "staging"}
-        response = self.api("POST", "runs", "erin-notebook-token", {**body, "plan": [["w1"]]})
+        body = {"runbook": "patching", "stack": "web"}
+        response = self.api("POST", "runs", "erin-notebook-token", body)
         assert response.code == 201, response.body
         run = Run.from_dict(json.loads(response.body))
         assert run.owner == "erin"
         self.wait_for(lambda: self.hub.hooks)
         (hook,) = self.hub.hooks
-        assert hook["text"].startswith(f"run {run.id} (patching on web-staging, staging) ")
+        assert hook["text"].startswith(f"run {run.id} (patching on web, staging) ")
         assert f"https://ops.example/services/runs/runs/{run.id}" in hook["text"]
         assert "erin started patching" in hook["text"]
 

@@ -8,27 +8,19 @@ from datetime import UTC, datetime
 
 import pytest
 
+from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
+from opsbook.contract.wire import EventIn, HostResult, HostState, RunOptions, RunState
 from opsbook.service.pages import RunCard, index_page, run_page
 from opsbook.service.rules import Caller
 from opsbook.service.store import Store
-from opsbook.contract.wire import (
-    SCOPE_PRODUCTION,
-    SCOPE_READ,
-    SCOPE_TAKEOVER,
-    SCOPE_WRITE,
-    EventIn,
-    HostResult,
-    HostState,
-    RunState,
-)
 
 ALICE = Caller("alice", frozenset({SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER}))
 EVIL = "<script>alert('x')</script>"
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'runs.sqlite'}")
+def store(tmp_path, inventory):
+    store = Store(f"sqlite:///{tmp_path / 'runs.sqlite'}", fleet=inventory.current)
     yield store
     store.close()
 
@@ -46,26 +38,25 @@ def test_the_index_shows_progress_owner_lease_handoff_and_notes_escaped(store):
     run = store.create_run(
         ALICE,
         runbook=f"patch{EVIL}",
-        stack="web-prod",
-        environment="production",
-        plan=[["web-1", "web-2"], ["web-3"]],
+        stack="db",  # production: db-1, db-2 | db-3
+        options=RunOptions(batch_size=2),
     )
     store.start_batch(run.id, ALICE, 1)
     store.append_events(
         run.id,
         ALICE,
-        [EventIn(type="runner_on_failed", uuid="1", host="web-2", task=EVIL, message=EVIL)],
+        [EventIn(type="runner_on_failed", uuid="1", host="db-2", task=EVIL, message=EVIL)],
     )
     store.finish_batch(
         run.id,
         ALICE,
         1,
         [
-            HostResult(host="web-1", state=HostState.OK),
-            HostResult(host="web-2", state=HostState.FAILED, message=f"apt: {EVIL}"),
+            HostResult(host="db-1", state=HostState.OK),
+            HostResult(host="db-2", state=HostState.FAILED, message=f"apt: {EVIL}"),
         ],
     )
-    store.add_note(run.id, ALICE, f"looking at web-2 {EVIL}")
+    store.add_note(run.id, ALICE, f"looking at db-2 {EVIL}")
     store.handoff(run.id, ALICE, to="bob", note="over to you", oncall=["bob"], oncall_group="oc")
     now = datetime.now(UTC)
     page = index_page([card(store, run.id)], [], who="carol", prefix="/services/runs/", now=now)
@@ -76,15 +67,13 @@ def test_the_index_shows_progress_owner_lease_handoff_and_notes_escaped(store):
     assert "Handed off by alice to <b>bob</b>" in page and "over to you" in page
     assert 'class="h h-failed"' in page and 'class="h h-pending"' in page
     assert "batch 1</td><td>done" in page and "<td>alice</td>" in page
-    assert "looking at web-2" in page
+    assert "looking at db-2" in page
     assert 'class="badge prod"' in page
     assert not re.search(r"https?://", page.replace("http-equiv", ""))  # no external assets
 
 
 def test_the_run_page_pages_through_events(store):
-    run = store.create_run(
-        ALICE, runbook="patching", stack="s", environment="staging", plan=[["a"]]
-    )
+    run = store.create_run(ALICE, runbook="patching", stack="web")
     store.append_events(run.id, ALICE, [EventIn(type="e", uuid=str(i)) for i in range(300)])
     now = datetime.now(UTC)
     events = store.last_events(run.id, 200)
@@ -98,14 +87,11 @@ def test_the_run_page_pages_through_events(store):
     assert 'http-equiv="refresh"' not in page  # finished: nothing changes any more
 
 
-def test_pages_are_quick_with_a_run_of_10000_events(store):
-    hosts = [f"web-{i}" for i in range(50)]
+def test_pages_are_quick_with_a_run_of_10000_events(store, inventory):
+    hosts = [f"big-{i}" for i in range(50)]
+    inventory.add_stack("big", hosts, "staging")
     run = store.create_run(
-        ALICE,
-        runbook="patching",
-        stack="big",
-        environment="staging",
-        plan=[hosts[i : i + 10] for i in range(0, 50, 10)],
+        ALICE, runbook="patching", stack="big", options=RunOptions(batch_size=10)
     )
     for chunk in range(10):
         store.append_events(
@@ -138,7 +124,7 @@ def test_pages_are_quick_with_a_run_of_10000_events(store):
         now=datetime.now(UTC),
     )
     detail_seconds = time.perf_counter() - started
-    assert "web-49" in page and "Events 9802 to 10001 of 10001" in detail
+    assert "big-49" in page and "Events 9802 to 10001 of 10001" in detail
     print(
         f"\nstatus page, run of 10,000 events: index {index_seconds * 1000:.0f} ms, "
         f"run page {detail_seconds * 1000:.0f} ms (SQLite)"

@@ -10,18 +10,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from opsbook.service import rules
-from opsbook.service.rules import Action, Caller, Refused, RunFacts
+from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
 from opsbook.contract.wire import (
-    SCOPE_PRODUCTION,
-    SCOPE_READ,
-    SCOPE_TAKEOVER,
-    SCOPE_WRITE,
     BatchState,
     ErrorCode,
     HostState,
     RunState,
 )
+from opsbook.service import rules
+from opsbook.service.rules import Action, Caller, Refused, RunFacts
 
 ONCALL = frozenset({SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER})
 OPS = frozenset({SCOPE_READ, SCOPE_WRITE})
@@ -134,13 +131,14 @@ def test_production_runs_need_the_production_scope(action):
 
 
 def test_creating():
-    rules.may_create(ERIN, production=False, stack="web-staging")
-    rules.may_create(ALICE, production=True, stack="web-prod")
+    rules.may_create(ERIN, production=False, stack="web", environment="staging")
+    rules.may_create(ALICE, production=True, stack="db", environment="production")
     with pytest.raises(Refused) as caught:
-        rules.may_create(ERIN, production=True, stack="web-prod")
-    assert caught.value.scope == SCOPE_PRODUCTION and "web-prod" in caught.value.message
+        rules.may_create(ERIN, production=True, stack="db", environment="lab")
+    assert caught.value.scope == SCOPE_PRODUCTION
+    assert "db" in caught.value.message and "lab" in caught.value.message
     with pytest.raises(Refused) as caught:
-        rules.may_create(CAROL, production=False, stack="web-staging")
+        rules.may_create(CAROL, production=False, stack="web", environment="staging")
     assert caught.value.scope == SCOPE_WRITE
 
 
@@ -315,3 +313,32 @@ def test_handoff_targets():
     )
     with pytest.raises(Refused):
         rules.check_handoff_target(run, "", ["bob"], "oncall")
+
+
+# --- replan ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "caller", "handoff_to"),
+    [
+        (S.PAUSED, ALICE, None),  # the owner, paused
+        (S.HANDED_OFF, ALICE, "bob"),  # the owner, handed off
+        (S.HANDED_OFF, BOB, "bob"),  # the engineer it was handed to
+        (S.ORPHANED, BOB, None),  # on-call, before taking it over
+    ],
+)
+def test_replan_when_no_kernel_executes_the_plan(state, caller, handoff_to):
+    rules.authorize(Action.REPLAN, facts(state, handoff_to=handoff_to), caller)
+
+
+def test_replan_is_refused_while_running_by_strangers_and_without_takeover_scope():
+    error = refusal(Action.REPLAN, facts(S.RUNNING), ALICE)
+    assert (error.status, error.code) == (409, ErrorCode.WRONG_STATE)
+    assert "pause it first" in error.message
+    error = refusal(Action.REPLAN, facts(S.PAUSED), BOB)
+    assert (error.status, error.code) == (409, ErrorCode.NOT_OWNER)
+    assert "owned by alice, not by you (bob)" in error.message
+    error = refusal(Action.REPLAN, facts(S.ORPHANED, owner="frank"), ERIN)
+    assert (error.status, error.scope) == (403, SCOPE_TAKEOVER)
+    error = refusal(Action.REPLAN, facts(S.COMPLETED), ALICE)
+    assert error.code is ErrorCode.RUN_FINISHED

@@ -2,7 +2,10 @@
 
 tests/e2e/test_runs_postgres.py imports this module and runs every test again on a real PostgreSQL
 server, by giving `database_url` another value; so the tests use only the `store`/`open_store`
-fixtures and never assume SQLite.
+fixtures (and `inventory`, from conftest.py) and never assume SQLite.
+
+The store resolves every run from the inventory: these tests run on conftest.py's fleet (stack web:
+web-1 ... web-5 in staging; db: db-1 ... db-3 in production), two hosts a batch unless they say.
 """
 
 from __future__ import annotations
@@ -13,13 +16,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opsbook.service.rules import Caller, Refused
-from opsbook.service.store import Store
+from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
 from opsbook.contract.wire import (
-    SCOPE_PRODUCTION,
-    SCOPE_READ,
-    SCOPE_TAKEOVER,
-    SCOPE_WRITE,
     BatchState,
     ErrorCode,
     EventIn,
@@ -27,8 +25,11 @@ from opsbook.contract.wire import (
     GateReport,
     HostResult,
     HostState,
+    RunOptions,
     RunState,
 )
+from opsbook.service.rules import Caller, Refused
+from opsbook.service.store import Store
 
 ONCALL = frozenset({SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER})
 ALICE = Caller("alice", ONCALL)
@@ -36,7 +37,7 @@ BOB = Caller("bob", ONCALL)
 ERIN = Caller("erin", frozenset({SCOPE_READ, SCOPE_WRITE}))
 CAROL = Caller("carol", frozenset({SCOPE_READ}))
 ON_CALL_NOW = ["alice", "bob"]
-PLAN = [["web-1", "web-2"], ["web-3", "web-4"], ["web-5"]]
+PLAN = [["web-1", "web-2"], ["web-3", "web-4"], ["web-5"]]  # stack web, two hosts a batch
 
 
 class Clock:
@@ -63,12 +64,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def open_store(database_url: str, clock: Clock) -> Iterator[Callable[..., Store]]:
+def open_store(database_url: str, clock: Clock, inventory) -> Iterator[Callable[..., Store]]:
     """Open the ledger (again): every call is like a start of the service."""
     opened: list[Store] = []
 
     def open_(**options) -> Store:
         options.setdefault("lease_seconds", 60)
+        options.setdefault("fleet", inventory.current)
         store = Store(database_url, now=clock, **options)
         opened.append(store)
         return store
@@ -86,9 +88,8 @@ def store(open_store) -> Store:
 def start(store: Store, caller: Caller = ALICE, **overrides):
     request = {
         "runbook": "patching",
-        "stack": "web-staging",
-        "environment": "staging",
-        "plan": PLAN,
+        "stack": "web",
+        "options": RunOptions(batch_size=2),
         "parameters": {"errata": ["DSA-1", "DSA-2"]},
     }
     request.update(overrides)
@@ -129,9 +130,11 @@ def test_a_new_run_is_running_owned_by_its_starter_with_a_lease(store, clock):
     assert all(b.state is BatchState.PENDING for b in run.batches)
     assert set(run.host_states().values()) == {HostState.PENDING}
     assert run.parameters == {"errata": ["DSA-1", "DSA-2"]}
-    assert not run.production
+    assert (run.stack, run.environment, run.production) == ("web", "staging", False)
+    assert run.options == RunOptions(batch_size=2)
     events = store.events(run.id).events
     assert [(e.seq, e.type, e.actor) for e in events] == [(1, "start", "alice")]
+    assert events[0].data["plan"] == PLAN and events[0].data["environment"] == "staging"
 
 
 def test_a_second_start_of_the_same_runbook_on_the_same_stack_names_the_run_and_owner(store):
@@ -140,7 +143,7 @@ def test_a_second_start_of_the_same_runbook_on_the_same_stack_names_the_run_and_
     assert (error.status, error.code, error.run_id) == (409, ErrorCode.RUN_ACTIVE, first.id)
     assert f"run {first.id}" in error.message and "alice" in error.message
     # another stack, or another runbook, is fine
-    assert start(store, BOB, stack="db-staging").owner == "bob"
+    assert start(store, BOB, stack="db").owner == "bob"
     assert start(store, BOB, runbook="reboot").owner == "bob"
 
 
@@ -183,15 +186,16 @@ def test_a_finished_run_frees_its_stack(store):
 
 
 def test_production_needs_the_production_scope(store):
-    error = refused(start, store, ERIN, stack="web-prod", environment="production")
+    error = refused(start, store, ERIN, stack="db")
     assert (error.status, error.code, error.scope) == (
         403,
         ErrorCode.MISSING_SCOPE,
         SCOPE_PRODUCTION,
     )
     assert "erin" in error.message and SCOPE_PRODUCTION in error.message
-    run = start(store, ALICE, stack="web-prod", environment="Production")
-    assert run.production
+    assert "production" in error.message and store.list_runs() == []
+    run = start(store, ALICE, stack="db")
+    assert (run.environment, run.production) == ("production", True)
 
 
 def test_viewers_cannot_start_runs(store):
@@ -200,17 +204,23 @@ def test_viewers_cannot_start_runs(store):
 
 
 @pytest.mark.parametrize(
-    ("plan", "words"),
+    ("options", "words"),
     [
-        ([], "one or more batches"),
-        ([["a"], []], "one or more batches"),
-        ([["a", "b"], ["b"]], "appears twice"),
-        ([["a", " "]], "blank host"),
+        (RunOptions(batch_size=0), "options.batch_size: expected 1 to"),
+        (RunOptions(batch_size=10_001), "options.batch_size"),
+        (RunOptions(max_fail=-1), "options.max_fail"),
+        (RunOptions(gate_timeout=3601), "options.gate_timeout"),
+        (RunOptions(max_load_per_cpu=0), "options.max_load_per_cpu"),
+        (RunOptions(limit=["web-1", "web-1"]), "options.limit"),
+        (RunOptions(limit=["web-1", "db-1"]), "options.limit: db-1 not in stack web"),
     ],
 )
-def test_a_bad_plan_is_refused_with_the_reason(store, plan, words):
-    error = refused(start, store, plan=plan)
-    assert error.status == 400 and words in error.message
+def test_bad_options_are_refused_naming_the_field_and_nothing_is_recorded(store, options, words):
+    error = refused(start, store, options=options)
+    assert (error.status, error.code) == (400, ErrorCode.BAD_REQUEST)
+    assert words in error.message
+    assert store.list_runs() == []
+    assert start(store).stack == "web"  # and the stack is not held
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -591,7 +601,7 @@ def test_notes_from_anyone_who_may_write_but_not_viewers(store):
 
 
 def test_production_runs_need_the_production_scope_for_every_write(store, clock):
-    run = start(store, ALICE, stack="web-prod", environment="production")
+    run = start(store, ALICE, stack="db")
     error = refused(store.renew_lease, run.id, Caller("alice", ERIN.scopes))
     assert error.scope == SCOPE_PRODUCTION
 
@@ -606,7 +616,7 @@ def test_hostile_input_is_refused_or_cleaned_on_every_database(store):
     assert error.status == 400
     assert store.events(run.id, since=10**30).events == []
     assert store.last_events(run.id, 5, before=10**30)[-1].type == "note"
-    assert refused(start, store, stack="other", plan=[["web\x00"]]).status == 400
+    assert refused(start, store, stack="web\x00").status == 400
 
 
 def test_unknown_runs(store):
@@ -632,15 +642,15 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     # and it carries on: sequence numbers continue, the stack is still taken
     assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
     assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
-    assert reopened.schema_version() == 1
+    assert reopened.schema_version() == 2
 
 
 def test_list_runs_active_first_then_recent(store):
-    finished = start(store, stack="s1")
+    finished = start(store, stack="web")
     store.abort(finished.id, ALICE, "test")
-    active = start(store, stack="s2")
+    active = start(store, stack="db")
     listed = store.list_runs()
     assert [r.id for r in listed] == [active.id, finished.id]
     assert [r.id for r in store.list_runs(finished=0)] == [active.id]
-    assert [r.id for r in store.list_runs(stack="s1")] == [finished.id]
-    assert [r.id for r in store.list_runs(runbook="patching", stack="s2")] == [active.id]
+    assert [r.id for r in store.list_runs(stack="web")] == [finished.id]
+    assert [r.id for r in store.list_runs(runbook="patching", stack="db")] == [active.id]

@@ -1,5 +1,6 @@
-"""The wire format shared by the runs service and its client (opsbook.contract.wire), and what the service
-package may import (the runs image installs opsbook without Ansible or Prometheus)."""
+"""The contract shared by the runs service and its client (opsbook.contract: wire format, stack
+names, environments), and what the service package may import (the runs image installs opsbook
+without Ansible or Prometheus)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from opsbook.contract.stacks import (
+    environment_names,
+    is_production,
+    stack_key,
+    stack_name_problem,
+)
 from opsbook.contract.wire import (
     AppendEvents,
+    BatchOrder,
     BatchState,
     BatchView,
     CreateRun,
@@ -23,9 +31,9 @@ from opsbook.contract.wire import (
     HostState,
     HostView,
     Run,
+    RunOptions,
     RunState,
     WireError,
-    is_production,
     parse_wire_time,
     wire_time,
 )
@@ -35,9 +43,10 @@ def sample_run() -> Run:
     return Run(
         id=3,
         runbook="patching",
-        stack="web-prod",
+        stack="web",
         environment="production",
         production=True,
+        options=RunOptions(batch_size=2, order=BatchOrder.REVERSE, limit=["web-1"]),
         parameters={"errata": ["DSA-1"], "reboot": True},
         state=RunState.HANDED_OFF,
         owner="alice",
@@ -67,10 +76,19 @@ def test_unknown_fields_are_ignored_so_either_side_may_add_fields():
 
 
 def test_defaults_fill_what_an_older_sender_left_out():
+    request = CreateRun.from_dict({"runbook": "patching", "stack": "web"})
+    assert request.parameters == {} and request.options == RunOptions()
+    assert RunOptions.from_dict({"batch_size": 3}) == RunOptions(batch_size=3)
+
+
+def test_an_older_clients_environment_and_plan_are_ignored():
+    """The service decides what a run is: a body naming an environment or a plan still parses,
+    and neither reaches the request."""
     request = CreateRun.from_dict(
-        {"runbook": "patching", "stack": "s", "environment": "staging", "plan": [["a"]]}
+        {"runbook": "patching", "stack": "db", "environment": "staging", "plan": [["db-1"]]}
     )
-    assert request.parameters == {}
+    assert request == CreateRun(runbook="patching", stack="db")
+    assert "environment" not in request.to_dict() and "plan" not in request.to_dict()
     assert EventIn.from_dict({"type": "runner_on_ok"}) == EventIn(type="runner_on_ok")
 
 
@@ -81,8 +99,18 @@ def test_defaults_fill_what_an_older_sender_left_out():
         (CreateRun, {"runbook": "p"}, "stack: missing (expected a string)"),
         (
             CreateRun,
-            {"runbook": "p", "stack": "s", "environment": "e", "plan": [["a", 2]]},
-            "plan[0][1]: expected a string, got 2",
+            {"runbook": "p", "stack": "s", "options": {"limit": ["a", 2]}},
+            "options.limit[1]: expected a string, got 2",
+        ),
+        (
+            CreateRun,
+            {"runbook": "p", "stack": "s", "options": {"order": "random"}},
+            "options.order: expected one of inventory, reverse, got 'random'",
+        ),
+        (
+            CreateRun,
+            {"runbook": "p", "stack": "s", "options": {"batch_size": "2"}},
+            "options.batch_size: expected a whole number, got '2'",
         ),
         (
             AppendEvents,
@@ -126,15 +154,49 @@ def test_times_travel_in_utc():
     assert wire_time(datetime(2026, 1, 1, tzinfo=UTC)).endswith("+00:00")
 
 
-def test_production_environments_compare_case_blind():
-    assert is_production(" Production ", frozenset({"production"}))
-    assert is_production("prod", frozenset({"production", "prod"}))
-    assert not is_production("staging", frozenset({"production"}))
+def test_only_environments_declared_non_production_are_not_production_case_blind():
+    declared = environment_names("Staging, dev  qa")
+    assert declared == frozenset({"staging", "dev", "qa"})
+    assert not is_production(" STAGING ", declared)
+    assert not is_production("staging", frozenset({"Staging"}))
+    assert is_production("production", declared)
+    assert is_production("stagin", declared)  # misspelt: production (fail closed)
+    assert is_production("lab", declared)  # not declared: production
+    assert is_production("staging", environment_names(""))  # nothing declared: all production
+
+
+def test_option_problems_name_the_field():
+    assert RunOptions().problems() == []
+    problems = RunOptions(batch_size=0, max_fail=-1, max_load_per_cpu=0).problems()
+    assert [p.split(":")[0] for p in problems] == [
+        "options.batch_size",
+        "options.max_fail",
+        "options.max_load_per_cpu",
+    ]
+
+
+@pytest.mark.parametrize("name", ["db", "web-1", "a", "db_2.eu", "9", "x" * 63])
+def test_stack_names_of_the_charset(name):
+    assert stack_name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["", " db", "DB", "db\u200b", "\uff44\uff42", "-db", "db/1", "x" * 64, "d b"]
+)
+def test_other_stack_names_are_refused_saying_the_rule(name):
+    problem = stack_name_problem(name)
+    assert problem and "lower-case letters" in problem
+
+
+def test_look_alikes_share_the_key_of_the_stack_they_imitate():
+    assert stack_key("DB") == stack_key("\uff44\uff42") == stack_key(" db ") == "db"
+    assert stack_key("db\u200b") != "db"  # not a look-alike by key: refused by the charset
 
 
 def test_the_service_imports_neither_ansible_nor_prometheus():
     code = (
-        "import sys, opsbook, opsbook.contract.wire, opsbook.service.app, opsbook.service.__main__\n"
+        "import sys, opsbook, opsbook.contract.wire, opsbook.service.app\n"
+        "import opsbook.service.__main__, opsbook.service.fleet\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'ansible', 'ansible_runner', 'prometheus_api_client', 'pandas', 'ipywidgets', 'yaml'})\n"
         "print(','.join(bad))"
@@ -144,9 +206,11 @@ def test_the_service_imports_neither_ansible_nor_prometheus():
     assert result.stdout.strip() == ""
 
 
-def test_the_wire_module_imports_only_the_standard_library():
+def test_the_contract_imports_only_the_standard_library():
     code = (
-        "import sys; before = set(sys.modules); import opsbook.contract.wire\n"
+        "import sys; before = set(sys.modules)\n"
+        "import opsbook.contract.wire, opsbook.contract.scopes, opsbook.contract.stacks\n"
+        "import opsbook.contract.settings\n"
         "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
         "print(','.join(sorted(new - set(sys.stdlib_module_names) - {'opsbook'})))"
     )
