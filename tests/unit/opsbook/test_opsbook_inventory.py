@@ -34,8 +34,7 @@ def test_demo_inventory_has_the_web_and_db_stacks(demo: Inventory) -> None:
 def test_demo_stacks_environments(demo: Inventory) -> None:
     assert demo.environment("web") == "staging"
     assert demo.environment("db") == "production"
-    assert demo.is_production("db")
-    assert not demo.is_production("web")
+    assert not hasattr(demo, "is_production")  # the runs service says what is production
 
 
 def test_demo_hosts_carry_connection_and_reboot_settings(demo: Inventory) -> None:
@@ -171,7 +170,7 @@ all:
 def test_stack_spanning_two_environments_names_the_hosts(tmp_path: Path) -> None:
     loaded = Inventory.load(write(tmp_path, "hosts.yml", SPANNING))
     with pytest.raises(InventoryError) as raised:
-        loaded.is_production("web")
+        loaded.environment("web")
     message = str(raised.value)
     assert "stack 'web' is not in exactly one environment" in message
     assert "web-1 in staging; web-2 in staging; web-3 in production" in message

@@ -32,7 +32,6 @@ from opsbook.rolling import (
     RollingStopped,
     RunObserver,
     StopRun,
-    plan_rolling,
     rolling_patch,
     silence_ceiling,
     wait_for_gate,
@@ -51,34 +50,34 @@ class Recorder(RunObserver):
         self.result: RollingResult | None = None
         self.batch_results: list[BatchResult] = []
 
-    def _maybe_raise(self, name: str, index: int) -> None:
-        if (name, index) in self.raise_at:
-            raise self.raise_at[(name, index)]
+    def _maybe_raise(self, name: str, number: int) -> None:
+        if (name, number) in self.raise_at:
+            raise self.raise_at[(name, number)]
 
-    def batch_starting(self, index: int, hosts: Sequence[str]) -> None:
-        self.calls.append(("batch_starting", index, tuple(hosts)))
-        self._maybe_raise("batch_starting", index)
+    def batch_starting(self, number: int, hosts: Sequence[str]) -> None:
+        self.calls.append(("batch_starting", number, tuple(hosts)))
+        self._maybe_raise("batch_starting", number)
 
     def event(self, event: dict[str, Any]) -> None:
         self.calls.append(("event", event["event"], event["event_data"].get("host")))
         if event["event"] == "runner_on_start":
             self._maybe_raise("event", 0)
 
-    def gate_result(self, index: int, gate_result: GateResult) -> None:
-        self.calls.append(("gate_result", index, gate_result.passed))
-        self._maybe_raise("gate_result", index)
+    def gate_result(self, number: int, gate_result: GateResult) -> None:
+        self.calls.append(("gate_result", number, gate_result.passed))
+        self._maybe_raise("gate_result", number)
 
-    def batch_finished(self, index: int, batch_result: BatchResult) -> None:
-        self.calls.append(("batch_finished", index))
+    def batch_finished(self, number: int, batch_result: BatchResult) -> None:
+        self.calls.append(("batch_finished", number))
         self.batch_results.append(batch_result)
-        self._maybe_raise("batch_finished", index)
+        self._maybe_raise("batch_finished", number)
 
     def finished(self, rolling_result: RollingResult) -> None:
         self.calls.append(("finished", rolling_result.stopped))
         self.result = rolling_result
 
     def names(self) -> list[str]:
-        """The calls without the play's events, as 'name index'."""
+        """The calls without the play's events, as 'name number'."""
         return [f"{call[0]} {call[1]}" for call in self.calls if call[0] != "event"]
 
 
@@ -181,7 +180,15 @@ def plays(fleet: FakeFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def web_plan(size: int = 1) -> rolling.RollingPlan:
-    return plan_rolling(INVENTORY, "web", size=size)
+    """The web stack's 3 hosts in batches of `size`, as the runs service would plan them."""
+    hosts = ["web-1", "web-2", "web-3"]
+    return rolling.RollingPlan(
+        stack="web",
+        environment="staging",
+        production=False,
+        batches=tuple(tuple(hosts[i : i + size]) for i in range(0, len(hosts), size)),
+        instances=Inventory.load(INVENTORY).exporter_instances(hosts),
+    )
 
 
 def promote_all(fleet: FakeFleet) -> None:
@@ -191,27 +198,17 @@ def promote_all(fleet: FakeFleet) -> None:
 # planning
 
 
-def test_plan_follows_the_inventory() -> None:
-    plan = plan_rolling(Inventory.load(INVENTORY), "db", percent=50)
-    assert plan.stack == "db"
-    assert plan.environment == "production"
-    assert plan.production
-    assert plan.batches == (("db-1", "db-2"), ("db-3",))
-    assert plan.instances == {"db-1": "db-1:9100", "db-2": "db-2:9100", "db-3": "db-3:9100"}
+def test_a_plan_is_the_runs_batches_numbered_from_1() -> None:
+    plan = web_plan(size=2)
+    assert plan.hosts == ["web-1", "web-2", "web-3"]
+    assert plan.batch(1) == ("web-1", "web-2") and plan.batch(2) == ("web-3",)
+    with pytest.raises(BatchError, match="batch 3 is out of range; expected 1 to 2"):
+        plan.batch(3)
     assert plan.describe() == (
-        "stack db (production): 3 hosts in 2 batches\n  batch 1: db-1, db-2\n  batch 2: db-3"
+        "stack web (staging): 3 hosts in 2 batches\n  batch 1: web-1, web-2\n  batch 2: web-3"
     )
-    default = plan_rolling(INVENTORY, "web")  # one host at a time
-    assert default.batches == (("web-1",), ("web-2",), ("web-3",))
-    assert not default.production
-    assert default.hosts == ["web-1", "web-2", "web-3"]
-
-
-def test_plan_refuses_what_cannot_be_planned() -> None:
-    with pytest.raises(InventoryError, match="unknown stack 'mail'"):
-        plan_rolling(INVENTORY, "mail")
-    with pytest.raises(BatchError, match="give exactly one of size"):
-        plan_rolling(INVENTORY, "web", size=1, percent=50)
+    production = dataclasses.replace(plan, stack="db", environment="prod", production=True)
+    assert production.describe().startswith("stack db (prod, PRODUCTION): 3 hosts")
 
 
 # the flow of a batch
@@ -252,8 +249,8 @@ def test_batches_run_in_order_each_silenced_patched_gated(
 def test_observer_hears_everything_in_order(fleet: FakeFleet, settings: Settings) -> None:
     observer = Recorder()
     rolling_patch(web_plan(size=2), settings, observer=observer, **FAST)
-    first_batch = observer.calls[: observer.calls.index(("batch_finished", 0)) + 1]
-    assert first_batch[0] == ("batch_starting", 0, ("web-1", "web-2"))
+    first_batch = observer.calls[: observer.calls.index(("batch_finished", 1)) + 1]
+    assert first_batch[0] == ("batch_starting", 1, ("web-1", "web-2"))
     assert [call[1] for call in first_batch if call[0] == "event"] == [
         "playbook_on_start",
         "playbook_on_task_start",
@@ -263,11 +260,11 @@ def test_observer_hears_everything_in_order(fleet: FakeFleet, settings: Settings
         "runner_on_ok",
         "playbook_on_stats",
     ]
-    assert first_batch[-2] == ("gate_result", 0, True)
+    assert first_batch[-2] == ("gate_result", 1, True)
     # the gate may be asked more than once (web-3 was upgraded: it waits for a fresh scrape)
-    rest = [name for name in observer.names() if name != "gate_result 1"]
-    assert rest[-3:] == ["batch_starting 1", "batch_finished 1", "finished None"]
-    assert observer.calls[-3] == ("gate_result", 1, True)
+    rest = [name for name in observer.names() if name != "gate_result 2"]
+    assert rest[-3:] == ["batch_starting 2", "batch_finished 2", "finished None"]
+    assert observer.calls[-3] == ("gate_result", 2, True)
 
 
 @pytest.mark.usefixtures("plays")
@@ -305,7 +302,7 @@ def test_stops_at_the_first_failed_gate(fleet: FakeFleet, settings: Settings) ->
     result = rolling_patch(web_plan(), settings, observer=observer, **FAST)
     assert not result.complete
     assert result.stopped == "batch 2 of 3: health gate failed for web-2"
-    assert result.resume_from == 1
+    assert result.resume_from == 2
     assert (result.done, result.failed, result.not_started) == (["web-1"], ["web-2"], ["web-3"])
     assert result.batches[1].gate_attempts > 1  # asked again until gate_timeout ran out
     assert fleet.active_silences == []
@@ -313,7 +310,7 @@ def test_stops_at_the_first_failed_gate(fleet: FakeFleet, settings: Settings) ->
     summary = result.summary()
     assert summary.startswith("Rolling patch of web (staging): STOPPED: batch 2 of 3: health gate")
     assert "    web-2: health gate: load: value 3; expected < 1" in summary
-    assert "start_batch=1 (batch 2)" in summary
+    assert "start_batch=2 (the patch play is idempotent)" in summary
     with pytest.raises(RollingStopped, match="not started \\(1\\): web-3"):
         result.raise_if_stopped()
 
@@ -365,7 +362,7 @@ def test_a_cancelled_play_leaves_its_hosts_in_doubt(
     assert result.in_doubt == ["web-1", "web-2"]
     assert result.not_started == ["web-3"]
     assert result.batches[0].gate is None  # not asked of a play that did not end
-    assert result.resume_from == 0
+    assert result.resume_from == 1
     assert fleet.active_silences == []
 
 
@@ -373,7 +370,7 @@ def test_cancel_event_stops_before_the_next_batch(settings: Settings, plays: Fak
     cancel = threading.Event()
 
     class CancelAfterFirst(RunObserver):
-        def batch_finished(self, index: int, batch_result: BatchResult) -> None:
+        def batch_finished(self, number: int, batch_result: BatchResult) -> None:
             cancel.set()
 
     result = rolling_patch(web_plan(), settings, cancel=cancel, observer=CancelAfterFirst(), **FAST)
@@ -381,7 +378,7 @@ def test_cancel_event_stops_before_the_next_batch(settings: Settings, plays: Fak
     assert (result.done, result.not_started, result.resume_from) == (
         ["web-1"],
         ["web-2", "web-3"],
-        1,
+        2,
     )
     assert len(plays.calls) == 1
 
@@ -392,37 +389,41 @@ def test_cancel_event_stops_before_the_next_batch(settings: Settings, plays: Fak
 def test_paused_before_a_batch_runs_nothing_more(
     fleet: FakeFleet, settings: Settings, plays: FakePlays
 ) -> None:
-    observer = Recorder({("batch_starting", 1): Paused("handed to bob")})
+    observer = Recorder({("batch_starting", 2): Paused("handed to bob")})
     result = rolling_patch(web_plan(), settings, observer=observer, **FAST)
     assert result.stopped == "paused before batch 2 of 3: handed to bob"
-    assert result.resume_from == 1
+    assert result.resume_from == 2
     assert (result.done, result.not_started) == (["web-1"], ["web-2", "web-3"])
     assert plays.calls == [(("web-1",), False)]
     assert observer.names()[-2:] == [
-        "batch_starting 1",
+        "batch_starting 2",
         "finished paused before batch 2 of 3: handed to bob",
     ]
     assert fleet.active_silences == []
 
 
 def test_stop_after_a_batch_and_resume_from_there(settings: Settings, plays: FakePlays) -> None:
-    observer = Recorder({("batch_finished", 0): StopRun("end of shift")})
+    observer = Recorder({("batch_finished", 1): StopRun("end of shift")})
     first = rolling_patch(web_plan(), settings, observer=observer, **FAST)
     assert first.stopped == "stopped after batch 1 of 3: end of shift"
-    assert first.resume_from == 1
+    assert first.resume_from == 2
     second = rolling_patch(web_plan(), settings, start_batch=first.resume_from, **FAST)
     assert second.complete
-    assert second.start_batch == 1
+    assert second.start_batch == 2
     assert second.done == ["web-2", "web-3"]  # only what this run did
-    assert [batch.index for batch in second.batches] == [1, 2]
+    assert [batch.number for batch in second.batches] == [2, 3]
     assert plays.calls == [(("web-1",), False), (("web-2",), False), (("web-3",), False)]
-    assert "started at batch 2 of 3; not part of this run: web-1" in second.summary()
+    assert (
+        "went on from batch 2 of 3; batches 1 to 1 were run before (the run's record has them)"
+        in second.summary()
+    )
+    assert "web-1" not in second.summary()  # not this call's: the run's summary has it
 
 
 def test_a_stop_request_after_the_last_batch_changes_nothing(
     settings: Settings, plays: FakePlays
 ) -> None:
-    observer = Recorder({("batch_finished", 0): Paused("too late")})
+    observer = Recorder({("batch_finished", 1): Paused("too late")})
     result = rolling_patch(web_plan(size=3), settings, observer=observer, **FAST)
     assert result.complete
 
@@ -433,10 +434,12 @@ def test_wrong_arguments_are_refused_before_anything_runs(
     with pytest.raises(PlayError, match=r"playbook '.*/nope\.yml' does not exist"):
         rolling_patch(web_plan(), settings, playbook="nope.yml")
     foreign = dataclasses.replace(web_plan(), batches=(("mail-1",),))
-    with pytest.raises(InventoryError, match="unknown host 'mail-1'"):
+    with pytest.raises(InventoryError, match="no exporter instance for mail-1"):
         rolling_patch(foreign, settings)
-    with pytest.raises(BatchError, match="start_batch 3 is out of range; expected 0 to 2"):
-        rolling_patch(web_plan(), settings, start_batch=3)
+    with pytest.raises(BatchError, match="start_batch 4 is out of range; expected 1 to 3"):
+        rolling_patch(web_plan(), settings, start_batch=4)
+    with pytest.raises(BatchError, match="start_batch 0 is out of range; expected 1 to 3"):
+        rolling_patch(web_plan(), settings, start_batch=0)
     with pytest.raises(BatchError, match="max_fail -1 is invalid"):
         rolling_patch(web_plan(), settings, max_fail=-1)
     with pytest.raises(BatchError, match="gate_interval 0 are invalid"):
@@ -459,7 +462,7 @@ def test_events_that_cannot_be_recorded_stop_the_run(
     assert result.batches[0].record == plays.tmp_path / "play-1"
     assert "upgrade web-1" not in fleet.log  # the play stopped before it patched
     assert fleet.active_silences == []
-    assert observer.names()[-2:] == ["batch_finished 0", f"finished {result.stopped}"]
+    assert observer.names()[-2:] == ["batch_finished 1", f"finished {result.stopped}"]
     with pytest.raises(RollingStopped) as raised:
         result.raise_if_stopped()
     assert raised.value.__cause__ is result.error
@@ -469,7 +472,7 @@ def test_events_that_cannot_be_recorded_stop_the_run(
 def test_an_observer_failing_on_the_gate_stops_the_run(
     fleet: FakeFleet, settings: Settings
 ) -> None:
-    observer = Recorder({("gate_result", 0): RuntimeError("disk full")})
+    observer = Recorder({("gate_result", 1): RuntimeError("disk full")})
     result = rolling_patch(web_plan(), settings, observer=observer, **FAST)
     assert result.stopped == "batch 1 of 3: after the play: RuntimeError: disk full"
     assert result.not_started == ["web-2", "web-3"]
@@ -478,13 +481,13 @@ def test_an_observer_failing_on_the_gate_stops_the_run(
 
 @pytest.mark.usefixtures("plays")
 def test_an_observer_failing_on_batch_finished_stops_the_run(settings: Settings) -> None:
-    observer = Recorder({("batch_finished", 0): RuntimeError("ledger down")})
+    observer = Recorder({("batch_finished", 1): RuntimeError("ledger down")})
     result = rolling_patch(web_plan(), settings, observer=observer, **FAST)
     assert result.stopped == (
         "batch 1 of 3: the observer could not take the result: RuntimeError: ledger down"
     )
     assert result.done == ["web-1"]
-    assert result.resume_from == 0
+    assert result.resume_from == 1
 
 
 def test_silence_refused_means_no_patch(
@@ -531,8 +534,8 @@ def test_interrupt_expires_the_silence_reports_and_reraises(
     assert observer.result is not None
     assert observer.result.stopped == "interrupted (KeyboardInterrupt) in batch 2"
     assert observer.result.in_doubt == ["web-2"]
-    assert observer.result.resume_from == 1
-    assert observer.names()[-2:] == ["batch_finished 1", f"finished {observer.result.stopped}"]
+    assert observer.result.resume_from == 2
+    assert observer.names()[-2:] == ["batch_finished 2", f"finished {observer.result.stopped}"]
     assert observer.result.summary() in raised.value.__notes__
 
 

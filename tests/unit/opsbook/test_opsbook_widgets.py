@@ -17,12 +17,13 @@ if os.environ.get("CI") != "true":  # the engineer's image has them; CI must hav
     pytest.importorskip("matplotlib")
 
 from opsbook import widgets
+from opsbook.contract import wire
 from opsbook.errata import Erratum
 from opsbook.errors import ErrataError, InventoryError
 from opsbook.health import LOAD, CheckResult, GateResult, Series
 from opsbook.inventory import Inventory
 from opsbook.plays import PlayResult, summarize_events
-from opsbook.rolling import BatchResult, RollingResult, plan_rolling
+from opsbook.rolling import BatchResult, RollingPlan, RollingResult
 
 DATA = Path(__file__).parent / "data"
 INVENTORY = FLEET_DIR / "inventories" / "demo"
@@ -42,16 +43,29 @@ def fleet(fake_server: FakeServer) -> FakeFleet:
     return fake
 
 
-def test_stack_picker_marks_production() -> None:
-    picker = widgets.stack_picker(Inventory.load(INVENTORY), value="web")
+STACKS = wire.StackList(
+    stacks=[
+        wire.StackView(
+            name="db", environment="prod-eu", production=True, hosts=["db-1", "db-2", "db-3"]
+        ),
+        wire.StackView(name="web", environment="staging", production=False, hosts=["web-1"]),
+    ],
+    nonproduction=["staging"],
+)
+
+
+def test_stack_picker_marks_production_as_the_runs_service_says() -> None:
+    picker = widgets.stack_picker(STACKS, value="web")
     assert picker.value == "web"
     assert picker.options == (
-        ("db (production, 3 hosts) - PRODUCTION: on-call only", "db"),
-        ("web (staging, 3 hosts)", "web"),
+        ("db (prod-eu, 3 hosts) - PRODUCTION: on-call only", "db"),  # not named "production"
+        ("web (staging, 1 hosts)", "web"),
     )
-    assert widgets.stack_picker(Inventory.load(INVENTORY)).value == "db"
+    assert widgets.stack_picker(STACKS).value == "db"
     with pytest.raises(InventoryError, match="unknown stack 'mail'; known stacks: db, web"):
-        widgets.stack_picker(Inventory.load(INVENTORY), value="mail")
+        widgets.stack_picker(STACKS, value="mail")
+    with pytest.raises(InventoryError, match="the runs service knows no stacks"):
+        widgets.stack_picker(wire.StackList(stacks=[], nonproduction=[]))
 
 
 def test_play_view_follows_the_events(recorded_events: list[dict[str, Any]]) -> None:
@@ -177,21 +191,27 @@ def gate_result(*failing: str) -> GateResult:
 
 
 def test_rolling_view_shows_each_batch(tmp_path: Path) -> None:
-    plan = plan_rolling(INVENTORY, "web", size=2)
+    plan = RollingPlan(
+        stack="web",
+        environment="staging",
+        production=False,
+        batches=(("web-1", "web-2"), ("web-3",)),
+        instances=Inventory.load(INVENTORY).exporter_instances(["web-1", "web-2", "web-3"]),
+    )
     view = widgets.RollingView(plan)
-    view.batch_starting(0, ["web-1", "web-2"])
-    assert view.states == {0: "patching", 1: "not started"}
+    view.batch_starting(1, ["web-1", "web-2"])
+    assert view.states == {1: "patching", 2: "not started"}
     view.event({"event": "runner_on_start", "event_data": {"host": "web-1", "task": "upgrade"}})
     assert view.play.rows["web-1"]["task"] == "upgrade"
-    view.gate_result(0, gate_result("web-2"))
-    assert view.details[0] == "waiting for the hosts ..."
+    view.gate_result(1, gate_result("web-2"))
+    assert view.details[1] == "waiting for the hosts ..."
     assert "health gate <b" in view.gate.value
     batch = BatchResult(
-        0, ("web-1", "web-2"), "successful", {}, gate_result("web-2"), 3, "s-1", tmp_path, NOW, NOW
+        1, ("web-1", "web-2"), "successful", {}, gate_result("web-2"), 3, "s-1", tmp_path, NOW, NOW
     )
-    view.batch_finished(0, batch)
-    assert view.states[0] == "failed"  # web-2 failed its gate
-    result = RollingResult(plan, False, 0, (batch,), "batch 1 of 2: health gate failed", 0)
+    view.batch_finished(1, batch)
+    assert view.states[1] == "failed"  # web-2 failed its gate
+    result = RollingResult(plan, False, 1, (batch,), "batch 1 of 2: health gate failed", 1)
     view.finished(result)
     assert view.progress.bar_style == "danger"
     assert "not started (1): web-3" in view.summary.value
@@ -248,3 +268,17 @@ def test_time_range_of_health_plots_defaults_to_now(
     widgets.check_history(fake_server.url, LOAD, {"web-1": "web-1:9100"}, hours=0.5)
     end = datetime.fromtimestamp(float(fake_server.requests[-1].query["end"]), UTC)
     assert before - timedelta(seconds=1) <= end <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+def test_rolling_view_of_a_run_taken_on_shows_the_earlier_batches_as_run_before() -> None:
+    plan = RollingPlan(
+        stack="web",
+        environment="staging",
+        production=False,
+        batches=(("web-1",), ("web-2",), ("web-3",)),
+        instances={"web-1": "web-1:9100", "web-2": "web-2:9100", "web-3": "web-3:9100"},
+    )
+    view = widgets.RollingView(plan, start_batch=2)
+    assert view.states == {1: "done", 2: "not started", 3: "not started"}
+    assert view.progress.value == 1
+    assert "run earlier: see the run&#x27;s record" in view.batches.value
