@@ -15,6 +15,11 @@ export OPSBOOK_ROOT=$root
 # Each deployment keeps its generated key files in secrets/ beside its env file.
 OPSBOOK_SECRETS=$(cd "$(dirname "$env_file")" && pwd)/secrets
 export OPSBOOK_SECRETS
+# The playbooks and inventories engineers and the runs service get: ANSIBLE_DIR of the env file
+# (a team's own folder, e.g. a checkout of its inventory repository), else ansible/ here.
+ansible_dir=$(sed -n 's/^ANSIBLE_DIR=//p' "$env_file" | tail -n 1)
+OPSBOOK_ANSIBLE_DIR=$(cd "$root" && cd "${ansible_dir:-ansible}" && pwd)
+export OPSBOOK_ANSIBLE_DIR
 DOCKER_GID=$(stat -c %g /var/run/docker.sock)
 export DOCKER_GID
 if docker compose version >/dev/null 2>&1; then

@@ -60,6 +60,11 @@ class StackConfig:
     def accounts_dir(self) -> Path:
         return self.stack_dir / "accounts"
 
+    @property
+    def ansible_dir(self) -> Path:
+        """The stack's own copy of ansible/: tests may change its inventory."""
+        return self.stack_dir / "ansible"
+
     def overrides(self) -> dict[str, str]:
         """What differs from a user's deployment; the rest comes from .env.example like theirs."""
         hub, idp = f"http://127.0.0.1:{self.hub_port}", f"http://127.0.0.1:{self.idp_port}"
@@ -74,6 +79,7 @@ class StackConfig:
             "OAUTH_LOGOUT_REDIRECT_URL": f"{idp}/session/end?client_id=opsbook-hub"
             f"&post_logout_redirect_uri={hub}/hub/login",
             "IDP_ACCOUNTS_DIR": str(self.accounts_dir),
+            "ANSIBLE_DIR": str(self.ansible_dir),
             **dict(self.extra_overrides),
         }
 
@@ -163,6 +169,11 @@ class Stack:
         # Written in place: the provider sees the file through a bind mount of its folder.
         path.write_text(json.dumps(data, indent=2))
 
+    @property
+    def inventory(self) -> Path:
+        """The demo inventory's hosts file, as this stack's hub and runs service read it."""
+        return self.config.ansible_dir / "inventories" / "demo" / "hosts.yml"
+
     def container_of(self, username: str) -> str:
         return f"{self.config.project}-{username}"
 
@@ -190,8 +201,12 @@ def up(config: StackConfig = TEST) -> Stack:
     overrides = [f"{name}={value}" for name, value in config.overrides().items()]
     subprocess.run(["bash", "scripts/init-env.sh", str(env_file), *overrides], check=True, cwd=ROOT)
     subprocess.run(["bash", "scripts/init-secrets.sh", str(env_file)], check=True, cwd=ROOT)
-    shutil.rmtree(config.accounts_dir, ignore_errors=True)
-    shutil.copytree(ROOT / "images" / "idp" / "accounts", config.accounts_dir)
+    for source, copy in (
+        (ROOT / "images" / "idp" / "accounts", config.accounts_dir),
+        (ROOT / "ansible", config.ansible_dir),
+    ):
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(source, copy)
     if config.extra_accounts:
         path = config.accounts_dir / "accounts.json"
         data = json.loads(path.read_text())

@@ -35,6 +35,7 @@ from tornado.web import RequestHandler
 from opsbook.contract.scopes import SCOPES
 from opsbook.contract.wire import AppendResult, Run
 from opsbook.service.app import Context, make_app
+from opsbook.service.fleet import Fleet, Stack
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
 from opsbook.service.rules import Caller
@@ -45,20 +46,28 @@ from .conftest import docker_answers
 
 IMAGE = "opsbook/postgres:0.1.0"
 CONTAINER = "opsbook-test-postgres"
-STORE_TESTS = Path(__file__).resolve().parents[1] / "unit" / "service" / "test_runs_store.py"
+SERVICE_TESTS = Path(__file__).resolve().parents[1] / "unit" / "service"
 
 
-def _load_store_tests() -> dict[str, object]:
-    spec = importlib.util.spec_from_file_location("runs_store_tests_on_postgres", STORE_TESTS)
+def _module(path: Path) -> object:
+    spec = importlib.util.spec_from_file_location(f"runs_tests_on_postgres_{path.stem}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def _load_store_tests() -> dict[str, object]:
+    """The store's unit tests and the fixtures they use (theirs, and the test inventory)."""
+    store_tests = vars(_module(SERVICE_TESTS / "test_runs_store.py"))
     wanted = {"clock", "open_store", "store"}
-    return {
+    found = {
         name: value
-        for name, value in vars(module).items()
+        for name, value in store_tests.items()
         if name.startswith("test_") or name in wanted
     }
+    found["inventory"] = vars(_module(SERVICE_TESTS / "conftest.py"))["inventory"]
+    return found
 
 
 globals().update(_load_store_tests())  # the store suite; `database_url` below points it here
@@ -128,6 +137,9 @@ def test_the_suite_really_runs_on_postgresql(store):
 TOKEN = "bench-token"
 
 
+HOSTS = tuple(f"web-{i:02d}" for i in range(50))
+
+
 class BenchIdentity:
     async def caller(self, handler: RequestHandler) -> Caller | None:
         if handler.request.headers.get("Authorization") == f"token {TOKEN}":
@@ -145,7 +157,9 @@ def service(request, tmp_path) -> Iterator[tuple[str, Store]]:
         url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
     else:
         url = request.getfixturevalue("database_url")
-    store = Store(url)
+    # A stack of 50 hosts, in staging, as the inventory would give it.
+    bench = Stack(name="bench", hosts=HOSTS, environment="staging", production=False)
+    store = Store(url, fleet=lambda: Fleet(source="bench", stacks={"bench": bench}))
     ctx = Context(
         store=store,
         identity=BenchIdentity(),
@@ -180,9 +194,8 @@ def test_ingest_rate_and_page_times_with_10000_events(service):
     base, store = service
     http = requests.Session()
     http.headers["Authorization"] = f"token {TOKEN}"
-    hosts = [f"web-{i:02d}" for i in range(50)]
-    plan = [hosts[i : i + 10] for i in range(0, 50, 10)]
-    body = {"runbook": "patching", "stack": "bench", "environment": "staging", "plan": plan}
+    hosts = HOSTS
+    body = {"runbook": "patching", "stack": "bench", "options": {"batch_size": 10}}
     response = http.post(f"{base}api/runs", json=body, timeout=30)
     assert response.status_code == 201, response.text
     run = Run.from_dict(response.json())

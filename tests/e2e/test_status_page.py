@@ -25,9 +25,7 @@ def a_run_in_progress(alice: RunsClient, bob: RunsClient) -> wire.Run:
         wire.CreateRun(
             runbook="patching",
             stack="web",
-            environment="staging",
-            plan=[["web-1"], ["web-2"], ["web-3"]],
-            parameters={"approved": ["opsbook-demo-base=1.1"], "batch_size": 1},
+            parameters={"approved": ["opsbook-demo-base=1.1"]},
         )
     )
     alice.start_batch(run.id, 1, ["web-1"])
