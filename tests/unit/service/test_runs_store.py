@@ -15,9 +15,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import create_engine, insert, text
 
 from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
 from opsbook.contract.wire import (
+    BatchOrder,
     BatchState,
     ErrorCode,
     EventIn,
@@ -28,8 +30,10 @@ from opsbook.contract.wire import (
     RunOptions,
     RunState,
 )
+from opsbook.service import tables
 from opsbook.service.rules import Caller, Refused
 from opsbook.service.store import Store
+from opsbook.service.tables import metadata
 
 ONCALL = frozenset({SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER})
 ALICE = Caller("alice", ONCALL)
@@ -38,6 +42,7 @@ ERIN = Caller("erin", frozenset({SCOPE_READ, SCOPE_WRITE}))
 CAROL = Caller("carol", frozenset({SCOPE_READ}))
 ON_CALL_NOW = ["alice", "bob"]
 PLAN = [["web-1", "web-2"], ["web-3", "web-4"], ["web-5"]]  # stack web, two hosts a batch
+WEB_HOSTS = [host for batch in PLAN for host in batch]
 
 
 class Clock:
@@ -546,6 +551,179 @@ def test_accepting_a_run_that_was_handed_to_nobody(store):
     assert error.code is ErrorCode.NOT_HANDED_TO_YOU and "not been handed off" in error.message
 
 
+# --- what the run is: resolved from the inventory ------------------------------------------------
+
+
+def test_the_inventory_decides_the_hosts_and_the_environment(store, inventory):
+    run = start(store, options=RunOptions(batch_size=3, order=BatchOrder.REVERSE))
+    assert [b.hosts for b in run.batches] == [["web-5", "web-4", "web-3"], ["web-2", "web-1"]]
+    assert (run.environment, run.production) == ("staging", False)
+    run = start(store, runbook="reboot", options=RunOptions(limit=["web-4", "web-2"]))
+    assert [b.hosts for b in run.batches] == [["web-2"], ["web-4"]]  # the stack's order
+
+
+@pytest.mark.parametrize("look_alike", ["DB", "db\u200b", "\uff44\uff42", " db", "Db"])
+def test_a_look_alike_stack_is_refused_and_never_a_second_lock(store, look_alike):
+    run = start(store, ALICE, stack="db")
+    error = refused(start, store, BOB, stack=look_alike)
+    assert (error.status, error.code) == (400, ErrorCode.BAD_REQUEST)
+    assert "db" in error.message
+    assert [r.id for r in store.list_runs()] == [run.id]
+    store.abort(run.id, ALICE, "test")
+    assert refused(start, store, BOB, stack=look_alike).status == 400  # free stack: still refused
+
+
+@pytest.mark.parametrize(
+    ("stack", "words"),
+    [
+        ("cache", "unknown stack 'cache'; known stacks: db, mixed, web"),
+        ("  ", "expected the name of a stack of the inventory (db, mixed, web)"),
+        ("mixed", "app-1 in staging; app-2 in production"),
+    ],
+)
+def test_stacks_no_run_may_start_on(store, stack, words):
+    error = refused(start, store, stack=stack)
+    assert (error.status, error.code) == (400, ErrorCode.BAD_REQUEST)
+    assert words in error.message
+    assert store.list_runs() == []
+
+
+def test_an_environment_not_declared_non_production_is_production(store, inventory):
+    inventory.add_stack("lab", ["lab-1"], "lab")
+    error = refused(start, store, ERIN, stack="lab")
+    assert (error.status, error.scope) == (403, SCOPE_PRODUCTION)
+    assert "lab" in error.message
+    run = start(store, ALICE, stack="lab")
+    assert (run.environment, run.production) == ("lab", True)
+
+
+def test_an_unreadable_inventory_refuses_new_runs_and_records_nothing(store, inventory):
+    inventory.broken = "YAML parsing failed"
+    error = refused(start, store)
+    assert (error.status, error.code) == (503, ErrorCode.UNAVAILABLE)
+    assert "test-inventory" in error.message and "YAML parsing failed" in error.message
+    assert store.list_runs() == []
+
+
+# --- the inventory changes under a run: plan_changed, replan --------------------------------------
+
+
+def handed_to_bob(store: Store, caller: Caller = ALICE):
+    """A run of stack web whose batch 1 is done, handed off to bob and paused."""
+    run = start(store, caller)
+    run_batch(store, run.id, caller, 1)
+    store.handoff(run.id, caller, to="bob", note="", oncall=ON_CALL_NOW, oncall_group="oncall")
+    return store.pause(run.id, caller)
+
+
+def orphaned(store: Store, clock: Clock, caller: Caller = ALICE):
+    """A run of stack web whose batch 1 is done and whose owner's lease ran out in batch 2."""
+    run = start(store, caller)
+    run_batch(store, run.id, caller, 1)
+    store.start_batch(run.id, caller, 2)
+    clock.advance(61)
+    (run,) = store.expire_leases()
+    return run
+
+
+def test_accept_is_refused_when_a_host_left_the_stack_and_works_after_replan(store, inventory):
+    run = handed_to_bob(store)
+    inventory.remove_host("web-4", "web")
+    error = refused(store.accept, run.id, BOB)
+    assert (error.status, error.code, error.run_id) == (409, ErrorCode.PLAN_CHANGED, run.id)
+    assert "web-4 left stack web" in error.message and "replan" in error.message
+    assert store.get_run(run.id).state is RunState.HANDED_OFF  # nothing changed
+
+    run = store.replan(run.id, BOB, "web-4 was decommissioned")
+    assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3", "web-5"]]
+    assert run.batches[0].state is BatchState.DONE and run.batches[0].started_by == "alice"
+    assert run.host_states()["web-1"] is HostState.OK  # the done batch is kept as it was
+    assert "web-4" not in run.host_states()
+    assert run.state is RunState.HANDED_OFF and run.handoff.to == "bob"
+    event = store.last_events(run.id, 1)[0]
+    assert (event.type, event.actor) == ("replan", "bob")
+    assert event.data["before"] == [["web-3", "web-4"], ["web-5"]]
+    assert event.data["after"] == [["web-3", "web-5"]]
+    assert event.data["reason"] == "web-4 was decommissioned"
+    assert "web-3, web-4 | web-5" in event.message and "now web-3, web-5" in event.message
+
+    run = store.accept(run.id, BOB)
+    assert (run.owner, run.state) == ("bob", RunState.RUNNING)
+    run = run_batch(store, run.id, BOB, 2)
+    run = store.finish(run.id, BOB, RunState.COMPLETED, "")
+    assert [b.started_by for b in run.batches] == ["alice", "bob"]
+
+
+def test_takeover_is_refused_when_the_environment_changed_and_works_after_replan(
+    store, inventory, clock
+):
+    run = orphaned(store, clock)
+    inventory.move_hosts(WEB_HOSTS, source="staging", target="preprod")  # undeclared: production
+    error = refused(store.takeover, run.id, BOB, "alice's kernel died")
+    assert (error.status, error.code) == (409, ErrorCode.PLAN_CHANGED)
+    assert "now in preprod, not staging" in error.message
+    assert store.get_run(run.id).state is RunState.ORPHANED
+
+    run = store.replan(run.id, BOB, "web moved to preprod")
+    assert (run.environment, run.production) == ("preprod", True)
+    assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3", "web-4"], ["web-5"]]
+    assert [b.state for b in run.batches] == [
+        BatchState.DONE,
+        BatchState.PENDING,
+        BatchState.PENDING,
+    ]
+    event = store.last_events(run.id, 1)[0]
+    assert (event.data["was_environment"], event.data["environment"]) == ("staging", "preprod")
+    run = store.takeover(run.id, BOB, "alice's kernel died")
+    assert (run.owner, run.state, run.current_batch) == ("bob", RunState.RUNNING, None)
+
+
+def test_a_non_production_environment_declared_production_later_is_a_change(store, inventory):
+    run = handed_to_bob(store)
+    inventory.nonproduction = frozenset()
+    error = refused(store.accept, run.id, BOB)
+    assert error.code is ErrorCode.PLAN_CHANGED and "staging is now production" in error.message
+
+
+def test_replan_refused_while_running_by_a_stranger_and_without_the_scopes(store, inventory, clock):
+    run = start(store)
+    error = refused(store.replan, run.id, ALICE, "web-4 left")
+    assert (error.status, error.code) == (409, ErrorCode.WRONG_STATE)
+    assert "pause it first" in error.message
+    store.pause(run.id, ALICE)
+    error = refused(store.replan, run.id, BOB, "web-4 left")
+    assert (error.status, error.code) == (409, ErrorCode.NOT_OWNER)
+    assert refused(store.replan, run.id, ALICE, " ").status == 400
+    store.abort(run.id, ALICE, "test")
+
+    run = orphaned(store, clock, ERIN)
+    error = refused(store.replan, run.id, Caller("frank", ERIN.scopes), "erin left")
+    assert (error.status, error.scope) == (403, SCOPE_TAKEOVER)
+    assert store.replan(run.id, BOB, "on-call re-plans before taking over").state is (
+        RunState.ORPHANED
+    )
+    store.abort(run.id, BOB, "test")
+
+    # erin's paused run, whose stack moved to production under her: she may not re-plan it there
+    run = start(store, ERIN)
+    store.pause(run.id, ERIN)
+    inventory.move_hosts(WEB_HOSTS, source="staging", target="production")
+    error = refused(store.replan, run.id, ERIN, "web is production now")
+    assert (error.status, error.scope) == (403, SCOPE_PRODUCTION)
+    assert "production" in error.message
+    assert store.get_run(run.id).environment == "staging"  # nothing recorded
+
+
+def test_replan_that_leaves_nothing_to_do_keeps_the_done_batches(store, inventory):
+    run = handed_to_bob(store)
+    for host in ("web-3", "web-4", "web-5"):
+        inventory.remove_host(host, "web")
+    run = store.replan(run.id, ALICE, "the rest was retired")
+    assert [b.hosts for b in run.batches] == [["web-1", "web-2"]]
+    run = store.accept(run.id, BOB)
+    assert store.finish(run.id, BOB, RunState.COMPLETED, "").state is RunState.COMPLETED
+
+
 # --- the end --------------------------------------------------------------------------------------
 
 
@@ -643,6 +821,58 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
     assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
     assert reopened.schema_version() == 2
+
+
+def test_a_schema_1_database_is_migrated_to_2_and_its_runs_go_on(database_url, open_store, clock):
+    """Schema 1 (before runs.options): made by hand, with a run in progress, then opened."""
+    engine = create_engine(database_url)
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE runs DROP COLUMN options"))
+            at = clock.now.replace(tzinfo=None)
+            conn.execute(insert(tables.schema).values(version=1, created_at=at))
+            run_id = conn.execute(
+                insert(tables.runs).values(
+                    runbook="patching",
+                    stack="web",
+                    environment="staging",
+                    production=False,
+                    parameters={"errata": ["DSA-1"]},
+                    state="running",
+                    owner="alice",
+                    lease_expires_at=at + timedelta(seconds=60),
+                    lease_seconds=60,
+                    created_by="alice",
+                    created_at=at,
+                    updated_at=at,
+                    active_key="patching\nweb",
+                    last_seq=0,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(tables.batches),
+                [{"run_id": run_id, "number": n, "state": "pending"} for n in (1, 2)],
+            )
+            conn.execute(
+                insert(tables.hosts),
+                [
+                    {"run_id": run_id, "name": h, "batch": b, "position": i, "state": "pending"}
+                    for i, (b, h) in enumerate([(1, "web-1"), (1, "web-2"), (2, "web-3")])
+                ],
+            )
+    finally:
+        engine.dispose()
+
+    store = open_store()
+    assert store.schema_version() == 2
+    run = store.get_run(run_id)
+    assert run.options == RunOptions()  # a schema-1 run: the defaults
+    assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3"]]
+    run_batch(store, run_id, ALICE, 1)
+    assert refused(start, store, BOB).code is ErrorCode.RUN_ACTIVE  # still holds its stack
+    assert start(store, runbook="reboot").options == RunOptions(batch_size=2)
+    assert open_store().schema_version() == 2  # opening again changes nothing
 
 
 def test_list_runs_active_first_then_recent(store):
