@@ -10,8 +10,9 @@ their own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opsbook import errata, health
 from opsbook.config import Settings
@@ -26,6 +27,32 @@ CHECK_PLAYBOOK = "check.yml"
 
 class ChecksFailed(OpsbookError):
     """Pre-checks or post-checks found problems; the message lists them, one line each."""
+
+
+def errata_parameters(approved: Iterable[Erratum]) -> dict[str, Any]:
+    """The approved errata as a run records them (its `parameters`): their specs, and each one's
+    package, version and affected hosts, so whoever finishes the run post-checks the same."""
+    approved = list(approved)
+    return {
+        "approved": [erratum.spec for erratum in approved],
+        "errata": [
+            {"package": e.package, "version": e.new_version, "hosts": dict(e.hosts_affected)}
+            for e in approved
+        ],
+    }
+
+
+def recorded_errata(parameters: Mapping[str, Any]) -> list[Erratum]:
+    """The approved errata a run recorded (errata_parameters), for its post-checks."""
+    return [
+        Erratum(
+            package=str(item["package"]),
+            new_version=str(item["version"]),
+            hosts_affected={str(h): str(v) for h, v in dict(item.get("hosts") or {}).items()},
+            approved=True,
+        )
+        for item in parameters.get("errata") or []
+    ]
 
 
 def play_problems(play: PlayResult, hosts: Sequence[str]) -> list[str]:

@@ -305,7 +305,7 @@ def plan_of(run: wire.Run, inventory: Inventory) -> RollingPlan:
     (for the health gate and the silences) comes from `inventory`, the one the runbook loaded,
     which also refuses a host it does not have (InventoryError).
     """
-    batches = tuple(tuple(batch.hosts) for batch in sorted(run.batches, key=lambda b: b.number))
+    batches = plan_batches_of(run)
     return RollingPlan(
         stack=run.stack,
         environment=run.environment,
@@ -313,6 +313,11 @@ def plan_of(run: wire.Run, inventory: Inventory) -> RollingPlan:
         batches=batches,
         instances=inventory.exporter_instances(host for batch in batches for host in batch),
     )
+
+
+def plan_batches_of(run: wire.Run) -> tuple[tuple[str, ...], ...]:
+    """The run's batches' hosts, batch 1 first, as the ledger planned them."""
+    return tuple(tuple(batch.hosts) for batch in sorted(run.batches, key=lambda b: b.number))
 
 
 def hosts_in(run: wire.Run, *states: wire.HostState) -> list[str]:
@@ -365,7 +370,9 @@ def summary(run: wire.Run, *, stopped: str | None = None) -> str:
         verdict = run.state.value.upper()
     else:
         verdict = run.state.value.replace("_", " ")
-    where = f"{run.environment}, production" if run.production else run.environment
+    where = run.environment
+    if run.production and run.environment.casefold() != "production":
+        where += ", PRODUCTION"
     lines = [f"{mode} of {run.stack} ({where}), run {run.id}: {verdict}"]
     for batch in batches:
         state = batch.state.value
@@ -392,6 +399,87 @@ def summary(run: wire.Run, *, stopped: str | None = None) -> str:
             "(whoever holds the run: handoff.ipynb; the patch play is idempotent)"
         )
     return "\n".join(lines)
+
+
+def find_stack(stacks: wire.StackList, name: str) -> wire.StackView:
+    """The stack called `name` as the runs service resolves it (RunsClient.stacks())."""
+    for stack in stacks.stacks:
+        if stack.name == name:
+            return stack
+    known = ", ".join(stack.name for stack in stacks.stacks) or "none"
+    raise OpsbookError(f"unknown stack '{name}'; the runs service knows: {known}")
+
+
+def hosts_to_patch(stack: wire.StackView, options: wire.RunOptions) -> list[str]:
+    """The stack's hosts a run with these options patches (its `limit`, if any), in order."""
+    unknown = [host for host in options.limit if host not in stack.hosts]
+    if unknown:
+        raise OptionsError(
+            f"options.limit: {', '.join(unknown)} not in stack {stack.name} "
+            f"({', '.join(stack.hosts)})"
+        )
+    return [host for host in stack.hosts if not options.limit or host in options.limit]
+
+
+def describe_stack(stack: wire.StackView, options: wire.RunOptions) -> str:
+    """What a run with these options would patch, for a person, before it starts."""
+    hosts = hosts_to_patch(stack, options)
+    lines = [
+        f"stack {stack.name} ({stack.environment}): {len(hosts)} hosts to patch: "
+        f"{', '.join(hosts)}",
+        f"  {options.batch_size} at a time, {options.order.value} order; the runs service plans "
+        "the batches when the run starts",
+    ]
+    if stack.production:
+        lines.append("PRODUCTION: on-call only. Tell the on-call channel before going on.")
+    if options.check_mode:
+        lines.append("CHECK MODE: a dry run; nothing will be promoted, installed or rebooted.")
+    return "\n".join(lines)
+
+
+def describe_runs(runs: Sequence[wire.Run]) -> list[str]:
+    """One line per run in progress: what, where, its state, its owner, whom it waits for."""
+    lines = []
+    for run in runs:
+        if run.finished:
+            continue
+        waiting_for = f", handed to {run.handoff.to}" if run.handoff else ""
+        lines.append(
+            f"run {run.id}: {run.runbook} on {run.stack} ({run.environment}), "
+            f"{run.state.value}, owner {run.owner}{waiting_for}"
+        )
+    return lines or ["no run in progress"]
+
+
+TAKE_ACTIONS = ("accept", "takeover", "view")
+
+
+def find_run(runs: Sequence[wire.Run], *, action: str, me: str, stack: str = "") -> wire.Run:
+    """The one run `action` is about when none was named: with accept, the run handed to `me`;
+    with takeover, the one orphaned run (on `stack`, if given). Refused if not exactly one."""
+    if action not in TAKE_ACTIONS:
+        raise OpsbookError(f"action {action!r}: expected {', '.join(TAKE_ACTIONS)}")
+    active = [run for run in runs if not run.finished]
+    if action == "takeover":
+        found = [
+            run
+            for run in active
+            if run.state is wire.RunState.ORPHANED and (not stack or run.stack == stack)
+        ]
+        looking_for = "orphaned runs" + (f" on {stack}" if stack else "")
+    else:
+        found = [
+            run
+            for run in active
+            if run.state is wire.RunState.HANDED_OFF
+            and run.handoff is not None
+            and run.handoff.to == me
+        ]
+        looking_for = f"runs handed to {me}"
+    if len(found) != 1:
+        ids = f" ({', '.join(str(run.id) for run in found)})" if found else ""
+        raise OpsbookError(f"{len(found)} {looking_for}{ids}: set run_id to the run you mean")
+    return found[0]
 
 
 def history(client: RunsClient, run_id: int) -> list[str]:
@@ -458,6 +546,27 @@ class RunSession:
     def takeover(cls, client: RunsClient, run_id: int, reason: str) -> RunSession:
         """Take over an orphaned run (on call): its interrupted batch's hosts are in doubt."""
         return cls(client, client.takeover(run_id, reason))
+
+    @classmethod
+    def take_on(
+        cls, client: RunsClient, run_id: int, action: str, reason: str = ""
+    ) -> RunSession | None:
+        """handoff.ipynb's `action`: accept the run, take it over (with a reason for the
+        record), or only view it (None: nothing changes)."""
+        if action == "accept":
+            return cls.accept(client, run_id)
+        if action == "takeover":
+            if not reason.strip():
+                raise OpsbookError("a takeover needs a reason, for the record: set `reason`")
+            return cls.takeover(client, run_id, reason)
+        if action == "view":
+            return None
+        raise OpsbookError(f"action {action!r}: expected {', '.join(TAKE_ACTIONS)}")
+
+    @property
+    def hosts(self) -> list[str]:
+        """Every host of the run, in batch order."""
+        return [host for batch in plan_batches_of(self.run) for host in batch]
 
     @property
     def options(self) -> wire.RunOptions:
@@ -610,3 +719,7 @@ class RunSession:
         was handed off (handing over is how a shift ends, not a failure)."""
         if self.result is not None and not self.result.complete and not self.handed_off:
             raise RollingStopped(self.summary()) from self.result.error
+
+    def in_doubt(self) -> list[str]:
+        """The run's hosts in doubt (an interrupted batch): the next patch runs them again."""
+        return hosts_in(self.run, wire.HostState.IN_DOUBT)

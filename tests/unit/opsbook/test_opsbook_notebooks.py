@@ -175,7 +175,11 @@ def printed(notebook: nbformat.NotebookNode, cell_id: str) -> str:
 def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
     notebook = run("patching.ipynb", tmp_path / "patching-web.ipynb", stack="web", batch_size=3)
     summary = printed(notebook, "summary")
-    assert summary.startswith("Rolling patch of web (staging): complete\n  done (3): web-1, web-2")
+    assert summary.startswith(
+        "Rolling patch of web (staging), run 1: complete\n"
+        "  batch 1 of 1 (web-1, web-2, web-3): done by alice, health gate passed\n"
+        "  done (3): web-1, web-2, web-3\n"
+    )
     assert "errata approved: opsbook-demo-agent=2.3.1, opsbook-demo-agent=2.4.0" in summary
     assert "post-checks: passed" in summary
     listed = printed(notebook, "by-hand").split("hosts (3):")[1].split()  # --list-hosts
@@ -207,7 +211,7 @@ def test_a_run_handed_off_mid_way_is_finished_by_the_next_engineer(
         handoff_after_batch=1,
         handoff_note="web-1 done; watch web-2's disk",
     )
-    assert "handed off to bob" in printed(alice, "summary")
+    assert "run 1: handed off to bob by alice" in printed(alice, "summary")
     assert fleet.installed["web-1"]["opsbook-demo-base"] == "1.1"
     assert fleet.installed["web-3"]["opsbook-demo-base"] == "1.0"  # not alice's any more
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "bob-token")
@@ -215,6 +219,12 @@ def test_a_run_handed_off_mid_way_is_finished_by_the_next_engineer(
     bob = run("handoff.ipynb", tmp_path / "bob.ipynb", action="accept")
     history = "".join(o.get("text", "") for c in bob.cells for o in c.get("outputs", []))
     assert "watch web-2's disk" in history
+    # bob's summary is the run's: alice's batch too, never "not part of this run"
+    assert "  batch 1 of 3 (web-1): done by alice, health gate passed" in history
+    assert "Rolling patch of web (staging), run 1: complete" in history
+    assert "  done (3): web-1, web-2, web-3" in history
+    assert "not part of this run" not in history
+    assert "post-checks: passed" in history
     (finished,) = runs_service.store.list_runs(active=False)
     assert finished.state.value == "completed"
     assert [b.started_by for b in finished.batches] == ["alice", "bob", "bob"]
@@ -244,7 +254,7 @@ def test_patching_dry_run_changes_nothing(fleet: FakeFleet, tmp_path: Path) -> N
     notebook = run(
         "patching.ipynb", tmp_path / "dry.ipynb", stack="web", batch_size=3, check_mode=True
     )
-    assert "DRY RUN (check mode) of the rolling patch of web (staging): complete" in printed(
+    assert "DRY RUN (check mode) of the rolling patch of web (staging), run 1: complete" in printed(
         notebook, "summary"
     )
     assert fleet.log == []  # nothing promoted, silenced or upgraded

@@ -383,7 +383,7 @@ def test_the_summary_says_why_a_run_stopped_and_where_it_goes_on():
         "idempotent)",
     ]
     failed = summary(a_run(state=wire.RunState.FAILED, production=True, environment="prod"))
-    assert failed.startswith("Rolling patch of web (prod, production), run 7: FAILED\n")
+    assert failed.startswith("Rolling patch of web (prod, PRODUCTION), run 7: FAILED\n")
     assert "goes on from" not in failed
     dry = summary(a_run(options=wire.RunOptions(check_mode=True)))
     assert dry.startswith("DRY RUN (check mode) of the rolling patch of web (staging), run 7:")
