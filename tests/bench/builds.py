@@ -29,7 +29,7 @@ MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # name, context, Dockerfile, extra build options: as scripts/build-images.sh builds them.
 IMAGES = (
     ("proxy", "images/proxy", "images/proxy/Dockerfile", ()),
-    ("hub", "hub", "hub/Dockerfile", ()),
+    ("hub", ".", "hub/Dockerfile", ()),
     ("singleuser", ".", "images/singleuser/Dockerfile", ()),
     ("runs", ".", "images/runs/Dockerfile", ()),
     ("idp", "images/idp", "images/idp/Dockerfile", ()),

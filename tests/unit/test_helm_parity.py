@@ -349,7 +349,8 @@ def test_the_hub_images_agree():
         for name in ("jupyterhub", "oauthenticator", "jupyterhub-idle-culler")
     }
     assert k8s_pins["jupyterhub"] == "5.5.4"
-    assert re.search(r"^COPY opsbook_hub /\S+/opsbook_hub$", dockerfile, re.M)
+    assert re.search(r"^COPY hub/opsbook_hub /\S+/opsbook_hub$", dockerfile, re.M)
+    assert re.search(r"^COPY opsbook/contract /\S+/opsbook/contract$", dockerfile, re.M)
     tests_pins = pins(ROOT / "tests" / "requirements.txt")
     assert tests_pins["jupyterhub-idle-culler"] == compose_pins["jupyterhub-idle-culler"]
     readme = (HELM / "README.md").read_text()
