@@ -18,7 +18,9 @@ import pytest
 from opsbook_fleet import FLEET_DIR
 from opsbook_runs_service import Service
 
+from opsbook.checks import errata_parameters, recorded_errata
 from opsbook.contract import wire
+from opsbook.errata import Erratum
 from opsbook.errors import OpsbookError
 from opsbook.health import CheckResult, GateResult
 from opsbook.inventory import Inventory
@@ -29,7 +31,12 @@ from opsbook.runs import (
     Ledger,
     OptionsError,
     RunSession,
+    describe_runs,
+    describe_stack,
+    find_run,
+    find_stack,
     hosts_in,
+    hosts_to_patch,
     plan_of,
     resume_batch,
     run_options,
@@ -387,3 +394,70 @@ def test_the_summary_says_why_a_run_stopped_and_where_it_goes_on():
     assert "goes on from" not in failed
     dry = summary(a_run(options=wire.RunOptions(check_mode=True)))
     assert dry.startswith("DRY RUN (check mode) of the rolling patch of web (staging), run 7:")
+
+
+# what the runbooks call instead of holding the logic
+
+
+def test_the_stack_to_patch_as_the_service_resolves_it():
+    stacks = wire.StackList(
+        stacks=[
+            wire.StackView(name="db", environment="prod", production=True, hosts=["db-1", "db-2"]),
+            wire.StackView(name="web", environment="staging", production=False, hosts=["web-1"]),
+        ],
+        nonproduction=["staging"],
+    )
+    db = find_stack(stacks, "db")
+    assert hosts_to_patch(db, wire.RunOptions(limit=["db-2"])) == ["db-2"]
+    with pytest.raises(OptionsError, match=r"options.limit: db-9 not in stack db \(db-1, db-2\)"):
+        hosts_to_patch(db, wire.RunOptions(limit=["db-9"]))
+    described = describe_stack(db, wire.RunOptions(batch_size=2, check_mode=True))
+    assert described.splitlines() == [
+        "stack db (prod): 2 hosts to patch: db-1, db-2",
+        "  2 at a time, inventory order; the runs service plans the batches when the run starts",
+        "PRODUCTION: on-call only. Tell the on-call channel before going on.",
+        "CHECK MODE: a dry run; nothing will be promoted, installed or rebooted.",
+    ]
+    with pytest.raises(OpsbookError, match="unknown stack 'mail'; the runs service knows: db, web"):
+        find_stack(stacks, "mail")
+
+
+def test_the_run_to_take_on_is_found_or_named():
+    handed = a_run(
+        id=3,
+        state=wire.RunState.HANDED_OFF,
+        handoff=wire.Handoff(to="bob", note="", by="alice", at="2026-11-29T10:00:00Z"),
+    )
+    orphaned = a_run(id=4, stack="db", state=wire.RunState.ORPHANED)
+    done = a_run(id=5, state=wire.RunState.COMPLETED)
+    runs = [handed, orphaned, done]
+    assert find_run(runs, action="accept", me="bob").id == 3
+    assert find_run(runs, action="takeover", me="bob").id == 4
+    with pytest.raises(OpsbookError, match="0 orphaned runs on web: set run_id"):
+        find_run(runs, action="takeover", me="bob", stack="web")
+    with pytest.raises(OpsbookError, match="0 runs handed to carol: set run_id"):
+        find_run(runs, action="accept", me="carol")
+    with pytest.raises(OpsbookError, match="action 'steal': expected accept, takeover, view"):
+        find_run(runs, action="steal", me="bob")
+    assert describe_runs(runs) == [
+        "run 3: patching on web (staging), handed_off, owner alice, handed to bob",
+        "run 4: patching on db (staging), orphaned, owner alice",
+    ]
+    assert describe_runs([done]) == ["no run in progress"]
+    assert RunSession.take_on(None, 3, "view") is None
+    with pytest.raises(OpsbookError, match="a takeover needs a reason"):
+        RunSession.take_on(None, 4, "takeover", reason=" ")
+
+
+def test_the_approved_errata_are_recorded_with_the_run_for_its_post_checks():
+    approved = [Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, approved=True)]
+    parameters = errata_parameters(approved)
+    assert parameters["approved"] == ["opsbook-demo-base=1.1"]
+    assert (
+        wire.CreateRun.from_dict(
+            wire.CreateRun(runbook="patching", stack="web", parameters=parameters).to_dict()
+        ).parameters
+        == parameters
+    )  # plain JSON on the wire
+    assert recorded_errata(parameters) == approved
+    assert recorded_errata({}) == []
