@@ -76,7 +76,7 @@ def _check_play(
         raise OpsbookError("no hosts to check; expected the run's or the stack's hosts")
     return run_play(
         settings.playbook(CHECK_PLAYBOOK),
-        inventory.path,
+        inventory,
         runs_dir=settings.runs_dir,
         hosts=list(hosts),
         on_event=on_event,

@@ -148,7 +148,7 @@ def summarize_events(events: Iterable[Mapping[str, Any]]) -> dict[str, HostResul
 
 def run_play(
     playbook: str | os.PathLike[str],
-    inventory: str | os.PathLike[str],
+    inventory: Inventory | str | os.PathLike[str],
     *,
     runs_dir: str | os.PathLike[str],
     hosts: Sequence[str] | None = None,
@@ -159,6 +159,8 @@ def run_play(
     timeout: float | None = None,
 ) -> PlayResult:
     """Run a playbook on the inventory (limited to `hosts`, if given) and wait for it to end.
+
+    inventory: the run's Inventory (loaded once per run), or a path to load it from.
 
     check: Ansible's check mode (--check), a dry run.
     on_event: called with each ansible-runner event as it happens (in the play's worker
@@ -173,7 +175,7 @@ def run_play(
     playbook_path = Path(playbook).expanduser().resolve()
     if not playbook_path.is_file():
         raise PlayError(f"playbook '{playbook}' does not exist; expected a playbook file")
-    fleet = Inventory.load(inventory)
+    fleet = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
     if hosts is not None:
         if not hosts:
             raise PlayError("hosts is an empty list; expected hosts to run on, or None for all")

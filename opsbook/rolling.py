@@ -49,6 +49,7 @@ from opsbook import health, silences
 from opsbook.config import Settings
 from opsbook.errors import BatchError, InventoryError, OpsbookError, PlayError
 from opsbook.health import Check, GateResult
+from opsbook.inventory import Inventory
 from opsbook.plays import HostResult, PlayResult, RunnerEvent, run_play, summarize_events
 
 DONE = "done"
@@ -429,6 +430,7 @@ def rolling_patch(
     created_by: str | None = None,
     silence_for: timedelta | None = None,
     play_timeout: float | None = None,
+    inventory: Inventory | None = None,
 ) -> RollingResult:
     """Patch the plan's batches from batch `start_batch` (from 1) on; see the module docstring.
 
@@ -441,6 +443,8 @@ def rolling_patch(
       ceiling, should this process die mid-batch (default: silence_ceiling); normally it is
       expired at the batch's end.
     play_timeout: seconds after which a batch's play is stopped (its hosts are then in doubt).
+    inventory: the run's Inventory, loaded once per run (default: settings.inventory, loaded once
+      here).
     Returns the RollingResult. It raises only for a wrong argument, a missing playbook or a host
     without an exporter instance in the plan (all before anything runs), and
     for a KeyboardInterrupt, which is re-raised after the play has stopped, the silence has
@@ -467,6 +471,7 @@ def rolling_patch(
             "from the inventory (opsbook.runs.plan_of)"
         )
     run = _Run(
+        inventory=inventory or Inventory.load(settings.inventory),
         plan=plan,
         settings=settings,
         playbook=playbook_path,
@@ -488,6 +493,7 @@ def rolling_patch(
 class _Run:
     """One call of rolling_patch: its options, and what it has done so far."""
 
+    inventory: Inventory
     plan: RollingPlan
     settings: Settings
     playbook: Path
@@ -629,7 +635,7 @@ class _Run:
                 status = PLAY_INTERRUPTED
                 play = run_play(
                     self.playbook,
-                    self.settings.inventory,
+                    self.inventory,
                     runs_dir=self.settings.runs_dir,
                     hosts=list(hosts),
                     extravars=self.extravars,

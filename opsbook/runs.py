@@ -643,6 +643,7 @@ class RunSession:
                     max_fail=max(0, options.max_fail - failed_before),
                     gate_timeout=options.gate_timeout,
                     checks=checks,
+                    inventory=inventory,
                     **extra,
                 )
             except BaseException as error:  # kept for wait(), which re-raises it

@@ -586,12 +586,13 @@ def health_gate(stack: Stack, container: str, samples: int) -> Figure:
 EVENTS_SCRIPT = """
 import json, time, uuid
 from datetime import datetime, timezone
-from opsbook import runs
 from opsbook.contract import wire
-client = runs.RunsClient.from_env()
-hosts = ["web-1", "web-2", "web-3"]
-run = client.create(wire.CreateRun(runbook="bench-events", stack="bench", environment="staging",
-                                   plan=[hosts], parameters={{"bench": True}}))
+from opsbook.runsclient import RunsClient
+client = RunsClient.from_env()
+run = client.create(wire.CreateRun(runbook="bench-events", stack="web",
+                                   options=wire.RunOptions(batch_size=3),
+                                   parameters={{"bench": True}}))
+hosts = run.batches[0].hosts
 client.start_batch(run.id, 1, hosts)
 kinds = ["playbook_on_task_start", "runner_on_start", "runner_on_ok"]
 events = []
