@@ -25,7 +25,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 HOME = "/home/jovyan"
 RUNBOOKS_MOUNT = f"{HOME}/runbooks"
 ANSIBLE_MOUNT = f"{HOME}/ansible"
-SSH_KEY_MOUNT = "/etc/opsbook/ssh"
+# Memory-backed, the engineer's own: the container's SSH key pair and certificate
+# (images/singleuser/opsbook-start), never on the home volume. uid 1000, gid 100: jovyan.
+RUNTIME_DIR = "/run/opsbook"
+RUNTIME_TMPFS = "size=1m,mode=0700,uid=1000,gid=100"
 
 
 def group_policy(s: Settings) -> GroupPolicy:
@@ -138,13 +141,16 @@ def configure_spawner(c: Config, s: Settings) -> None:
         setattr(spawner, name, value)
     spawner.mem_limit = s["MEM_LIMIT"]
     spawner.cpu_limit = s["CPU_LIMIT"]
-    # No privileges: no capabilities, no setuid escalation, a bounded process table.
+    # No privileges: no capabilities, no setuid escalation, a bounded process table; a small
+    # tmpfs of the engineer's own for the SSH key pair (no fleet key is mounted anywhere: each
+    # container makes its own key and asks the runs service for a short-lived certificate).
     spawner.extra_host_config = {
         "pids_limit": s["PIDS_LIMIT"],
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
+        "tmpfs": {RUNTIME_DIR: RUNTIME_TMPFS},
     }
-    spawner.pre_spawn_hook = _server_groups_only(group_policy(s), s["FLEET_SSH_KEY_DIR"])
+    spawner.pre_spawn_hook = _server_groups_only(group_policy(s))
 
 
 def server_settings(s: Settings) -> dict[str, Any]:
@@ -159,6 +165,8 @@ def server_settings(s: Settings) -> dict[str, Any]:
             "OPSBOOK_RUNS_URL": f"{s['RUNS_SERVICE_URL']}/services/runs",
             "OPSBOOK_ANSIBLE_DIR": ANSIBLE_MOUNT,
             "ANSIBLE_CONFIG": f"{ANSIBLE_MOUNT}/ansible.cfg",
+            # known_hosts' @cert-authority line (the host CA); empty: no host is trusted.
+            "OPSBOOK_SSH_HOST_CA": s["SSH_HOST_CA_PUBLIC_KEY"],
         },
         "notebook_dir": HOME,
         "default_url": "/lab",
@@ -179,19 +187,16 @@ def refuse_outside_server_groups(policy: GroupPolicy, spawner: Any) -> None:
         raise web.HTTPError(403, "Only members of the server groups get a server.")
 
 
-def _server_groups_only(policy: GroupPolicy, ssh_key_dir: str) -> Callable[[Any], None]:
-    """Refuse a server outside the server groups; give the fleet's SSH key only inside them.
+def _server_groups_only(policy: GroupPolicy) -> Callable[[Any], None]:
+    """Refuse a server outside the server groups.
 
-    Checked at each spawn, with the groups of the latest refresh (refresh_pre_spawn).
+    Checked at each spawn, with the groups of the latest refresh (refresh_pre_spawn). No
+    credential is handed out here: a server's SSH certificate comes from the runs service,
+    which checks the caller's scopes and runs each time it signs one.
     """
 
     def pre_spawn_hook(spawner: Any) -> None:
         refuse_outside_server_groups(policy, spawner)
-        if ssh_key_dir:
-            spawner.volumes = {
-                **spawner.volumes,
-                ssh_key_dir: {"bind": SSH_KEY_MOUNT, "mode": "ro"},
-            }
 
     return pre_spawn_hook
 

@@ -7,7 +7,7 @@ from opsbook_hub import configure, settings
 from tornado import web
 from traitlets.config import Config
 
-from .valid_env import VALID_ENV
+from .valid_env import HOST_CA, VALID_ENV
 
 
 @pytest.fixture
@@ -109,6 +109,7 @@ def test_engineer_container_home_library_limits_and_no_privileges(config):
         "pids_limit": 512,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
+        "tmpfs": {"/run/opsbook": "size=1m,mode=0700,uid=1000,gid=100"},
     }
     assert spawner.network_name == "opsbook"
     assert spawner.use_internal_ip is True
@@ -158,22 +159,29 @@ def test_containers_know_where_monitoring_and_playbooks_are(config):
     assert env["OPSBOOK_RUNS_URL"] == "http://runs:8000/services/runs"
 
 
-def test_the_fleet_key_is_mounted_read_only_for_server_groups_only():
-    c = Config()
-    configure.configure_spawner(
-        c, settings.load({**VALID_ENV, "FLEET_SSH_KEY_DIR": "/srv/opsbook/secrets/fleet-ssh"})
-    )
-    hook = c.DockerSpawner.pre_spawn_hook
+def test_no_fleet_key_is_mounted_and_viewers_still_get_no_server(config):
+    hook = config.DockerSpawner.pre_spawn_hook
     engineer = SimpleNamespace(user=user_in("oncall"), volumes={"home": "/home/jovyan"})
     hook(engineer)
-    assert engineer.volumes["/srv/opsbook/secrets/fleet-ssh"] == {
-        "bind": "/etc/opsbook/ssh",
-        "mode": "ro",
-    }
+    assert engineer.volumes == {"home": "/home/jovyan"}
+    assert not any("ssh" in str(key) for key in config.DockerSpawner.volumes)
     viewer = SimpleNamespace(user=user_in("viewers"), volumes={"home": "/home/jovyan"})
     with pytest.raises(web.HTTPError):
         hook(viewer)
     assert viewer.volumes == {"home": "/home/jovyan"}
+
+
+def test_containers_get_the_host_ca_for_known_hosts():
+    c = Config()
+    configure.configure_spawner(
+        c, settings.load({**VALID_ENV, "SSH_HOST_CA_PUBLIC_KEY": f"  {HOST_CA} host-ca\n"})
+    )
+    assert c.DockerSpawner.environment["OPSBOOK_SSH_HOST_CA"] == HOST_CA
+
+
+def test_without_a_host_ca_the_containers_get_an_empty_one(config):
+    """Empty: opsbook-start writes no @cert-authority line, so ssh trusts no host (fails closed)."""
+    assert config.DockerSpawner.environment["OPSBOOK_SSH_HOST_CA"] == ""
 
 
 def test_engineers_servers_come_from_our_docker_spawner(config):

@@ -8,7 +8,7 @@ import pytest
 from opsbook_hub import settings
 
 from ..conftest import HUB_DIR
-from .valid_env import VALID_ENV
+from .valid_env import HOST_CA, VALID_ENV
 
 
 def test_valid_environment_loads_with_defaults():
@@ -19,6 +19,16 @@ def test_valid_environment_loads_with_defaults():
     assert values["HUB_COOKIE_SECRET"] == bytes.fromhex("ab" * 32)
     assert values["MEM_LIMIT"] == "2G"
     assert values["CULL_IDLE_TIMEOUT"] == 3600
+
+
+def test_the_host_ca_is_one_public_key_line_or_nothing():
+    assert settings.load(VALID_ENV)["SSH_HOST_CA_PUBLIC_KEY"] == ""
+    loaded = settings.load({**VALID_ENV, "SSH_HOST_CA_PUBLIC_KEY": f"{HOST_CA} opsbook host CA"})
+    assert loaded["SSH_HOST_CA_PUBLIC_KEY"] == HOST_CA
+
+
+def test_the_team_key_setting_is_gone():
+    assert "FLEET_SSH_KEY_DIR" not in {setting.name for setting in settings.SETTINGS}
 
 
 def test_empty_value_means_default():
@@ -44,6 +54,24 @@ def test_empty_value_means_default():
         ("RUNBOOKS_HOST_PATH", "shared-notebooks", "RUNBOOKS_HOST_PATH: expected an absolute"),
         ("DOCKER_NETWORK", "my net", "DOCKER_NETWORK: expected a Docker object name"),
         ("SINGLEUSER_IMAGE", "Opsbook/Singleuser", "SINGLEUSER_IMAGE: expected an image"),
+        ("SSH_HOST_CA_PUBLIC_KEY", "AAAAC3Nza", "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH"),
+        ("SSH_HOST_CA_PUBLIC_KEY", "ssh-dss AAAA", "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH"),
+        ("SSH_HOST_CA_PUBLIC_KEY", HOST_CA[:40], "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH"),
+        (
+            "SSH_HOST_CA_PUBLIC_KEY",
+            HOST_CA.replace("ssh-ed25519", "ssh-rsa", 1),
+            "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH",
+        ),
+        (
+            "SSH_HOST_CA_PUBLIC_KEY",
+            f"@cert-authority * {HOST_CA}",
+            "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH",
+        ),
+        (
+            "SSH_HOST_CA_PUBLIC_KEY",
+            f"{HOST_CA}\n{HOST_CA}",
+            "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH",
+        ),
     ],
 )
 def test_bad_value_is_named_with_what_was_expected(name, value, expected):

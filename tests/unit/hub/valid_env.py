@@ -18,3 +18,6 @@ VALID_ENV = {
     "HUB_METRICS_TOKEN": "m" * 64,
     "RUNS_SERVICE_TOKEN": "r" * 64,
 }
+
+# A host CA's public key line (ssh-keygen -t ed25519), as init-secrets.sh writes it into .env.
+HOST_CA = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFHF8WqXKDhvB6CioAebkmXAxxMS1hwJGnoZGgqjYHYM"
