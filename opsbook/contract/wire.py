@@ -34,6 +34,8 @@ ROUTE_RUN = "runs/{run_id}"
 ROUTE_EVENTS = "runs/{run_id}/events"
 ROUTE_BATCH = "runs/{run_id}/batches/{number}/{step}"
 ROUTE_ACTION = "runs/{run_id}/{action}"
+ROUTE_SSH_CERTIFICATE = "ssh/certificate"  # POST CertificateRequest -> Certificate
+ROUTE_SSH_CA = "ssh/ca"  # GET (no sign-in) -> SshCa
 BATCH_STEPS = ("start", "finish", "gate")
 RUN_ACTIONS = (
     "lease",
@@ -106,6 +108,8 @@ class ErrorCode(StrEnum):
     NOT_ON_CALL = "not_on_call"  # 400: a handoff to someone who is not on call
     NOT_HANDED_TO_YOU = "not_handed_to_you"  # 409: accepting a run handed to someone else
     PLAN_CHANGED = "plan_changed"  # 409: the inventory no longer matches the run's plan: re-plan
+    NOT_PRODUCTION = "not_production"  # 409: an SSH certificate for a run is for production runs
+    # only (a non-production run's environment is in every certificate without a run)
     UNAVAILABLE = "unavailable"  # 503: the hub, the database or the inventory cannot be read
     INTERNAL = "internal"  # 500: a bug in the service; its log has the details
 
@@ -395,6 +399,18 @@ class ReasonRequest(Wire):
 
 
 @wire
+class CertificateRequest(Wire):
+    """POST api/ssh/certificate: sign the caller's own public key (one OpenSSH line, e.g. the
+    contents of id_ed25519.pub; ed25519, or RSA of at least 3072 bits). The service chooses the
+    principals: the non-production environments and `repo`; with `run_id`, also that run's
+    environment if the caller owns it, it is production, running, and its lease holds (else 409,
+    saying which, and no certificate)."""
+
+    public_key: str
+    run_id: int | None = None
+
+
+@wire
 class ReplanRequest(Wire):
     """POST api/runs/{id}/replan: plan the batches not yet done again from the inventory as it
     is now (after a host left the stack, or its environment changed); the ledger keeps both."""
@@ -564,6 +580,26 @@ class Me(Wire):
 
     name: str
     scopes: list[str]
+
+
+@wire
+class Certificate(Wire):
+    """A signed OpenSSH user certificate: write `certificate` beside the key as
+    <key>-cert.pub. The ledger records every one (serial, KeyID, principals, validity)."""
+
+    certificate: str  # one line: ssh-ed25519-cert-v01@openssh.com AAAA... <key_id>
+    key_id: str  # opsbook:<user> or opsbook:<user>:run-<id>; sshd logs it with each login
+    serial: int  # random, below 2**63
+    principals: list[str]  # environments (staging, production ...) and repo
+    valid_after: str
+    valid_before: str  # renew before this
+
+
+@wire
+class SshCa(Wire):
+    """GET api/ssh/ca (no sign-in): the user CA's public key, for hosts' TrustedUserCAKeys."""
+
+    user_ca: str  # one OpenSSH public key line
 
 
 @wire

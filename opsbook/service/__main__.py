@@ -1,7 +1,8 @@
 """Start the runs service: `python -m opsbook.service` (the opsbook/runs image's command).
 
-Checks every setting and opens the database before listening, so a mistake stops the start with
-one line naming it (exit 1) instead of a service that fails its first request.
+Checks every setting, loads the SSH user CA key (RUNS_SSH_CA_KEY) and opens the database before
+listening, so a mistake stops the start with one line naming it (exit 1) instead of a service
+that fails its first request.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from opsbook.service.identity import HubIdentity, make_hub_auth
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import HubOncall
 from opsbook.service.settings import SettingsError, load, masked_database_url
+from opsbook.service.ssh_ca import CaKeyError, CertificateAuthority
 from opsbook.service.store import Store, StoreError
 
 log = logging.getLogger("opsbook.runs")
@@ -32,7 +34,7 @@ def _fail(lines: str) -> int:
     return 1
 
 
-async def serve(settings: dict, store: Store) -> None:
+async def serve(settings: dict, store: Store, ssh_ca: CertificateAuthority) -> None:
     hub_auth = make_hub_auth(settings)
     prefix = settings["JUPYTERHUB_SERVICE_PREFIX"]
     ctx = Context(
@@ -49,6 +51,7 @@ async def serve(settings: dict, store: Store) -> None:
         ),
         prefix=prefix,
         hub_auth=hub_auth,
+        ssh_ca=ssh_ca,
     )
     # The OAuth cookie only holds a hub token: a new secret per start means browsers go through
     # the hub's OAuth once more (invisibly) after a restart; notebooks use tokens and never notice.
@@ -86,6 +89,20 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         settings = load(os.environ if environ is None else environ)
     except SettingsError as error:
         return _fail(str(error))
+    try:
+        ssh_ca = CertificateAuthority.load(
+            settings["RUNS_SSH_CA_KEY"],
+            minutes=settings["RUNS_SSH_CERT_MINUTES"],
+            source_addresses=settings["RUNS_SSH_SOURCE_ADDRESSES"],
+        )
+    except CaKeyError as error:
+        return _fail(f"RUNS_SSH_CA_KEY: {error}")
+    log.info(
+        "SSH user CA %s; certificates valid %d min%s",
+        ssh_ca.fingerprint,
+        settings["RUNS_SSH_CERT_MINUTES"],
+        f", from {', '.join(ssh_ca.source_addresses)}" if ssh_ca.source_addresses else "",
+    )
     inventory = InventorySource(settings["RUNS_INVENTORY"], settings[stacks.NONPRODUCTION_SETTING])
     # A broken inventory does not stop the service (the status page and running runs go on);
     # new runs, accepts and takeovers are refused with this reason until it is fixed.
@@ -119,7 +136,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
             renewed,
         )
     try:
-        asyncio.run(serve(settings, store))
+        asyncio.run(serve(settings, store, ssh_ca))
     finally:
         store.close()
     return 0

@@ -28,6 +28,7 @@ from opsbook.contract.wire import (
     AppendEvents,
     BatchFinish,
     BatchStart,
+    CertificateRequest,
     CreateRun,
     ErrorCode,
     ErrorReply,
@@ -41,6 +42,7 @@ from opsbook.contract.wire import (
     ReasonRequest,
     ReplanRequest,
     RunList,
+    SshCa,
     Wire,
     WireError,
 )
@@ -49,7 +51,8 @@ from opsbook.service import pages
 from opsbook.service.identity import Identity
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import Oncall
-from opsbook.service.rules import Caller, Refused, may_read
+from opsbook.service.rules import Caller, Refused, may_get_certificate, may_read
+from opsbook.service.ssh_ca import CertificateAuthority
 from opsbook.service.store import Store
 
 log = logging.getLogger("opsbook.runs")
@@ -69,6 +72,7 @@ class Context:
     notifier: Notifier
     prefix: str = "/services/runs/"
     hub_auth: Any = None  # HubOAuth in the real service; None with a fake identity
+    ssh_ca: CertificateAuthority | None = None  # None: no certificates (503); __main__ loads it
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="runs-db")
     )
@@ -385,6 +389,42 @@ class ActionHandler(ApiHandler):
             self.reply(await self.ctx.act(method, rid, caller))
 
 
+class SshCertificateHandler(ApiHandler):
+    """POST api/ssh/certificate: the caller's public key signed, with the principals the service
+    chooses (ssh_ca.py); recorded in the ledger."""
+
+    async def post(self) -> None:
+        caller = self.signed_in()
+        may_get_certificate(caller)  # before the body: a viewer hears about the scope first
+        request = self.body(CertificateRequest)
+        ca = _certificate_authority(self.ctx)
+        certificate = await self.ctx.call(
+            self.ctx.store.issue_certificate, caller, request.public_key, request.run_id, ca=ca
+        )
+        self.reply(certificate)
+
+
+class SshCaHandler(ApiHandler):
+    """GET api/ssh/ca, without sign-in: the user CA's public key (public by nature), so a host
+    can be set up to trust it (TrustedUserCAKeys)."""
+
+    async def prepare(self) -> None:
+        self.caller = None
+
+    async def get(self) -> None:
+        self.reply(SshCa(user_ca=_certificate_authority(self.ctx).public_line))
+
+
+def _certificate_authority(ctx: Context) -> CertificateAuthority:
+    if ctx.ssh_ca is None:
+        raise Refused(
+            503,
+            ErrorCode.UNAVAILABLE,
+            "this runs service has no SSH certificate authority (setting RUNS_SSH_CA_KEY)",
+        )
+    return ctx.ssh_ca
+
+
 class NotFoundApiHandler(ApiHandler):
     async def prepare(self) -> None:
         raise Refused(
@@ -504,6 +544,8 @@ def make_app(ctx: Context, *, cookie_secret: bytes | None = None) -> web.Applica
         wire.ROUTE_EVENTS: EventsHandler,
         wire.ROUTE_BATCH: BatchHandler,
         wire.ROUTE_ACTION: ActionHandler,
+        wire.ROUTE_SSH_CERTIFICATE: SshCertificateHandler,
+        wire.ROUTE_SSH_CA: SshCaHandler,
     }
     handlers: list[Any] = [
         (p, IndexPage, {"ctx": ctx}),

@@ -325,6 +325,65 @@ def state_after(action: Action, run: RunFacts) -> RunState:
     return run.state
 
 
+def may_get_certificate(caller: Caller) -> None:
+    """An SSH certificate for the fleet is for those who may drive runs."""
+    require(caller, SCOPE_WRITE, "get an SSH certificate for the fleet")
+
+
+def check_certificate_run(run: RunFacts, caller: Caller, now: datetime) -> None:
+    """Whether a certificate may carry `run`'s environment (production): only for the run's owner,
+    with the production scope, while the run is running and its lease holds. A refusal says which
+    of these failed (409; 403 for the scope), and no certificate is issued."""
+    doing = f"get an SSH certificate for run {run.id}"
+    if run.state in FINISHED_STATES:
+        raise Refused(
+            409,
+            ErrorCode.RUN_FINISHED,
+            f"run {run.id} is already {run.state.value}; it gives no access to its hosts any "
+            "more. Ask for a certificate without a run for the non-production environments.",
+            run_id=run.id,
+        )
+    if not run.production:
+        raise Refused(
+            409,
+            ErrorCode.NOT_PRODUCTION,
+            f"run {run.id} is not on a production stack: its environment is already among the "
+            "principals of a certificate without a run; ask without run_id.",
+            run_id=run.id,
+        )
+    require(caller, SCOPE_PRODUCTION, f"{doing}, which is on a production stack")
+    if caller.name != run.owner:
+        raise Refused(
+            409,
+            ErrorCode.NOT_OWNER,
+            f"run {run.id} is owned by {run.owner}, not by you ({caller.name}); only the owner "
+            "of a running production run gets a certificate for its hosts. Stop working on it.",
+            run_id=run.id,
+        )
+    expired = run.lease_expires_at is not None and run.lease_expires_at <= now
+    if run.state is RunState.ORPHANED or (run.state is RunState.RUNNING and expired):
+        raise Refused(
+            409,
+            ErrorCode.LEASE_EXPIRED,
+            f"run {run.id}: your lease ran out"
+            + (f" at {_clock(run.lease_expires_at)}" if run.lease_expires_at else "")
+            + "; no certificate for its hosts. Take it over again (with a reason) first.",
+            run_id=run.id,
+        )
+    if run.state is not RunState.RUNNING:
+        hint = {
+            RunState.PAUSED: " Resume it first.",
+            RunState.HANDED_OFF: f" It waits for {run.handoff_to} to accept it.",
+        }.get(run.state, "")
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} is {run.state.value}, not running; its hosts need a running run "
+            f"for a certificate.{hint}",
+            run_id=run.id,
+        )
+
+
 # --- checks on the request's contents, given the run's batches and hosts --------------------------
 
 

@@ -9,6 +9,7 @@ gives any service; docker compose passes them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -28,10 +29,18 @@ from opsbook.contract.settings import (
 from opsbook.contract.settings import load as load_settings
 from opsbook.contract.stacks import NONPRODUCTION_SETTING, environment_names
 
-__all__ = ["DEFAULT_DATABASE_URL", "SETTINGS", "SettingsError", "load", "masked_database_url"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_SSH_CA_KEY",
+    "SETTINGS",
+    "SettingsError",
+    "load",
+    "masked_database_url",
+]
 
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/opsbook-runs/runs.sqlite"
 DEFAULT_INVENTORY = "/etc/opsbook/ansible/inventories/demo"
+DEFAULT_SSH_CA_KEY = "/run/secrets/opsbook-user-ca"
 
 
 # --- parsers of the service's own (the common ones are opsbook.contract.settings') ---
@@ -75,6 +84,20 @@ def _group(raw: str) -> str:
     if not re.match(r"^[\w.@-]+$", raw.strip()):
         raise ValueError("a JupyterHub group name such as oncall")
     return raw.strip()
+
+
+def source_addresses(raw: str) -> tuple[str, ...]:
+    """CIDR blocks separated by spaces or commas (each once, normalised); empty for none."""
+    found = []
+    for item in raw.replace(",", " ").split():
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(
+                "CIDR blocks separated by spaces or commas, such as 172.30.0.0/16 10.8.0.0/24, "
+                "or empty for no source-address restriction"
+            ) from None
+    return tuple(dict.fromkeys(found))
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -139,6 +162,26 @@ SETTINGS: tuple[Setting, ...] = (
         bounded_int(0, 300),
         "How long a token's user and scopes are cached before asking the hub again.",
         "30",
+    ),
+    Setting(
+        "RUNS_SSH_CA_KEY",
+        absolute_path,
+        "The fleet's SSH user CA private key (OpenSSH format, ed25519 or RSA >= 3072 bits, no "
+        "passphrase), mounted read-only into this container only; checked at start.",
+        DEFAULT_SSH_CA_KEY,
+    ),
+    Setting(
+        "RUNS_SSH_CERT_MINUTES",
+        bounded_int(1, 1440),
+        "How long an engineer's SSH certificate is valid (the toolkit renews it before plays).",
+        "15",
+    ),
+    Setting(
+        "RUNS_SSH_SOURCE_ADDRESSES",
+        source_addresses,
+        "CIDR blocks certificates may be used from (the engineers' network; critical option "
+        "source-address), separated by spaces or commas; empty: no restriction.",
+        "",
     ),
     Setting("RUNS_PORT", bounded_int(1, 65535), "Port the service listens on.", "8000"),
 )

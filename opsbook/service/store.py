@@ -43,6 +43,7 @@ from opsbook.contract.wire import (
     AppendResult,
     BatchState,
     BatchView,
+    Certificate,
     ErrorCode,
     Event,
     EventIn,
@@ -64,7 +65,17 @@ from opsbook.contract.wire import (
 from opsbook.service import rules
 from opsbook.service.fleet import Fleet, Stack, plan_batches
 from opsbook.service.rules import Action, Caller, Refused, RunFacts, bad_request
-from opsbook.service.tables import SCHEMA_VERSION, batches, events, hosts, metadata, runs, schema
+from opsbook.service.ssh_ca import CertificateAuthority, check_public_key, key_id, principals
+from opsbook.service.tables import (
+    SCHEMA_VERSION,
+    batches,
+    certificates,
+    events,
+    hosts,
+    metadata,
+    runs,
+    schema,
+)
 
 log = logging.getLogger("opsbook.runs")
 
@@ -194,14 +205,17 @@ class Store:
             version = conn.execute(select(func.max(schema.c.version))).scalar()
             if version is None:
                 conn.execute(insert(schema).values(version=SCHEMA_VERSION, created_at=_db(_now())))
-            elif version == 1:  # schema 2 added the run's typed options
-                conn.execute(text("ALTER TABLE runs ADD COLUMN options JSON"))
-                conn.execute(insert(schema).values(version=2, created_at=_db(_now())))
-            elif version > SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"the database's schema version is {version}, newer than this service's "
                     f"({SCHEMA_VERSION}): run the newer opsbook/runs image, or restore a backup"
                 )
+            if version < 2:  # schema 2 added the run's typed options
+                conn.execute(text("ALTER TABLE runs ADD COLUMN options JSON"))
+                conn.execute(insert(schema).values(version=2, created_at=_db(_now())))
+            if version < 3:  # schema 3 added the certificates table (create_all made it)
+                conn.execute(insert(schema).values(version=3, created_at=_db(_now())))
 
     def schema_version(self) -> int:
         with self._read() as conn:
@@ -979,6 +993,110 @@ class Store:
                 .values(lease_expires_at=renewed)
             )
             return result.rowcount or 0
+
+    # --- SSH certificates -------------------------------------------------------------------------
+
+    def issue_certificate(
+        self,
+        caller: Caller,
+        public_key: str,
+        run_id: int | None = None,
+        *,
+        ca: CertificateAuthority,
+    ) -> Certificate:
+        """Sign the caller's public key with the principals the rules give them (ssh_ca's module
+        docstring says which); record it in the ledger and, for a run, as its `certificate` event.
+        With `run_id`, the run's row is locked while it is checked and the event written, so a
+        takeover or an expiring lease at the same moment is seen one way or the other."""
+        rules.may_get_certificate(caller)
+        user_key = check_public_key(public_key)
+        if run_id is not None and not 0 < run_id <= 2**31 - 1:
+            raise Refused(404, ErrorCode.NOT_FOUND, f"there is no run {run_id}", run_id=run_id)
+        fleet = self.fleet()
+        with self._write() as conn:
+            row = None
+            environment = None
+            if run_id is not None:
+                row = self._lock(conn, run_id)
+                rules.check_certificate_run(_facts(row), caller, self.now())
+                environment = row["environment"]
+            now = self.now()
+            issued = ca.sign(
+                user_key,
+                key_id=key_id(caller.name, run_id),
+                principals=principals(fleet, environment),
+                now=now,
+            )
+            conn.execute(
+                insert(certificates).values(
+                    serial=issued.serial,
+                    key_id=issued.key_id,
+                    user=caller.name,
+                    run_id=run_id,
+                    principals=list(issued.principals),
+                    fingerprint=user_key.fingerprint,
+                    valid_after=_db(issued.valid_after),
+                    valid_before=_db(issued.valid_before),
+                    issued_at=_db(now),
+                )
+            )
+            if row is not None:
+                until = issued.valid_before
+                self._record(
+                    conn,
+                    row["id"],
+                    row["last_seq"],
+                    caller.name,
+                    "certificate",
+                    message=f"SSH certificate for {caller.name}: {', '.join(issued.principals)}, "
+                    f"serial {issued.serial}, valid until {until:%H:%M:%S} UTC",
+                    data={
+                        "serial": str(issued.serial),
+                        "key_id": issued.key_id,
+                        "principals": list(issued.principals),
+                        "valid_before": wire_time(until),
+                        "fingerprint": user_key.fingerprint,
+                    },
+                )
+        log.info(
+            "SSH certificate serial %d %s for %s (%s): %s until %s",
+            issued.serial,
+            issued.key_id,
+            caller.name,
+            user_key.fingerprint,
+            ",".join(issued.principals),
+            wire_time(issued.valid_before),
+        )
+        return Certificate(
+            certificate=issued.certificate,
+            key_id=issued.key_id,
+            serial=issued.serial,
+            principals=list(issued.principals),
+            valid_after=wire_time(issued.valid_after),
+            valid_before=wire_time(issued.valid_before),
+        )
+
+    def certificates(
+        self, *, user: str | None = None, run_id: int | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The latest recorded certificates (newest first), for audits and tests."""
+        query = select(certificates)
+        if user is not None:
+            query = query.where(certificates.c.user == user)
+        if run_id is not None:
+            query = query.where(certificates.c.run_id == run_id)
+        query = query.order_by(certificates.c.issued_at.desc()).limit(max(1, min(limit, MAX_PAGE)))
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            {
+                **row,
+                "valid_after": _aware(row["valid_after"]),
+                "valid_before": _aware(row["valid_before"]),
+                "issued_at": _aware(row["issued_at"]),
+            }
+            for row in rows
+        ]
 
     # --- helpers ----------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@
 - `events` is append-only. `(run_id, seq)` is unique and is the index every page and the client
   read by; `(run_id, uuid)` is unique so a runner event sent twice is stored once.
 - Times are naive UTC (SQLite has no time zones); the store converts at its edge.
+- `certificates` records every SSH certificate the CA signed (serial, KeyID, principals, the
+  public key's fingerprint, validity): the certificate text itself is not kept, only what it says.
 - `runs_schema` holds the schema version: a newer database than the code stops the service.
 """
 
@@ -26,7 +28,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 2  # 2: runs.options
+SCHEMA_VERSION = 3  # 2: runs.options; 3: certificates
 
 NAME = 255  # user, host, runbook and stack names
 metadata = MetaData()
@@ -121,4 +123,20 @@ events = Table(
     Index("ux_events_run_seq", "run_id", "seq", unique=True),
     Index("ux_events_run_uuid", "run_id", "uuid", unique=True),
     Index("ix_events_run_kind_seq", "run_id", "kind", "seq"),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("serial", BigInteger, primary_key=True, autoincrement=False),  # random, < 2**63
+    Column("key_id", String(2 * NAME), nullable=False),
+    Column("user", String(NAME), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),  # NULL: no run (non-production only)
+    Column("principals", JSON, nullable=False),
+    Column("fingerprint", String(100), nullable=False),  # of the public key: SHA256:...
+    Column("valid_after", DateTime, nullable=False),
+    Column("valid_before", DateTime, nullable=False),
+    Column("issued_at", DateTime, nullable=False),
+    Index("ix_certificates_user_issued", "user", "issued_at"),
+    Index("ix_certificates_run", "run_id"),
 )

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from opsbook.contract.stacks import NONPRODUCTION_SETTING, is_production
 from opsbook.service.settings import (
@@ -30,6 +32,9 @@ def test_defaults():
     assert settings["JUPYTERHUB_SERVICE_PREFIX"] == "/services/runs/"
     assert settings["JUPYTERHUB_API_URL"] == "http://hub:8081/hub/api"
     assert settings["RUNS_AUTH_CACHE_SECONDS"] == 30
+    assert settings["RUNS_SSH_CA_KEY"] == "/run/secrets/opsbook-user-ca"
+    assert settings["RUNS_SSH_CERT_MINUTES"] == 15
+    assert settings["RUNS_SSH_SOURCE_ADDRESSES"] == ()
 
 
 def test_every_bad_setting_gets_one_line_and_secrets_are_not_echoed():
@@ -133,7 +138,15 @@ def test_the_service_refuses_to_start_on_a_bad_setting():
 
 def test_the_service_refuses_to_start_without_its_database(tmp_path):
     url = f"sqlite:///{tmp_path}/no/such/folder/runs.sqlite"
-    result = run_service({"JUPYTERHUB_API_TOKEN": TOKEN, "RUNS_DATABASE_URL": url})
+    ca_key = tmp_path / "user_ca"
+    ca_key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()
+        )
+    )
+    result = run_service(
+        {"JUPYTERHUB_API_TOKEN": TOKEN, "RUNS_DATABASE_URL": url, "RUNS_SSH_CA_KEY": str(ca_key)}
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     # The start-up log may say what it read first (the inventory); the refusal is one line.

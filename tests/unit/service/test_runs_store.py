@@ -820,10 +820,10 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     # and it carries on: sequence numbers continue, the stack is still taken
     assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
     assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
-    assert reopened.schema_version() == 2
+    assert reopened.schema_version() == 3
 
 
-def test_a_schema_1_database_is_migrated_to_2_and_its_runs_go_on(database_url, open_store, clock):
+def test_a_schema_1_database_is_migrated_to_3_and_its_runs_go_on(database_url, open_store, clock):
     """Schema 1 (before runs.options): made by hand, with a run in progress, then opened."""
     engine = create_engine(database_url)
     try:
@@ -865,14 +865,14 @@ def test_a_schema_1_database_is_migrated_to_2_and_its_runs_go_on(database_url, o
         engine.dispose()
 
     store = open_store()
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     run = store.get_run(run_id)
     assert run.options == RunOptions()  # a schema-1 run: the defaults
     assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3"]]
     run_batch(store, run_id, ALICE, 1)
     assert refused(start, store, BOB).code is ErrorCode.RUN_ACTIVE  # still holds its stack
     assert start(store, runbook="reboot").options == RunOptions(batch_size=2)
-    assert open_store().schema_version() == 2  # opening again changes nothing
+    assert open_store().schema_version() == 3  # opening again changes nothing
 
 
 def test_list_runs_active_first_then_recent(store):
