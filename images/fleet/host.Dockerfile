@@ -16,7 +16,8 @@ RUN opsbook-build-debs /src/packages /debs
 FROM opsbook/base:bookworm
 # No init system: packages must not try to start services while they install (policy-rc.d).
 # python3-apt is what Ansible's apt module needs (it would install it on first use otherwise).
-# Host keys are made at the first start, never baked into the image.
+# No host key is baked into the image: each host gets its own, with a host certificate, from the
+# secrets folder (scripts/init-secrets.sh) at start.
 RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
  && chmod 0755 /usr/sbin/policy-rc.d \
  && apt-get update \
@@ -24,7 +25,9 @@ RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
       openssh-server python3 python3-apt sudo prometheus-node-exporter procps iproute2 \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*
 
-# The user Ansible comes in as: key only (no password: "*"), passwordless sudo.
+# The user Ansible comes in as: SSH certificates of Opsbook's user CA only (no password: "*", no
+# authorized key), passwordless sudo. /etc/ssh/opsbook: where the user CA and the host's key and
+# certificate are mounted (read-only); sshd's files are made from them at each start.
 COPY common/sshd_config /etc/ssh/sshd_config.d/opsbook.conf
 COPY common/opsbook-sshd-prepare common/opsbook-healthcheck /usr/local/sbin/
 RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
@@ -32,7 +35,7 @@ RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
  && echo 'opsbook ALL=(ALL:ALL) NOPASSWD: ALL' >/etc/sudoers.d/opsbook \
  && chmod 0440 /etc/sudoers.d/opsbook \
  && visudo -cq \
- && install -d -m 0755 /etc/opsbook/fleet-ssh /etc/ssh/authorized_keys
+ && install -d -m 0755 /etc/ssh/opsbook /etc/ssh/opsbook/host /etc/ssh/opsbook_principals
 
 COPY host/opsbook-fleet-start host/opsbook-node-textfile host/opsbook-exporter /usr/local/sbin/
 COPY host/apt-opsbook.conf /etc/apt/apt.conf.d/90opsbook-textfile

@@ -24,7 +24,9 @@ RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
  && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* \
       /etc/nginx/sites-enabled/default /var/www/html
 
-# The user Ansible comes in as: key only (no password: "*"), passwordless sudo.
+# The user Ansible comes in as: SSH certificates of Opsbook's user CA only (no password: "*", no
+# authorized key), passwordless sudo. /etc/ssh/opsbook: where the user CA and the host's key and
+# certificate are mounted (read-only); sshd's files are made from them at each start.
 COPY common/sshd_config /etc/ssh/sshd_config.d/opsbook.conf
 COPY common/opsbook-sshd-prepare common/opsbook-healthcheck /usr/local/sbin/
 RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
@@ -32,7 +34,7 @@ RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
  && echo 'opsbook ALL=(ALL:ALL) NOPASSWD: ALL' >/etc/sudoers.d/opsbook \
  && chmod 0440 /etc/sudoers.d/opsbook \
  && visudo -cq \
- && install -d -m 0755 /etc/opsbook/fleet-ssh /etc/ssh/authorized_keys
+ && install -d -m 0755 /etc/ssh/opsbook /etc/ssh/opsbook/host /etc/ssh/opsbook_principals
 
 COPY repo/nginx.conf /etc/nginx/nginx.conf
 COPY repo/opsbook-repo /usr/local/bin/opsbook-repo

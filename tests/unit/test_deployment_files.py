@@ -173,3 +173,77 @@ def test_the_demo_declares_staging_non_production_and_production_stays_productio
     assert {e for e in environments if is_production(e, declared)} == {"production"}
     runs_env = COMPOSE["services"]["runs"]["environment"]
     assert runs_env[NONPRODUCTION_SETTING] == f"${{{NONPRODUCTION_SETTING}:-}}"
+
+
+# --- SSH certificates (issue 11): who mounts which half of which CA ---
+USER_CA_MOUNT = "/run/secrets/opsbook-user-ca"
+FLEET_SSHD = (ROOT / "images" / "fleet" / "common" / "sshd_config").read_text()
+
+
+def sshd_setting(name: str) -> str:
+    return next(
+        line.split(None, 1)[1] for line in FLEET_SSHD.splitlines() if line.startswith(f"{name} ")
+    )
+
+
+def mounts_of(service: dict) -> list[tuple[str, str, str]]:
+    """(source, target, mode) of each volume, ${NAME:?message} read as ${NAME}."""
+    return [
+        tuple([*without_messages(str(v)).split(":"), "rw"][:3]) for v in service.get("volumes", [])
+    ]
+
+
+def test_only_the_runs_service_mounts_the_user_ca_key_read_only_where_its_setting_says():
+    runs = COMPOSE["services"]["runs"]
+    assert ("${OPSBOOK_SECRETS}/ssh/user_ca", USER_CA_MOUNT, "ro") in mounts_of(runs)
+    default = next(s.default for s in RUNS_SETTINGS if s.name == "RUNS_SSH_CA_KEY")
+    assert default == USER_CA_MOUNT
+    # Fixed: the mount is compose's own, so a path from .env could only name a missing file.
+    assert runs["environment"]["RUNS_SSH_CA_KEY"] == USER_CA_MOUNT
+    assert runs["environment"]["RUNS_SSH_CERT_MINUTES"] == "${RUNS_SSH_CERT_MINUTES:-}"
+    for name, service in COMPOSE["services"].items():
+        sources = [source for source, _, _ in mounts_of(service)]
+        # The user CA's private key: the runs service only. The host CA's: nobody.
+        assert ("${OPSBOOK_SECRETS}/ssh/user_ca" in sources) == (name == "runs"), name
+        assert not [s for s in sources if "host_ca" in s], name
+        assert not [s for s in sources if "fleet-ssh" in s], name  # the old team key is gone
+        assert "FLEET_SSH_KEY_DIR" not in service.get("environment", {}), name
+
+
+def test_each_fleet_host_trusts_the_user_ca_for_its_environment_and_shows_its_own_host_key():
+    """web-*: staging, db-*: production (their environments in the demo inventory), pkgrepo:
+    repo; the user CA's public half where sshd_config's TrustedUserCAKeys reads it; each host
+    its own folder of secrets/ssh/hosts/ (no host holds another's key)."""
+    from opsbook.inventory import Inventory
+
+    inventory = Inventory.load(ROOT / "ansible" / "inventories" / "demo")
+    expected = {
+        host: inventory.environment(stack)
+        for stack in inventory.stacks()
+        for host in inventory.hosts(stack)
+    }
+    expected["pkgrepo"] = "repo"
+    ca_target = sshd_setting("TrustedUserCAKeys")
+    assert ca_target == "/etc/ssh/opsbook/user_ca.pub"
+    assert sshd_setting("AuthorizedPrincipalsFile") == "/etc/ssh/opsbook_principals/%u"
+    assert sshd_setting("AuthorizedKeysFile") == "none"
+    assert sshd_setting("LogLevel") == "VERBOSE"
+    for host, principal in expected.items():
+        service = COMPOSE["services"][host]
+        assert service["environment"]["OPSBOOK_SSH_PRINCIPALS"] == principal, host
+        mounts = mounts_of(service)
+        assert ("${OPSBOOK_SECRETS}/ssh/user_ca.pub", ca_target, "ro") in mounts, host
+        keys = [m for m in mounts if "/ssh/hosts/" in m[0]]
+        assert keys == [(f"${{OPSBOOK_SECRETS}}/ssh/hosts/{host}", "/etc/ssh/opsbook/host", "ro")]
+    hosts_made = re.search(
+        r"^hosts=\((.*)\)$", (ROOT / "scripts" / "init-secrets.sh").read_text(), re.M
+    )
+    assert set(hosts_made.group(1).split()) == set(expected)
+
+
+def test_engineers_containers_trust_the_host_ca_that_make_up_writes():
+    hub = COMPOSE["services"]["hub"]["environment"]
+    assert hub["SSH_HOST_CA_PUBLIC_KEY"] == "${SSH_HOST_CA_PUBLIC_KEY:-}"
+    assert "SSH_HOST_CA_PUBLIC_KEY" in ENV_EXAMPLE
+    assert "SSH_HOST_CA_PUBLIC_KEY=" in (ROOT / "scripts" / "init-secrets.sh").read_text()
+    assert {"RUNS_SSH_CERT_MINUTES"} <= ENV_EXAMPLE

@@ -1,9 +1,14 @@
-"""`make up`'s first step: .env from .env.example, with fresh secrets, private, and kept."""
+"""`make up`'s first step: .env from .env.example, with fresh secrets, private, and kept; and
+its third: the SSH certificate authorities and the demo hosts' keys (scripts/init-secrets.sh)."""
 
 import os
+import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = (
@@ -68,9 +73,158 @@ def test_later_runs_keep_the_file_and_only_fill_a_missing_secret(tmp_path):
 
 def test_env_files_are_ignored_by_git():
     ignored = subprocess.run(
-        ["git", "check-ignore", ".env", "secrets/fleet-ssh/id_ed25519"],
+        ["git", "check-ignore", ".env", "secrets/ssh/user_ca", "secrets/ssh/host_ca"],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
-    assert ignored.stdout.split() == [".env", "secrets/fleet-ssh/id_ed25519"]
+    assert ignored.stdout.split() == [".env", "secrets/ssh/user_ca", "secrets/ssh/host_ca"]
+
+
+# init-secrets.sh runs ssh-keygen in the singleuser image (`docker run --user 0 -v DIR:/out ...`).
+# Here a stand-in `docker` runs the same command on this machine, with the mounted folder's
+# container path replaced by its host path, and logs each call: no Docker, the same script.
+FAKE_DOCKER = f"""#!{sys.executable}
+import os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(" ".join(args[:args.index("sh")]) + "\\n")  # the options and the image
+assert args[0] == "run", args
+mounts, i = {{}}, 1
+while args[i].startswith("-"):
+    if args[i] == "-v":
+        host, inside = args[i + 1].split(":")[:2]
+        mounts[inside] = host
+    i += 2 if args[i] in ("-v", "--user", "--network", "--entrypoint") else 1
+command = [mounts.get(arg, arg) for arg in args[i + 1:]]
+os.execvp(command[0], command)
+"""
+HOSTS = ("web-1", "web-2", "web-3", "db-1", "db-2", "db-3", "pkgrepo")
+needs_keygen_as_root = pytest.mark.skipif(
+    shutil.which("ssh-keygen") is None or os.geteuid() != 0,
+    reason="init-secrets.sh needs ssh-keygen and root here (it chowns, as in its container)",
+)
+
+
+@pytest.fixture
+def init_secrets(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    log = tmp_path / "docker.log"
+    env_file = tmp_path / "deploy" / ".env"
+    init_env(env_file)
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROOT / "scripts" / "init-secrets.sh"), str(env_file)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                "FAKE_DOCKER_LOG": str(log),
+            },
+        )
+
+    run.env_file = env_file
+    run.ssh = env_file.parent / "secrets" / "ssh"
+    run.docker_calls = lambda: log.read_text().splitlines() if log.exists() else []
+    return run
+
+
+def keygen(*args: str) -> str:
+    return subprocess.run(["ssh-keygen", *args], capture_output=True, text=True, check=True).stdout
+
+
+def fingerprint(public_key: Path) -> str:
+    return keygen("-l", "-f", str(public_key)).split()[1]
+
+
+def certificate(path: Path) -> dict[str, str]:
+    """ssh-keygen -L's fields (Principals: the indented lines below it, joined)."""
+    fields, last = {}, None
+    for line in keygen("-L", "-f", str(path)).splitlines()[1:]:
+        if ":" in line and not line.startswith(" " * 16):
+            last, value = (part.strip() for part in line.split(":", 1))
+            fields[last] = value
+        elif last:
+            fields[last] = (fields[last] + " " + line.strip()).strip()
+    return fields
+
+
+def mode_and_owner(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return stat.S_IMODE(info.st_mode), info.st_uid
+
+
+@needs_keygen_as_root
+def test_init_secrets_makes_both_cas_and_a_certified_key_per_host_and_prints_no_key(
+    init_secrets,
+):
+    done = init_secrets()
+    ssh = init_secrets.ssh
+    assert mode_and_owner(ssh / "user_ca") == (0o400, 990)  # the runs service's user
+    assert mode_and_owner(ssh / "host_ca") == (0o400, 0)
+    for public in ("user_ca.pub", "host_ca.pub"):
+        assert mode_and_owner(ssh / public)[0] == 0o444
+    host_ca = fingerprint(ssh / "host_ca.pub")
+    assert host_ca != fingerprint(ssh / "user_ca.pub")
+    assert sorted(p.name for p in (ssh / "hosts").iterdir()) == sorted(HOSTS)
+    for name in HOSTS:
+        key = ssh / "hosts" / name / "ssh_host_ed25519_key"
+        assert mode_and_owner(key) == (0o400, 0)
+        cert = certificate(key.parent / "ssh_host_ed25519_key-cert.pub")
+        assert cert["Type"].startswith("ssh-ed25519-cert-v01@openssh.com host certificate")
+        assert cert["Principals"] == name
+        assert cert["Signing CA"].split()[1] == host_ca
+        valid_to = cert["Valid"].split(" to ")[1]
+        assert int(valid_to[:4]) >= 2035, cert["Valid"]  # 520 weeks
+        assert cert["Public key"].split()[1] == fingerprint(key.with_name(key.name + ".pub"))
+    assert not (ssh.parent / "fleet-ssh").exists()
+    # The env file gets the host CA's public line (what engineers' known_hosts trusts).
+    assert values(init_secrets.env_file)["SSH_HOST_CA_PUBLIC_KEY"] == (
+        (ssh / "host_ca.pub").read_text().strip()
+    )
+    assert stat.S_IMODE(os.stat(init_secrets.env_file).st_mode) == 0o600
+    [call] = init_secrets.docker_calls()
+    assert call.startswith("run --rm --user 0 ") and call.endswith(" opsbook/singleuser:0.1.0")
+    printed = done.stdout + done.stderr
+    for private in [ssh / "user_ca", ssh / "host_ca", *(ssh / "hosts").glob("*/*_key")]:
+        body = "".join(private.read_text().splitlines()[1:-1])
+        assert body[100:160] not in printed.replace("\n", "")
+
+
+@needs_keygen_as_root
+def test_init_secrets_later_makes_only_what_is_missing(init_secrets):
+    init_secrets()
+    ssh = init_secrets.ssh
+    files = {p: p.read_bytes() for p in ssh.rglob("*") if p.is_file()}
+    env_before = init_secrets.env_file.read_text()
+
+    again = init_secrets()
+    assert len(init_secrets.docker_calls()) == 1, "nothing missing: no container at all"
+    assert {p: p.read_bytes() for p in ssh.rglob("*") if p.is_file()} == files
+    assert init_secrets.env_file.read_text() == env_before
+    assert again.stdout == ""
+
+    # A host CA made anew: every host certificate is signed again, no host key changes, and the
+    # env file follows; the user CA stays.
+    (ssh / "host_ca").unlink()
+    (ssh / "host_ca.pub").unlink()
+    (ssh / "hosts" / "db-2" / "ssh_host_ed25519_key-cert.pub").unlink()
+    init_secrets()
+    new_ca = fingerprint(ssh / "host_ca.pub")
+    assert new_ca != fingerprint(ssh / "user_ca.pub")
+    for name in HOSTS:
+        key = ssh / "hosts" / name / "ssh_host_ed25519_key"
+        assert key.read_bytes() == files[key]
+        cert = certificate(key.parent / "ssh_host_ed25519_key-cert.pub")
+        assert cert["Signing CA"].split()[1] == new_ca
+    assert (ssh / "user_ca").read_bytes() == files[ssh / "user_ca"]
+    line = (ssh / "host_ca.pub").read_text().strip()
+    assert values(init_secrets.env_file)["SSH_HOST_CA_PUBLIC_KEY"] == line
+    assert init_secrets.env_file.read_text().count("SSH_HOST_CA_PUBLIC_KEY=") == 1
