@@ -1051,7 +1051,7 @@ class Store:
                     message=f"SSH certificate for {caller.name}: {', '.join(issued.principals)}, "
                     f"serial {issued.serial}, valid until {until:%H:%M:%S} UTC",
                     data={
-                        "serial": str(issued.serial),
+                        "serial": issued.serial,
                         "key_id": issued.key_id,
                         "principals": list(issued.principals),
                         "valid_before": wire_time(until),
