@@ -6,6 +6,12 @@ told to start on an unhealthy stack (then the rolling patch stops at the first b
 fail the gate). After: `check.yml` again, and every host the run patched must have at least every
 approved version. The runbooks (patching.ipynb, handoff.ipynb) call these; they hold no check of
 their own.
+
+Each check play first makes sure of the container's SSH certificate (`before_play`, default
+opsbook.sshcert.certificate_step as the settings say): without one the play does not start and
+CertificateError says why. A certificate without a run carries the non-production environments;
+a production stack's hosts accept only one issued for a running production run of the caller's
+(pass `before_play=sshcert.certificate_step(True, client, run_id)` while the run is running).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opsbook import errata, health
+from opsbook import errata, health, sshcert
 from opsbook.config import Settings
 from opsbook.errata import Erratum
 from opsbook.errors import OpsbookError
@@ -71,9 +77,13 @@ def _check_play(
     inventory: Inventory,
     hosts: Sequence[str],
     on_event: Callable[[RunnerEvent], None] | None,
+    before_play: Callable[[], object] | None,
 ) -> PlayResult:
     if not hosts:
         raise OpsbookError("no hosts to check; expected the run's or the stack's hosts")
+    if before_play is None:
+        before_play = sshcert.certificate_step(settings.ssh_certificates, folder=settings.ssh_dir)
+    before_play()
     return run_play(
         settings.playbook(CHECK_PLAYBOOK),
         inventory,
@@ -145,13 +155,15 @@ def pre_checks(
     *,
     require_healthy: bool = True,
     on_event: Callable[[RunnerEvent], None] | None = None,
+    before_play: Callable[[], object] | None = None,
 ) -> PreChecks:
     """Run check.yml on `hosts` and ask the health gate about them (nothing is changed).
 
     `inventory` is the runbook's one Inventory: the play runs on its file and the gate asks
     Prometheus about its hosts' exporter instances. Prometheus not answering is a failed gate.
+    before_play: see the module docstring (None: the certificate step the settings say).
     """
-    play = _check_play(settings, inventory, hosts, on_event)
+    play = _check_play(settings, inventory, hosts, on_event, before_play)
     gate = health.gate(settings.prometheus_url, inventory.exporter_instances(hosts), checks)
     return PreChecks(stack, tuple(hosts), play, gate, require_healthy)
 
@@ -211,9 +223,13 @@ def post_checks(
     patched: Iterable[str] = (),
     check_mode: bool = False,
     on_event: Callable[[RunnerEvent], None] | None = None,
+    before_play: Callable[[], object] | None = None,
 ) -> PostChecks:
-    """Run check.yml on `hosts`; the `patched` ones must have every `approved` version."""
-    play = _check_play(settings, inventory, hosts, on_event)
+    """Run check.yml on `hosts`; the `patched` ones must have every `approved` version.
+
+    before_play: see the module docstring (None: the certificate step the settings say).
+    """
+    play = _check_play(settings, inventory, hosts, on_event, before_play)
     problems = post_check_problems(
         play, hosts, approved=approved, patched=patched, check_mode=check_mode
     )

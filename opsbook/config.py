@@ -15,6 +15,12 @@ letting a play or a health gate fail later in a way that hides the cause.
 | OPSBOOK_RUNS_DIR | where each play's record (events, stdout) is kept | ~/.opsbook/runs |
 | ANSIBLE_CONFIG | Ansible's own; if set, the file must exist | unset |
 | JUPYTERHUB_USER | who is running (silences' createdBy) | USER, else the login name |
+| OPSBOOK_SSH_CERTIFICATES | get an SSH certificate before each play (on/off) | on |
+| OPSBOOK_SSH_DIR | the container's key pair and certificate (opsbook.sshcert) | /run/opsbook/ssh |
+
+OPSBOOK_SSH_CERTIFICATES=off is only for fleets whose hosts take no certificate: the unit tests'
+fake fleet (connection local). Everywhere else every play first makes sure the container holds a
+current certificate from the runs service, and does not start without one (fail closed).
 """
 
 from __future__ import annotations
@@ -35,9 +41,14 @@ ANSIBLE_DIR = "OPSBOOK_ANSIBLE_DIR"
 INVENTORY = "OPSBOOK_INVENTORY"
 RUNS_DIR = "OPSBOOK_RUNS_DIR"
 ANSIBLE_CONFIG = "ANSIBLE_CONFIG"
+SSH_CERTIFICATES = "OPSBOOK_SSH_CERTIFICATES"
+SSH_DIR = "OPSBOOK_SSH_DIR"
 
 DEFAULT_INVENTORY = Path("inventories") / "demo"
 DEFAULT_RUNS_DIR = Path("~") / ".opsbook" / "runs"
+DEFAULT_SSH_DIR = Path("/run/opsbook/ssh")
+_ON = ("1", "on", "true", "yes")
+_OFF = ("0", "off", "false", "no")
 PLAYBOOKS = "playbooks"
 
 _URL_EXAMPLES = {
@@ -58,6 +69,8 @@ class Settings:
     inventory: Path
     runs_dir: Path
     user: str
+    ssh_certificates: bool = True
+    ssh_dir: Path = DEFAULT_SSH_DIR
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +85,8 @@ class Settings:
         inventory = _inventory(env, ansible_dir, problems)
         runs_dir = _runs_dir(env, problems)
         _ansible_config(env, problems)
+        ssh_certificates = _ssh_certificates(env, problems)
+        ssh_dir = _absolute(env, SSH_DIR, problems) or DEFAULT_SSH_DIR
         if problems or ansible_dir is None or inventory is None:
             raise ConfigError(problems)
         return cls(
@@ -82,6 +97,8 @@ class Settings:
             inventory=inventory,
             runs_dir=runs_dir,
             user=_user(env),
+            ssh_certificates=ssh_certificates,
+            ssh_dir=ssh_dir,
         )
 
     @property
@@ -104,6 +121,12 @@ class Settings:
                 f"Prometheus:   {self.prometheus_url}",
                 f"Alertmanager: {self.alertmanager_url}",
                 f"packages:     {self.package_repo_url}",
+                "SSH:          "
+                + (
+                    f"a certificate from the runs service before each play ({self.ssh_dir})"
+                    if self.ssh_certificates
+                    else f"no certificates ({SSH_CERTIFICATES}=off)"
+                ),
             ]
         )
 
@@ -184,6 +207,27 @@ def _ansible_config(env: Mapping[str, str], problems: dict[str, str]) -> None:
         problems[ANSIBLE_CONFIG] = (
             f"{value!r} is not a file; expected Ansible's configuration file, or unset"
         )
+
+
+def ssh_certificates(env: Mapping[str, str]) -> bool:
+    """OPSBOOK_SSH_CERTIFICATES as a bool (default on); ConfigError if it is neither."""
+    problems: dict[str, str] = {}
+    enabled = _ssh_certificates(env, problems)
+    if problems:
+        raise ConfigError(problems)
+    return enabled
+
+
+def _ssh_certificates(env: Mapping[str, str], problems: dict[str, str]) -> bool:
+    value = env.get(SSH_CERTIFICATES, "").strip().lower()
+    if not value or value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    problems[SSH_CERTIFICATES] = (
+        f"expected on or off (off only where hosts take no certificate), got {value!r}"
+    )
+    return True
 
 
 def _user(env: Mapping[str, str]) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 
+from opsbook import sshcert
 from opsbook.debversion import DebianVersion, version_key
 from opsbook.errors import ErrataError, VersionError
 from opsbook.inventory import natural_key
@@ -314,14 +315,21 @@ def promote(
     on_event: Callable[[RunnerEvent], None] | None = None,
     cancel: threading.Event | None = None,
     timeout: float | None = None,
+    before_play: Callable[[], object] | None = None,
 ) -> PlayResult:
     """Approve errata: run promote-errata.yml (on the group 'repo') to copy them into stable.
 
     The playbook gets the extra var ``errata: [{package, version}, ...]``. Returns the play's
     result; its status says whether the promotion worked. check: a dry run (--check).
+    before_play: called first; None: the container's SSH certificate as the environment says
+    (opsbook.sshcert.certificate_step: the package repository accepts the `repo` principal of
+    every engineer's certificate). Without one the play does not start (CertificateError).
     """
     if not errata:
         raise ErrataError("no errata to promote; expected at least one")
+    if before_play is None:
+        before_play = sshcert.certificate_step()
+    before_play()
     playbook = os.path.join(ansible_dir, "playbooks", PROMOTE_PLAYBOOK)
     return run_play(
         playbook,

@@ -4,7 +4,10 @@ For each batch of the plan, in order (batches are numbered from 1, here as every
 the runs service sees them):
 1. ``observer.batch_starting(number, hosts)``: the place where a run can be paused or handed
    over (raise Paused or StopRun there and the run ends cleanly before the batch);
-2. an Alertmanager silence of exactly the batch's exporter instances (not in check mode);
+2. ``before_play()``, if given: the credential step (the runs driver passes the SSH certificate's,
+   opsbook.sshcert; this module makes no HTTP call of its own for it). If it raises, the batch's
+   hosts are not started and the run stops there: no play runs without a credential;
+   then an Alertmanager silence of exactly the batch's exporter instances (not in check mode);
 3. the patch play on the batch's hosts, every ansible-runner event passed to
    ``observer.event`` as it happens: if that raises, the play is cancelled and the run stops
    (no host is patched whose events cannot be recorded);
@@ -431,6 +434,7 @@ def rolling_patch(
     silence_for: timedelta | None = None,
     play_timeout: float | None = None,
     inventory: Inventory | None = None,
+    before_play: Callable[[], object] | None = None,
 ) -> RollingResult:
     """Patch the plan's batches from batch `start_batch` (from 1) on; see the module docstring.
 
@@ -445,6 +449,9 @@ def rolling_patch(
     play_timeout: seconds after which a batch's play is stopped (its hosts are then in doubt).
     inventory: the run's Inventory, loaded once per run (default: settings.inventory, loaded once
       here).
+    before_play: called before each batch's silence and play (opsbook.runs passes
+      sshcert.certificate_step: a current SSH certificate, the run's when it is production); if it
+      raises, that batch's hosts are not started and the run stops, saying why.
     Returns the RollingResult. It raises only for a wrong argument, a missing playbook or a host
     without an exporter instance in the plan (all before anything runs), and
     for a KeyboardInterrupt, which is re-raised after the play has stopped, the silence has
@@ -485,6 +492,7 @@ def rolling_patch(
         created_by=created_by or settings.user,
         silence_for=silence_for or silence_ceiling(gate_timeout, play_timeout),
         play_timeout=play_timeout,
+        before_play=before_play,
     )
     return run.execute(start_batch, max_fail)
 
@@ -507,6 +515,7 @@ class _Run:
     created_by: str
     silence_for: timedelta
     play_timeout: float | None
+    before_play: Callable[[], object] | None = None
     batches: list[BatchResult] = field(default_factory=list)
     current: int = 1  # the number of the batch in flight
     max_fail: int = 0
@@ -631,6 +640,8 @@ class _Run:
             self.observer.gate_result(number, result)
 
         try:
+            if self.before_play is not None:
+                self.before_play()
             with self._silence(number, hosts) as silence_id:
                 status = PLAY_INTERRUPTED
                 play = run_play(

@@ -19,7 +19,10 @@ The service's API itself is opsbook.runsclient; this module is the run's driver:
   the run has been handed off or its lease was lost. If the service cannot be reached for
   longer than the retry budget, the batch in flight is cancelled and the run stops: no host is
   patched whose events cannot be recorded;
-- `LeaseKeeper`: the thread that renews the owner's lease;
+- `LeaseKeeper`: the thread that renews the owner's lease, and with it the container's SSH
+  certificate (opsbook.sshcert), so that a long batch's plays (a reboot, then ssh again) never
+  hold an expired one; each batch's play also makes sure of it first (rolling_patch's
+  before_play), with the run's id when the run is production (its environment's principal);
 - `summary` and `history`: the run's own account (every batch, who ran it, every host's
   result), from the ledger, whoever's session asks.
 
@@ -30,11 +33,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from opsbook import health
+from opsbook import health, sshcert
 from opsbook.config import Settings
 from opsbook.contract import wire
 from opsbook.errors import OpsbookError
@@ -120,10 +123,17 @@ class LeaseKeeper:
     says why, and the Ledger stops the run at its next event or boundary.
     """
 
-    def __init__(self, client: RunsClient, run: wire.Run) -> None:
+    def __init__(
+        self,
+        client: RunsClient,
+        run: wire.Run,
+        renew_certificate: Callable[[], object] | None = None,
+    ) -> None:
         self.client = client
         self.run_id = run.id
-        self.every = max(1.0, run.lease_seconds / 3)
+        self.every = lease_renewal_every(run)
+        self.renew_certificate = renew_certificate
+        self.certificate_problem: str | None = None  # the last renewal's, until one works
         self.lost: str | None = None
         self.handoff: wire.Handoff | None = run.handoff
         self._stop = threading.Event()
@@ -151,6 +161,19 @@ class LeaseKeeper:
                 self.renew_now()
             except LedgerUnavailable:
                 continue  # the next renewal may get through; the lease has room for two misses
+            if self.renew_certificate is not None and not self.lost:
+                try:
+                    self.renew_certificate()
+                except sshcert.CertificateError as problem:
+                    # The next batch's before_play stops the run with this, if it lasts.
+                    self.certificate_problem = str(problem)
+                else:
+                    self.certificate_problem = None
+
+
+def lease_renewal_every(run: wire.Run) -> float:
+    """Seconds between two renewals of the run's lease: a third of it, so two may fail."""
+    return max(1.0, run.lease_seconds / 3)
 
 
 class Ledger(NullObserver):
@@ -169,13 +192,14 @@ class Ledger(NullObserver):
         forward: RunObserver | None = None,
         send_every: int = 50,
         send_seconds: float = 1.0,
+        renew_certificate: Callable[[], object] | None = None,
     ) -> None:
         self.client = client
         self.run = run
         self.forward = forward or NullObserver()
         self.send_every = send_every
         self.send_seconds = send_seconds
-        self.keeper = LeaseKeeper(client, run).start()
+        self.keeper = LeaseKeeper(client, run, renew_certificate).start()
         self.recorded = 0  # runner events stored (or found already stored) in the ledger
         self.seen = 0  # runner events the plays produced
         self._pending: list[wire.EventIn] = []
@@ -615,7 +639,14 @@ class RunSession:
         The batches are the ledger's (`plan_of`), from the first not done; check mode, max_fail,
         the gate's timeout and thresholds are the run's options. max_fail counts the run's
         failed hosts in all, those of earlier sessions included. `extra` goes to
-        opsbook.rolling.rolling_patch (playbook, extravars, play_timeout, gate_interval, cancel).
+        opsbook.rolling.rolling_patch (playbook, extravars, play_timeout, gate_interval, cancel,
+        before_play).
+
+        Before each batch's play, the container's SSH certificate is made sure of (unless
+        settings.ssh_certificates is off): for a production run, one issued for this run (its
+        environment's principal, granted only to the owner of the running run while its lease
+        holds); the lease keeper renews it as it renews the lease. No certificate: the batch
+        does not start, and the run stops saying why.
         """
         if self._thread is not None and self._thread.is_alive():
             raise OpsbookError(f"run {self.run.id} is already patching")
@@ -630,7 +661,20 @@ class RunSession:
         failed_before = len(hosts_in(self.run, wire.HostState.FAILED, wire.HostState.UNREACHABLE))
         checks = health.gate_checks(max_load_per_cpu=options.max_load_per_cpu)
         self.result = self.error = None
-        ledger = self.ledger = Ledger(self.client, self.run, forward=forward)
+        run_id = self.run.id if self.run.production else None
+        before_play = extra.pop("before_play", None) or sshcert.certificate_step(
+            settings.ssh_certificates, self.client, run_id, folder=settings.ssh_dir
+        )
+        renew = None
+        if settings.ssh_certificates:
+            # Renewed in the background when less than two renewals' time is left.
+            margin = max(sshcert.MIN_SECONDS, 2 * lease_renewal_every(self.run))
+            renew = sshcert.certificate_step(
+                True, self.client, run_id, folder=settings.ssh_dir, min_seconds=margin
+            )
+        ledger = self.ledger = Ledger(
+            self.client, self.run, forward=forward, renew_certificate=renew
+        )
 
         def work() -> None:
             try:
@@ -644,6 +688,7 @@ class RunSession:
                     gate_timeout=options.gate_timeout,
                     checks=checks,
                     inventory=inventory,
+                    before_play=before_play,
                     **extra,
                 )
             except BaseException as error:  # kept for wait(), which re-raises it

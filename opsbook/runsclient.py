@@ -208,6 +208,20 @@ class RunsClient:
         body = wire.ReplanRequest(reason=reason)
         return self.call("POST", _action(run_id, "replan"), body, wire.Run)
 
+    def certificate(self, public_key: str, run_id: int | None = None) -> wire.Certificate:
+        """An SSH user certificate for `public_key` (one OpenSSH line, never the private key).
+
+        The service chooses its principals from the caller's scopes: the non-production
+        environments and the package repository; with `run_id`, also that run's environment,
+        if the caller owns it, it is production, running and its lease holds (else 409, why).
+        opsbook.sshcert.ensure_certificate is what plays call."""
+        body = wire.CertificateRequest(public_key=public_key, run_id=run_id)
+        return self.call("POST", wire.ROUTE_SSH_CERTIFICATE, body, wire.Certificate)
+
+    def ssh_ca(self) -> wire.SshCa:
+        """The user CA's public key (what the fleet's sshd trusts); no sign-in needed."""
+        return self.call("GET", wire.ROUTE_SSH_CA, None, wire.SshCa)
+
     def finish(self, run_id: int, outcome: wire.RunState, summary: str) -> wire.Run:
         body = wire.FinishRequest(outcome=outcome, summary=summary)
         return self.call("POST", _action(run_id, "finish"), body, wire.Run)

@@ -242,6 +242,8 @@ def fleet_environment(url: str, runs_dir: Path) -> dict[str, str]:
         "OPSBOOK_RUNS_DIR": str(runs_dir),
         "ANSIBLE_CONFIG": str(FLEET_DIR / "ansible.cfg"),
         "JUPYTERHUB_USER": "alice",
+        # The fake fleet's plays run with connection local: no host checks a certificate.
+        "OPSBOOK_SSH_CERTIFICATES": "off",
         FLEET_URL_VARIABLE: url,
     }
 

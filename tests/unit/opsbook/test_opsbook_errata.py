@@ -24,6 +24,7 @@ from opsbook.errata import (
 )
 from opsbook.errors import ErrataError
 from opsbook.plays import PlayResult
+from opsbook.sshcert import CertificateError
 
 DATA = Path(__file__).parent / "data"
 Events = list[dict[str, Any]]
@@ -306,6 +307,7 @@ def fleet(fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> FakeFleet
     fake = demo_fleet()
     fake_server.responder = fake
     monkeypatch.setenv(FLEET_URL_VARIABLE, fake_server.url)
+    monkeypatch.setenv("OPSBOOK_SSH_CERTIFICATES", "off")  # connection local: no certificate
     return fake
 
 
@@ -330,3 +332,23 @@ def test_promote_runs_the_playbook_with_the_errata(fleet: FakeFleet, tmp_path: P
     assert fleet.log == ["promote opsbook-demo-agent=2.4.0 opsbook-demo-base=1.1"]
     with pytest.raises(ErrataError, match="no errata to promote"):
         promote([], **options)
+
+
+def test_promote_does_not_start_without_a_certificate(
+    fleet: FakeFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Certificates on (the default) and no runs service to ask: the play never starts."""
+    monkeypatch.delenv("OPSBOOK_SSH_CERTIFICATES")
+    monkeypatch.delenv("OPSBOOK_RUNS_URL", raising=False)
+    wanted = [Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, False)]
+    options = {
+        "inventory": FLEET_DIR / "inventories" / "demo",
+        "ansible_dir": FLEET_DIR,
+        "runs_dir": tmp_path / "runs",
+    }
+    with pytest.raises(CertificateError, match="no SSH certificate: OPSBOOK_RUNS_URL"):
+        promote(wanted, **options)
+    assert fleet.log == [] and not (tmp_path / "runs").exists()
+    asked = []
+    promote(wanted, before_play=lambda: asked.append("certificate"), **options)
+    assert asked == ["certificate"] and fleet.log == ["promote opsbook-demo-base=1.1"]

@@ -42,8 +42,10 @@ def test_demo_hosts_carry_connection_and_reboot_settings(demo: Inventory) -> Non
         variables = demo.host_vars(host)
         assert variables["ansible_user"] == "opsbook"
         assert variables["ansible_python_interpreter"] == "/usr/bin/python3"
-        assert variables["ansible_ssh_private_key_file"] == "/etc/opsbook/ssh/id_ed25519"
-        assert "StrictHostKeyChecking=accept-new" in variables["ansible_ssh_common_args"]
+        # No team key, no accept-new: the container's ssh_config.d names its own key, its
+        # certificate and the host CA (images/singleuser/ssh_config.d/opsbook.conf).
+        assert "ansible_ssh_private_key_file" not in variables
+        assert "accept-new" not in variables.get("ansible_ssh_common_args", "")
         assert variables["opsbook_reboot_command"] == "kill 1"
         assert variables["opsbook_boot_time_command"] == "awk '{print $22}' /proc/1/stat"
         assert demo.exporter_instance(host) == f"{host}:9100"
