@@ -36,6 +36,7 @@ from opsbook.rolling import (
     silence_ceiling,
     wait_for_gate,
 )
+from opsbook.sshcert import CertificateError
 
 INVENTORY = FLEET_DIR / "inventories" / "demo"
 FAST = {"gate_timeout": 1.0, "gate_interval": 0.05}
@@ -665,3 +666,32 @@ def test_real_play_cancelled_when_events_cannot_be_recorded(
 def test_a_dead_batchs_silence_ends_soon_after_the_batch_would_have() -> None:
     assert silence_ceiling(120, None) == timedelta(minutes=20, seconds=180)
     assert silence_ceiling(30, 300) == timedelta(seconds=390)
+
+
+# the credential step
+
+
+@pytest.mark.usefixtures("plays")
+def test_before_play_runs_before_each_batch_and_its_failure_stops_the_run_unplayed(
+    fleet: FakeFleet, settings: Settings
+) -> None:
+    promote_all(fleet)
+    asked: list[int] = []
+
+    def before_play() -> None:
+        asked.append(len(fleet.log))
+        if len(asked) == 2:
+            raise CertificateError("the runs service refused an SSH certificate for run 7: no")
+
+    observer = Recorder()
+    result = rolling_patch(web_plan(), settings, observer=observer, before_play=before_play, **FAST)
+    assert len(asked) == 2  # before batch 1, before batch 2; none before batch 3
+    assert result.stopped == (
+        "batch 2 of 3: before the play: the runs service refused an SSH certificate for run 7: no"
+    )
+    assert result.done == ["web-1"] and result.not_started == ["web-2", "web-3"]
+    assert result.resume_from == 2
+    batch_2 = result.batches[1]
+    assert batch_2.play_status == "not started" and batch_2.silence_id is None
+    assert not [line for line in fleet.log if "web-2" in line]  # neither silenced nor patched
+    assert not fleet.active_silences

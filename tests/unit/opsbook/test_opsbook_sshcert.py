@@ -1,0 +1,195 @@
+"""The container's SSH certificate (opsbook.sshcert) against the real runs service and its CA.
+
+The service is the real app on loopback (opsbook_runs_service), with a certificate authority of a
+key made here (the real service loads it from RUNS_SSH_CA_KEY); only the hub's token check is a
+stand-in. Certificates are read back with the real ssh-keygen.
+"""
+
+from __future__ import annotations
+
+import functools
+import stat
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import opsbook_runs_service
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from opsbook_fleet import FLEET_DIR
+from opsbook_runs_service import Service
+
+from opsbook import sshcert
+from opsbook.contract import wire
+from opsbook.runs import RunSession
+from opsbook.runsclient import RunsClient
+from opsbook.service.app import Context
+from opsbook.service.ssh_ca import CertificateAuthority
+from opsbook.sshcert import CertificateError, ensure_certificate
+
+INVENTORY = FLEET_DIR / "inventories" / "demo"
+
+
+@pytest.fixture
+def ca_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+    """The runs service with a certificate authority (what __main__ loads from RUNS_SSH_CA_KEY)."""
+    ca = CertificateAuthority(ed25519.Ed25519PrivateKey.generate(), minutes=15)
+    monkeypatch.setattr(opsbook_runs_service, "Context", functools.partial(Context, ssh_ca=ca))
+    service = Service(tmp_path / "runs.sqlite")
+    service.ca = ca  # type: ignore[attr-defined]
+    service.start()
+    yield service
+    service.stop()
+    service.store.close()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Where the start script would have made the key pair (/run/opsbook/ssh)."""
+    runtime = tmp_path / "run-opsbook"
+    runtime.mkdir(mode=0o700)
+    return runtime / "ssh"
+
+
+def client(service: Service, who: str = "alice", retry_for: float = 5.0) -> RunsClient:
+    return RunsClient(service.url, f"{who}-token", retry_for=retry_for)
+
+
+def keygen_listing(path: Path) -> str:
+    """ssh-keygen -L: what OpenSSH itself reads in the certificate."""
+    return subprocess.run(
+        ["ssh-keygen", "-L", "-f", str(path)], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_missing_certificate_is_issued_for_the_containers_own_key(ca_service, folder):
+    certificate = ensure_certificate(client(ca_service), folder=folder)
+    files = sshcert.KeyFiles(folder)
+    assert mode(folder) == 0o700 and mode(files.private) == 0o600
+    assert mode(files.certificate) == 0o644
+    assert files.certificate.read_text() == certificate.certificate + "\n"
+    assert sorted(certificate.principals) == ["repo", "staging"]  # never production, no run
+    assert certificate.key_id == "opsbook:alice"
+    listing = keygen_listing(files.certificate)
+    assert 'Key ID: "opsbook:alice"' in listing
+    assert f"Serial: {certificate.serial}" in listing
+    assert "permit-pty" in listing and "permit-agent-forwarding" not in listing
+    public = files.public.read_text().split()[:2]
+    assert (
+        public[1]
+        in subprocess.run(  # the certificate is for this key
+            ["ssh-keygen", "-y", "-f", str(files.private)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "id_ed25519",
+        "id_ed25519-cert.pub",
+        "id_ed25519.pub",
+    ]  # no temporary file left behind
+
+
+def test_a_current_certificate_is_kept_and_one_about_to_expire_renewed(ca_service, folder):
+    first = ensure_certificate(client(ca_service), folder=folder)
+    again = ensure_certificate(client(ca_service), folder=folder)
+    assert again.serial == first.serial  # a file read, no call to the service
+    expires = wire.parse_wire_time(first.valid_before)
+    later = expires - timedelta(seconds=30)
+    assert "expires" in sshcert.renewal_reason(first, now=later)
+    renewed = ensure_certificate(client(ca_service), folder=folder, now=later)
+    assert renewed.serial != first.serial
+    assert sshcert.read_certificate(folder).serial == renewed.serial
+
+
+def test_a_certificate_of_another_key_is_replaced(ca_service, folder):
+    ensure_certificate(client(ca_service), folder=folder)
+    files = sshcert.KeyFiles(folder)
+    old = files.certificate.read_text()
+    files.private.unlink()  # the pair is made anew: the old certificate is not for it
+    renewed = ensure_certificate(client(ca_service), folder=folder)
+    assert files.certificate.read_text() != old
+    assert sshcert.read_certificate(folder, files.public.read_text()) == renewed
+
+
+def test_a_production_run_gets_its_environment_only_for_that_run(ca_service, folder):
+    alice = client(ca_service)
+    session = RunSession.start(alice, runbook="patching", stack="db")
+    assert session.run.production
+    plain = ensure_certificate(alice, folder=folder)
+    assert "production" not in plain.principals
+    assert sshcert.renewal_reason(plain, session.run.id) == (
+        f"not issued for run {session.run.id} (its environment's principal)"
+    )
+    for_run = ensure_certificate(alice, session.run.id, folder=folder)
+    assert for_run.key_id == f"opsbook:alice:run-{session.run.id}"
+    assert "production" in for_run.principals and "staging" in for_run.principals
+    assert ensure_certificate(alice, session.run.id, folder=folder).serial == for_run.serial
+    events = [e.type for e in alice.events(session.run.id)]
+    assert "certificate" in events  # the ledger ties it to the run
+
+
+def test_a_refusal_is_a_clear_error_and_leaves_the_certificate_as_it_was(ca_service, folder):
+    alice = client(ca_service)
+    held = ensure_certificate(alice, folder=folder)
+    staging = RunSession.start(alice, runbook="patching", stack="web").run
+    with pytest.raises(CertificateError) as refused:
+        ensure_certificate(alice, staging.id, folder=folder)
+    message = str(refused.value)
+    assert message.startswith(f"the runs service refused an SSH certificate for run {staging.id}")
+    assert "No play was started" in message
+    production = RunSession.start(alice, runbook="patching", stack="db").run
+    with pytest.raises(CertificateError, match="refused an SSH certificate for run"):
+        ensure_certificate(client(ca_service, "bob"), production.id, folder=folder)
+    assert sshcert.read_certificate(folder) == held
+
+
+def test_no_certificate_authority_or_no_service_is_no_certificate(runs_service, folder, tmp_path):
+    """runs_service has no CA (503, retried until the budget runs out); then nothing listens."""
+    with pytest.raises(CertificateError, match=r"^no SSH certificate \(no certificate"):
+        ensure_certificate(client(runs_service, retry_for=0.3), folder=folder)
+    assert not sshcert.KeyFiles(folder).certificate.exists()
+    missing = tmp_path / "nowhere" / "ssh"
+    with pytest.raises(CertificateError, match="opsbook-start"):
+        ensure_certificate(client(runs_service), folder=missing)
+
+
+def test_the_step_is_a_no_op_only_when_switched_off(folder, monkeypatch):
+    step = sshcert.certificate_step(False, folder=folder)
+    assert step() is None and not folder.exists()
+    monkeypatch.setenv("OPSBOOK_SSH_CERTIFICATES", "off")
+    assert sshcert.certificate_step()() is None
+    monkeypatch.setenv("OPSBOOK_SSH_CERTIFICATES", "on")
+    monkeypatch.delenv("OPSBOOK_RUNS_URL", raising=False)
+    with pytest.raises(CertificateError, match="OPSBOOK_SSH_CERTIFICATES=off only where"):
+        sshcert.certificate_step(folder=folder)()
+
+
+def test_opsbook_cert_renews_and_prints_principals_and_expiry_never_the_key(
+    ca_service, folder, monkeypatch, capsys
+):
+    monkeypatch.setenv("OPSBOOK_RUNS_URL", ca_service.url)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "alice-token")
+    monkeypatch.setenv("OPSBOOK_SSH_DIR", str(folder))
+    assert sshcert.main([]) == 0
+    first = sshcert.read_certificate(folder)
+    assert sshcert.main(["--quiet"]) == 0  # by hand: always a new one
+    second = sshcert.read_certificate(folder)
+    assert second.serial != first.serial
+    out = capsys.readouterr().out
+    assert out.startswith(f"certificate opsbook:alice, serial {first.serial}\n")
+    assert "principals: " in out and "staging" in out and "valid until" in out
+    key_material = [
+        sshcert.KeyFiles(folder).private.read_text().splitlines()[1],
+        first.certificate.split()[1][:40],
+    ]
+    assert not any(secret in out for secret in key_material)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "nobody")
+    assert sshcert.main(["--timeout", "1"]) == 1
+    assert capsys.readouterr().err.startswith("opsbook-cert: the runs service refused")
