@@ -12,10 +12,13 @@ import json
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -751,6 +754,43 @@ for host in {hosts}; do
 done
 """
 
+# The baseline a team would write without Opsbook: one playbook, serial 1, the same silences, the
+# same patch tasks and the same Prometheus gate (see its header). The bench copies it into the
+# bench stack's own ansible/ (mounted read-only in engineers' containers at ~/ansible), beside
+# patch.yml, whose tasks it imports.
+HANDWRITTEN = Path(__file__).with_name("handwritten-patch.yml")
+HANDWRITTEN_PLAY = "playbooks/handwritten-patch.yml"
+
+HANDWRITTEN_SCRIPT = """
+set -euo pipefail
+cd ~/ansible
+log=~/{log}
+: >"$log"
+stamp() {{ echo "$1 $(date +%s.%N)"; }}
+stamp start
+ansible-playbook playbooks/promote-errata.yml -e {errata} >>"$log" 2>&1
+stamp promote
+ANSIBLE_LOG_PATH=~/{timed_log} ansible-playbook {play} -e bench_max_load_per_cpu={load} \\
+  >>"$log" 2>&1
+stamp patch
+"""
+
+
+def run_stamped(container: str, script: str, log_name: str, what: str):
+    """Run a baseline's script; its time, and each step's (between the script's stamps)."""
+    t0 = time.perf_counter()
+    done = exec_in(container, "bash", "-c", script)
+    elapsed = time.perf_counter() - t0
+    if done.returncode:
+        tail = docker("exec", container, "tail", "-n", "40", f"{HOME}/{log_name}").stdout
+        raise RuntimeError(f"{what} failed:\n{done.stderr}\n{tail}")
+    stamps = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    steps, previous = {}, float(stamps[0][1])
+    for name, value in stamps[1:]:
+        steps[name] = float(value) - previous
+        previous = float(value)
+    return elapsed, steps
+
 
 def run_plain(container: str, errata: list[dict[str, str]], log_name: str):
     script = PLAIN_SCRIPT.format(
@@ -758,19 +798,67 @@ def run_plain(container: str, errata: list[dict[str, str]], log_name: str):
         errata=shlex.quote(json.dumps({"errata": errata})),
         hosts=" ".join(WEB),
     )
-    t0 = time.perf_counter()
-    done = exec_in(container, "bash", "-c", script)
-    elapsed = time.perf_counter() - t0
-    if done.returncode:
-        tail = docker("exec", container, "tail", "-n", "40", f"{HOME}/{log_name}").stdout
-        raise RuntimeError(f"plain ansible-playbook failed:\n{done.stderr}\n{tail}")
-    stamps = [line.split() for line in done.stdout.splitlines() if line.strip()]
-    moments = {name: float(value) for name, value in stamps}
-    steps, previous = {}, moments["start"]
-    for name in ["promote", *WEB]:
-        steps[name] = moments[name] - previous
-        previous = moments[name]
-    return elapsed, steps
+    return run_stamped(container, script, log_name, "plain ansible-playbook")
+
+
+def install_handwritten(stack: Stack) -> None:
+    shutil.copyfile(HANDWRITTEN, stack.config.ansible_dir / HANDWRITTEN_PLAY)
+
+
+def run_handwritten(container: str, errata: list[dict[str, str]], log_name: str):
+    """The hand-written playbook after promote-errata.yml; its time, its steps, and per batch
+    the phases read from Ansible's log (ANSIBLE_LOG_PATH stamps every line it shows)."""
+    timed_log = log_name.removesuffix(".log") + "-ansible.log"
+    script = HANDWRITTEN_SCRIPT.format(
+        log=log_name,
+        timed_log=timed_log,
+        errata=shlex.quote(json.dumps({"errata": errata})),
+        play=HANDWRITTEN_PLAY,
+        load=f"{MACHINE_LOAD_BAR:g}",
+    )
+    exec_in(container, "rm", "-f", f"{HOME}/{timed_log}")
+    elapsed, steps = run_stamped(container, script, log_name, "the hand-written playbook")
+    text = docker("exec", container, "cat", f"{HOME}/{timed_log}").stdout
+    return elapsed, steps, handwritten_phases(text)
+
+
+ANSIBLE_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?\| (PLAY|TASK) (.*)$")
+
+
+def handwritten_phases(text: str) -> list[dict[str, float]]:
+    """Per batch of the hand-written playbook, from its Ansible log: before the patch (the
+    silence), the patch's tasks, and after them (the gate, the silence expired), each from one
+    task's start to the next's; a batch ends where the next play header (or the recap) starts."""
+    marks = []
+    for line in text.splitlines():
+        found = ANSIBLE_LOG_LINE.match(line)
+        if found:
+            moment = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            marks.append((moment, f"{found.group(2)} {found.group(3)}"))
+    phases, batch = [], None
+    for moment, what in marks:
+        if what.startswith("TASK [Silence the batch's alerts]"):
+            batch = {"silence": moment}
+        elif batch is None:
+            continue
+        elif what.startswith("TASK [Gather the operating system facts]"):
+            batch.setdefault("patch", moment)
+        elif what.startswith("TASK [Note when the patch ended]"):
+            batch.setdefault("gate", moment)
+        elif what.startswith("PLAY"):
+            if {"patch", "gate"} <= batch.keys():
+                phases.append(
+                    {
+                        "before_play": batch["patch"] - batch["silence"],
+                        "play": batch["gate"] - batch["patch"],
+                        "gate_wait": moment - batch["gate"],
+                    }
+                )
+            batch = None
+    if len(phases) != len(WEB):
+        found = f"{len(phases)} batches in the hand-written playbook's log, not {len(WEB)}"
+        log(f"patch: {found}")
+    return phases
 
 
 def approved_errata(notebook: dict[str, Any]) -> list[dict[str, str]]:
@@ -784,10 +872,10 @@ def approved_errata(notebook: dict[str, Any]) -> list[dict[str, str]]:
 ROLLING_CELL = "result = session.wait()"  # the runbook's cell that runs the batches
 
 
-def batch_phases(stack: Stack, token: str) -> list[dict[str, float]]:
-    """Per batch of the newest patching run of the web stack, from its ledger (the runner's own
-    event times): bookkeeping before the play (silence, run record, runner start), the play, and
-    the wait for the health gate after it (a scrape newer than the play's end)."""
+def ledger_marks(stack: Stack, token: str) -> dict[int, dict[str, float]]:
+    """Per batch of the newest patching run of the web stack, the moments of its ledger's
+    batch_started, playbook_on_start, playbook_on_stats and batch_finished (the runner's own
+    event times)."""
     client = RunsClient(f"{stack.hub_url}/services/runs", token)
     newest = "runs?runbook=patching&stack=web&active=0&finished=1"
     run_id = client.call("GET", newest, None, wire.RunList).runs[0].id
@@ -801,6 +889,12 @@ def batch_phases(stack: Stack, token: str) -> list[dict[str, float]]:
             "batch_finished",
         ):
             marks.setdefault(event.batch, {})[event.type] = moment
+    return marks
+
+
+def batch_phases(marks: dict[int, dict[str, float]]) -> list[dict[str, float]]:
+    """Per batch: bookkeeping before the play (silence, run record, runner start), the play, and
+    the wait for the health gate after it (a scrape newer than the play's end)."""
     return [
         {
             "before_play": m["playbook_on_start"] - m["batch_started"],
@@ -811,81 +905,154 @@ def batch_phases(stack: Stack, token: str) -> list[dict[str, float]]:
     ]
 
 
-def patch_overhead(stack: Stack, container: str, token: str, pairs: int) -> Figure:
+def notebook_time(text: str) -> float:
+    """papermill's ISO time (UTC; older papermill writes it without a zone) -> epoch seconds."""
+    moment = datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def fixed_costs(notebook: dict[str, Any], marks: dict[int, dict[str, float]]) -> dict[str, float]:
+    """The runbook's time outside its batches: from papermill's start of the notebook (stamped
+    just before it launches the kernel) to the ledger's start of batch 1, and from the ledger's
+    end of the last batch to the end of the last code cell (the summary)."""
+    started = notebook_time(notebook["metadata"]["papermill"]["start_time"])
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    summary_end = notebook_time(code[-1]["metadata"]["papermill"]["end_time"])
+    first, last = marks[min(marks)], marks[max(marks)]
+    return {
+        "to_first_batch": first["batch_started"] - started,
+        "after_last_batch": summary_end - last["batch_finished"],
+    }
+
+
+KINDS = ("runbook", "handwritten", "plain")
+
+
+def patch_overhead(stack: Stack, container: str, token: str, rounds: int) -> Figure:
     figure = Figure(
         "patch",
         "Patch overhead",
-        "The web stack (three hosts) patched from scratch twice per pair, the fleet reset "
-        "before each (the hosts and the package repository recreated with fresh volumes, as "
-        "the e2e tests do: every host at version 1, nothing approved): (a) the runbook "
-        "`runbooks/patching.ipynb` by "
+        "The web stack (three hosts) patched from scratch three times per round, the fleet "
+        "reset before each (the hosts and the package repository recreated with fresh "
+        "volumes, as the e2e tests do: every host at version 1, nothing approved): (a) the "
+        "runbook `runbooks/patching.ipynb` by "
         "papermill in erin's container (`stack=web, batch_size=1, approve=all`, the gate's "
         f"load bar at {MACHINE_LOAD_BAR:g} as in the e2e tests: the fleet's load is the machine's) "
         "— kernel start, pre-checks (check.yml and a gate), the errata listed and promoted "
         "(promote-errata.yml), a run in the ledger with every event recorded, and per batch: "
-        "silence, patch.yml, reboot, health gate; then post-checks; (b) by hand, in the same "
-        "container: `ansible-playbook promote-errata.yml -e` with the same errata, then "
-        "`ansible-playbook patch.yml --limit web-N` for web-1, web-2, web-3 one after the other "
-        "(the same batches). Each pair alternates which goes first; both must end with the same "
-        "versions installed and every host rebooted.",
+        "silence, patch.yml, reboot, health gate; then post-checks; (b) the hand-written "
+        "equivalent, in the same container: `ansible-playbook promote-errata.yml -e` with the "
+        "same errata, then `tests/bench/handwritten-patch.yml`, the baseline a team would write "
+        "without Opsbook: one playbook, `serial: 1`, `max_fail_percentage: 0`, per batch the "
+        "same Alertmanager silence (`uri`, expired at the batch's end), patch.yml's own tasks, "
+        "and the same Prometheus gate through `uri` (a scrape newer than the patch, then up, "
+        "load per CPU, free disk; asked every 0.5 s until it passes); (c) the bare plays by "
+        "hand: promote-errata.yml, then `ansible-playbook patch.yml --limit web-N` for web-1, "
+        "web-2, web-3 one after the other (the same batches; no silence, no gate). Each round "
+        "rotates which goes first; all three must end with the same versions installed and "
+        "every host rebooted.",
     )
     figure.context["before"] = Quiet.now().__dict__
-    runbook_times, plain_times, ratios, rolling_ratios = [], [], [], []
-    breakdowns, plain_steps, batches = [], [], []
+    install_handwritten(stack)
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    ratios, bare_ratios, rolling_ratios, rolling_bare_ratios = [], [], [], []
+    breakdowns, plain_steps, handwritten_steps = [], [], []
+    batches, handwritten_batches, fixed = [], [], []
     errata: list[dict[str, str]] | None = None
-    for pair in range(pairs):
-        order = ("runbook", "plain") if pair % 2 == 0 else ("plain", "runbook")
+    for turn in range(rounds):
+        order = KINDS[turn % 3 :] + KINDS[: turn % 3]
         if errata is None:
-            order = ("runbook", "plain")
+            order = KINDS
         ends = {}
         for which in order:
-            log(f"patch pair {pair + 1}: resetting the fleet")
+            log(f"patch round {turn + 1}: resetting the fleet")
             reset_fleet(BENCH)
             boots = {host: installed_and_booted(host)[1] for host in WEB}
-            log(f"patch pair {pair + 1}: {which}")
+            log(f"patch round {turn + 1}: {which}")
             if which == "runbook":
-                elapsed, notebook = run_runbook(container, f"bench-patch-{pair + 1}.ipynb")
+                elapsed, notebook = run_runbook(container, f"bench-patch-{turn + 1}.ipynb")
                 errata = errata or approved_errata(notebook)
-                runbook_times.append(elapsed)
                 breakdowns.append(cell_durations(notebook))
-                batches += batch_phases(stack, token)
+                marks = ledger_marks(stack, token)
+                batches += batch_phases(marks)
+                fixed.append(fixed_costs(notebook, marks))
+            elif which == "handwritten":
+                elapsed, steps, phases = run_handwritten(
+                    container, errata, f"bench-handwritten-{turn + 1}.log"
+                )
+                handwritten_steps.append(steps)
+                handwritten_batches += phases
             else:
-                elapsed, steps = run_plain(container, errata, f"bench-plain-{pair + 1}.log")
-                plain_times.append(elapsed)
+                elapsed, steps = run_plain(container, errata, f"bench-plain-{turn + 1}.log")
                 plain_steps.append(steps)
+            times[which].append(elapsed)
             state = {host: installed_and_booted(host) for host in WEB}
             not_rebooted = [host for host in WEB if state[host][1] == boots[host]]
             if not_rebooted:
                 raise RuntimeError(f"{which}: {not_rebooted} not rebooted")
             ends[which] = {host: state[host][0] for host in WEB}
-            log(f"patch pair {pair + 1}: {which} took {elapsed:.1f} s")
-        if ends["runbook"] != ends["plain"]:
-            raise RuntimeError(f"runbook and plain ended differently: {ends}")
-        ratios.append(runbook_times[-1] / plain_times[-1])
+            log(f"patch round {turn + 1}: {which} took {elapsed:.1f} s")
+        if any(ends[kind] != ends["runbook"] for kind in KINDS):
+            raise RuntimeError(f"the runbook and its baselines ended differently: {ends}")
+        ratios.append(times["runbook"][-1] / times["handwritten"][-1])
+        bare_ratios.append(times["runbook"][-1] / times["plain"][-1])
         rolling = next(t for line, t in breakdowns[-1] if line.startswith(ROLLING_CELL))
-        rolling_ratios.append(rolling / sum(plain_steps[-1][host] for host in WEB))
+        rolling_ratios.append(rolling / handwritten_steps[-1]["patch"])
+        rolling_bare_ratios.append(rolling / sum(plain_steps[-1][host] for host in WEB))
     figure.rows = [
-        Row("the runbook (papermill), whole", runbook_times, "s"),
-        Row("ansible-playbook by hand, same errata, batches and hosts", plain_times, "s"),
+        Row("the runbook (papermill), whole", times["runbook"], "s"),
         Row(
-            "runbook / by hand (per pair)",
+            "the hand-written equivalent: promote-errata.yml, then handwritten-patch.yml",
+            times["handwritten"],
+            "s",
+        ),
+        Row(
+            "the bare plays by hand: promote-errata.yml, then patch.yml per batch",
+            times["plain"],
+            "s",
+            note="no silence, no gate: a floor, not what a team would run",
+        ),
+        Row(
+            "runbook / the hand-written equivalent (per round)",
             ratios,
             "x",
             "≤ 1.10 x",
             verdict(median(ratios) <= 1.10),
         ),
+        Row("runbook / the bare plays (per round)", bare_ratios, "x"),
         Row(
-            "like for like: the rolling patch cell / the three `patch.yml` by hand (per pair)",
+            "like for like: the rolling patch cell / handwritten-patch.yml (per round)",
             rolling_ratios,
             "x",
             note="the batches alone: no pre- or post-checks, no errata review on either side",
         ),
+        Row(
+            "like for like: the rolling patch cell / the three `patch.yml` (per round)",
+            rolling_bare_ratios,
+            "x",
+        ),
+        Row(
+            "the runbook's fixed cost: kernel start → batch 1 starts",
+            [cost["to_first_batch"] for cost in fixed],
+            "s",
+            note="papermill's start of the notebook (just before the kernel launches) to the "
+            "ledger's batch_started: setup, pre-checks, errata, the run registered",
+        ),
+        Row(
+            "the runbook's fixed cost: last batch finished → summary printed",
+            [cost["after_last_batch"] for cost in fixed],
+            "s",
+            note="the ledger's batch_finished to the end of the summary cell: post-checks, summary",
+        ),
     ]
     figure.context["batches"] = batches
+    figure.context["handwritten_batches"] = handwritten_batches
     figure.context["errata"] = errata
     figure.context["end_state"] = ends["runbook"]
     figure.context["runbook_cells"] = breakdowns
     figure.context["plain_steps"] = plain_steps
+    figure.context["handwritten_steps"] = handwritten_steps
+    figure.context["fixed_costs"] = fixed
     figure.context["after"] = Quiet.now().__dict__
     return figure
 

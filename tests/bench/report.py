@@ -105,7 +105,7 @@ def patch_details(figure: Figure) -> list[str]:
     lines = []
     if figure.context.get("errata"):
         specs = ", ".join(f"{e['package']}={e['version']}" for e in figure.context["errata"])
-        lines += ["", f"Errata approved and applied by both: {specs}."]
+        lines += ["", f"Errata approved and applied by each: {specs}."]
     if cells:
         lines += [
             "",
@@ -120,33 +120,55 @@ def patch_details(figure: Figure) -> list[str]:
             shown = first_line.replace("|", "\\|")[:70]
             lines.append(f"| `{shown}` | {statistics.median(values):.2f} s |")
     batches = figure.context.get("batches") or []
-    if batches and steps:
-        by_hand = statistics.median(
-            step[name] for step in steps for name in step if name != "promote"
-        )
+    handwritten = figure.context.get("handwritten_batches") or []
+    handwritten_steps = figure.context.get("handwritten_steps") or []
+    if batches:
 
-        def phase(key: str) -> str:
-            return f"{statistics.median(batch[key] for batch in batches):.2f} s"
+        def phase(values: list[dict[str, float]], key: str) -> str:
+            return f"{statistics.median(batch[key] for batch in values):.2f} s" if values else "-"
+
+        by_hand = "-"
+        if steps:
+            per_host = [step[name] for step in steps for name in step if name != "promote"]
+            by_hand = f"{statistics.median(per_host):.2f} s"
+        lines += [
+            "",
+            f"One batch (one host), medians over {len(batches)} batches of the runbook (its "
+            f"run's ledger) and {len(handwritten)} of the hand-written playbook (Ansible's log: "
+            "from one task's start to the next's):",
+            "",
+            "| phase of a batch | the runbook | hand-written | bare plays |",
+            "| --- | --- | --- | --- |",
+            "| before the patch: the silence (the runbook: and the ledger, ansible-runner's "
+            f"start) | {phase(batches, 'before_play')} | {phase(handwritten, 'before_play')} "
+            "| - |",
+            "| the patch on the host (the runbook: `patch.yml` through ansible-runner; "
+            "hand-written: patch.yml's tasks; bare: `ansible-playbook patch.yml` whole) "
+            f"| {phase(batches, 'play')} | {phase(handwritten, 'play')} | {by_hand} |",
+            "| after the patch: the health gate, waiting for a scrape newer than the patch; "
+            f"the silence expired | {phase(batches, 'gate_wait')} "
+            f"| {phase(handwritten, 'gate_wait')} | - |",
+        ]
+    if steps or handwritten_steps:
+
+        def step_median(runs: list[dict[str, float]], name: str) -> str:
+            values = [run[name] for run in runs if name in run]
+            return f"{statistics.median(values):.1f} s" if values else "-"
 
         lines += [
             "",
-            f"One batch (one host), from the run's ledger (medians over {len(batches)} batches):",
+            "The baselines step by step (medians):",
             "",
-            "| phase of a batch | the runbook | by hand |",
+            "| step | hand-written | bare plays |",
             "| --- | --- | --- |",
-            "| before the play: silence, ledger, ansible-runner start "
-            f"| {phase('before_play')} | - |",
-            f"| `patch.yml` on the host (through ansible-runner / `ansible-playbook`) "
-            f"| {phase('play')} | {by_hand:.2f} s |",
-            "| after the play: the health gate, waiting for a scrape newer than the play "
-            f"| {phase('gate_wait')} | - |",
+            f"| `promote-errata.yml` | {step_median(handwritten_steps, 'promote')} "
+            f"| {step_median(steps, 'promote')} |",
+            f"| `handwritten-patch.yml` (every batch) | {step_median(handwritten_steps, 'patch')} "
+            "| - |",
         ]
-    if steps:
-        lines += ["", "By hand, step by step (medians):", "", "| step | median |", "| --- | --- |"]
-        for name in steps[0]:
-            what = "promote-errata.yml" if name == "promote" else f"patch.yml --limit {name}"
-            value = statistics.median(step[name] for step in steps)
-            lines.append(f"| `{what}` | {value:.1f} s |")
+        for name in steps[0] if steps else []:
+            if name != "promote":
+                lines.append(f"| `patch.yml --limit {name}` | - | {step_median(steps, name)} |")
     return lines
 
 
