@@ -17,6 +17,7 @@ from opsbook.contract.stacks import NONPRODUCTION_SETTING
 from opsbook.service import settings as runs_settings
 
 from .helm_support import (
+    HELM,
     KUBERNETES_VERSIONS,
     MANIFESTS,
     NAMESPACE,
@@ -131,10 +132,12 @@ def test_the_runs_service_uses_the_token_the_hub_registers_and_postgresql_from_a
     assert (runs_ref["name"], runs_ref["key"]) == (hub_ref["name"], hub_ref["key"])
     database = env["RUNS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert database["name"] == "opsbook-runs" and not database.get("optional", False)
-    # Every variable is one the service reads, from a Secret; none is written here.
+    # Every variable is one the service reads, from a Secret; none is written here but the path
+    # of the CA key, which is this manifest's own mount (as compose fixes it for its mount).
     declared = {s.name for s in runs_settings.SETTINGS}
     assert set(env) <= declared
-    assert all("valueFrom" in e for e in env.values())
+    assert all("valueFrom" in e for name, e in env.items() if name != "RUNS_SSH_CA_KEY")
+    assert env["RUNS_SSH_CA_KEY"] == {"name": "RUNS_SSH_CA_KEY", "value": USER_CA_PATH}
 
 
 def test_the_runs_pod_gets_compose_s_settings_optional_where_they_have_a_default():
@@ -142,8 +145,11 @@ def test_the_runs_pod_gets_compose_s_settings_optional_where_they_have_a_default
     env = {
         e["name"]: e["valueFrom"]["secretKeyRef"]
         for e in manifest("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "valueFrom" in e
     }
-    assert set(env) == set(compose["services"]["runs"]["environment"])
+    fixed = {"RUNS_SSH_CA_KEY"}  # both fix it to their own mount of the CA key
+    assert set(env) | fixed == set(compose["services"]["runs"]["environment"])
+    assert compose["services"]["runs"]["environment"]["RUNS_SSH_CA_KEY"] == USER_CA_PATH
     assert {"RUNS_INVENTORY", NONPRODUCTION_SETTING} <= set(env)
     defaults = {s.name: s.default for s in runs_settings.SETTINGS}
     # RUNS_DATABASE_URL: required here (its default, SQLite on the pod's disk, would not last).
@@ -181,3 +187,47 @@ def test_manifests_are_plain_yaml_without_templating():
         assert path.suffix == ".yaml", path
         assert "{{" not in path.read_text(), path
         yaml.safe_load_all(path.read_text())
+
+
+USER_CA_PATH = "/run/secrets/opsbook-user-ca"
+USER_CA_SECRET = "opsbook-ssh-user-ca"
+
+
+def secret_volumes(pod_spec: dict) -> dict[str, str]:
+    """Volume name -> Secret name, of the pod's Secret volumes."""
+    return {
+        v["name"]: v["secret"]["secretName"] for v in pod_spec.get("volumes", []) if "secret" in v
+    }
+
+
+def test_the_user_ca_key_is_mounted_into_the_runs_pod_only_readable_by_its_user():
+    spec = manifest("Deployment")["spec"]["template"]["spec"]
+    volumes = secret_volumes(spec)
+    [name] = [n for n, secret in volumes.items() if secret == USER_CA_SECRET]
+    volume = next(v for v in spec["volumes"] if v["name"] == name)
+    assert volume["secret"]["items"] == [{"key": "user_ca", "path": "opsbook-user-ca"}]
+    # Kubernetes makes Secret files root-owned with the pod's fsGroup: 0440 and fsGroup = the
+    # service's group lets it (and no other user) read the key.
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"] == 990
+    [runs] = spec["containers"]
+    mounts = [m for m in runs["volumeMounts"] if m["name"] == name]
+    assert mounts == [
+        {"name": name, "mountPath": USER_CA_PATH, "subPath": "opsbook-user-ca", "readOnly": True}
+    ]
+    assert not [m for c in spec["initContainers"] for m in c["volumeMounts"] if m["name"] == name]
+    default = next(s.default for s in runs_settings.SETTINGS if s.name == "RUNS_SSH_CA_KEY")
+    assert default == USER_CA_PATH
+
+
+@pytest.mark.parametrize("groups", [("ops",), ("oncall",), ("admins", "ops", "oncall")])
+def test_no_engineers_pod_mounts_an_ssh_key_and_the_chart_s_values_name_no_ssh_secret(hub, groups):
+    """The CA Secret is the runs pod's alone: no engineer's pod has a Secret volume at all (their
+    key is made in memory, /run/opsbook), and our chart values name no SSH Secret."""
+    pod = user_pod(hub.config, user_named("someone", *groups))
+    assert secret_volumes(pod["spec"]) == {}
+    text = (HELM / "values.yaml").read_text()
+    assert USER_CA_SECRET not in text.replace(f"`{USER_CA_SECRET}`", "")
+    assert "opsbook-fleet-ssh" not in text
+    runtime = next(v for v in pod["spec"]["volumes"] if v["name"] == "opsbook-runtime")
+    assert runtime["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}

@@ -35,11 +35,12 @@ from .helm_support import (
     user_named,
     user_pod,
 )
-from .hub.valid_env import VALID_ENV
+from .hub.valid_env import HOST_CA, VALID_ENV
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DEFAULTS = {s.name: s.default for s in settings.SETTINGS}
-SSH_DIR = "/srv/opsbook/secrets/fleet-ssh"
+# The settings both hubs get (the Secret opsbook-hub on Kubernetes, .env for compose).
+ENV = {**VALID_ENV, "SSH_HOST_CA_PUBLIC_KEY": f"{HOST_CA} opsbook-host-ca"}
 
 
 def compose_default(text: str) -> str:
@@ -49,12 +50,12 @@ def compose_default(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def compose():
-    return compose_hub({**VALID_ENV, "FLEET_SSH_KEY_DIR": SSH_DIR})
+    return compose_hub(ENV)
 
 
 @pytest.fixture(scope="module")
 def k8s():
-    return k8s_hub()
+    return k8s_hub(environ=ENV)
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +227,10 @@ def test_the_same_read_only_library(compose, pods):
         assert "emptyDir" in volumes[mount["name"]]
         source = next(src for src, dst in copied.items() if dst == init_mounts[mount["name"]])
         assert in_image[folder] == source, (path, folder)
+    # Everything else read-only but the home and the memory folder of the pod's own SSH key.
+    writable = {"/home/jovyan", configure.RUNTIME_DIR}
     assert notebook(pod)["volumeMounts"] and all(
-        m.get("readOnly") for m in notebook(pod)["volumeMounts"] if m["mountPath"] != "/home/jovyan"
+        m.get("readOnly") for m in notebook(pod)["volumeMounts"] if m["mountPath"] not in writable
     )
 
 
@@ -297,38 +300,42 @@ GROUPS = {
 
 
 @pytest.mark.parametrize("name", GROUPS)
-def test_the_same_ssh_key_policy(compose, k8s, name):
-    """The fleet's key, read-only at the same place, for the server groups only; no server at
-    all for the others (compose's pre-spawn hook, the same check on Kubernetes)."""
+def test_the_same_ssh_policy_no_key_the_host_ca_and_a_memory_folder(compose, k8s, name):
+    """No fleet key anywhere: a server (server groups only, the same check on both) gets the
+    host CA to trust and a folder in memory at the same place for the key it makes itself;
+    the others get no server at all."""
     user = user_named(name, *GROUPS[name])
     docker_spawner = SimpleNamespace(user=user, volumes={})
     try:
         compose.DockerSpawner.pre_spawn_hook(docker_spawner)
-        compose_key = docker_spawner.volumes[SSH_DIR]["bind"]
+        served = True
     except web.HTTPError as refused:
         assert refused.status_code == 403
-        compose_key = None
+        served = False
+    assert docker_spawner.volumes == {}  # nothing is mounted by the hook any more
     try:
         pod = user_pod(k8s.config, user)
     except web.HTTPError as refused:
         assert refused.status_code == 403
-        assert compose_key is None, name
+        assert not served, name
         return
-    mounts = [m for m in notebook(pod)["volumeMounts"] if m["name"] == "opsbook-fleet-ssh"]
-    assert [m["mountPath"] for m in mounts] == [compose_key] == [configure.SSH_KEY_MOUNT]
-    assert mounts[0]["readOnly"] is True
-    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "opsbook-fleet-ssh")
-    assert volume["secret"] == {"secretName": "opsbook-fleet-ssh", "defaultMode": 0o440}
+    assert served, name
+    env = {e["name"]: e.get("value") for e in notebook(pod)["env"]}
+    assert env["OPSBOOK_SSH_HOST_CA"] == HOST_CA
+    assert env["OPSBOOK_SSH_HOST_CA"] == compose.DockerSpawner.environment["OPSBOOK_SSH_HOST_CA"]
+    assert not [v for v in pod["spec"]["volumes"] if "secret" in v]
+    [runtime] = [m for m in notebook(pod)["volumeMounts"] if m["name"] == "opsbook-runtime"]
+    [compose_runtime] = compose.DockerSpawner.extra_host_config["tmpfs"]
+    assert runtime["mountPath"] == compose_runtime == configure.RUNTIME_DIR
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "opsbook-runtime")
+    assert volume["emptyDir"]["medium"] == "Memory"  # as compose's tmpfs, never on a disk
 
 
-def test_without_a_key_secret_no_key_is_mounted_as_compose_without_a_key_dir():
-    values = merged_values()
-    values["custom"]["opsbook"]["fleetSshSecret"] = ""
-    pod = user_pod(k8s_hub(values).config, user_named("erin", "ops"))
-    assert not [v for v in pod["spec"]["volumes"] if v["name"] == "opsbook-fleet-ssh"]
-    docker_spawner = SimpleNamespace(user=user_named("erin", "ops"), volumes={})
-    compose_hub().DockerSpawner.pre_spawn_hook(docker_spawner)
-    assert docker_spawner.volumes == {}
+def test_without_a_host_ca_no_host_is_trusted_on_both():
+    pod = user_pod(k8s_hub().config, user_named("erin", "ops"))
+    env = {e["name"]: e.get("value") for e in notebook(pod)["env"]}
+    assert env["OPSBOOK_SSH_HOST_CA"] == ""
+    assert compose_hub().DockerSpawner.environment["OPSBOOK_SSH_HOST_CA"] == ""
 
 
 def pins(path) -> dict[str, str]:
