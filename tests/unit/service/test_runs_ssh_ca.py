@@ -43,11 +43,11 @@ from opsbook.contract.wire import (
     SshCa,
 )
 from opsbook.service import __main__ as service_main
-from opsbook.service import ssh_ca, tables
+from opsbook.service import rules, ssh_ca, tables
 from opsbook.service.app import Context, make_app
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
-from opsbook.service.rules import Caller, Refused
+from opsbook.service.rules import Caller, Refused, RunFacts
 from opsbook.service.ssh_ca import CaKeyError, CertificateAuthority, check_public_key
 from opsbook.service.store import Store
 
@@ -333,6 +333,39 @@ def test_principals_follow_the_inventory(inventory):
     assert ssh_ca.principals(fleet) == ["qa", "staging", "repo"]
     inventory.nonproduction = frozenset()
     assert ssh_ca.principals(inventory.current()) == ["repo"]
+
+
+@pytest.mark.parametrize(
+    ("facts", "caller", "status", "code"),
+    [
+        ({}, BOB, None, None),
+        ({"owner": "alice"}, BOB, 409, ErrorCode.NOT_OWNER),
+        ({"production": False}, BOB, 409, ErrorCode.NOT_PRODUCTION),
+        ({"state": RunState.PAUSED}, BOB, 409, ErrorCode.WRONG_STATE),
+        ({"state": RunState.HANDED_OFF, "handoff_to": "alice"}, BOB, 409, ErrorCode.WRONG_STATE),
+        ({"state": RunState.ORPHANED}, BOB, 409, ErrorCode.LEASE_EXPIRED),
+        ({"state": RunState.COMPLETED}, BOB, 409, ErrorCode.RUN_FINISHED),
+        ({"lease": -1}, BOB, 409, ErrorCode.LEASE_EXPIRED),
+        ({"lease": 0}, BOB, 409, ErrorCode.LEASE_EXPIRED),
+        ({}, ERIN, 403, ErrorCode.MISSING_SCOPE),
+    ],
+)
+def test_the_rule_for_a_runs_production_principal(facts, caller, status, code):
+    """rules.check_certificate_run on its own: the owner, production, running, leased."""
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    run = RunFacts(
+        id=7,
+        state=facts.get("state", RunState.RUNNING),
+        owner=facts.get("owner", "bob"),
+        production=facts.get("production", True),
+        handoff_to=facts.get("handoff_to"),
+        lease_expires_at=now + timedelta(seconds=facts.get("lease", 30)),
+    )
+    if status is None:
+        assert rules.check_certificate_run(run, caller, now) is None
+        return
+    error = refused(rules.check_certificate_run, run, caller, now)
+    assert (error.status, error.code) == (status, code)
 
 
 def test_an_ops_engineer_gets_staging_and_repo_only(store, ca, user_pub):
