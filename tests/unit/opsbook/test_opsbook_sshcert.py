@@ -17,11 +17,13 @@ from pathlib import Path
 import opsbook_runs_service
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from opsbook_fleet import FLEET_DIR
+from opsbook_fleet import FLEET_DIR, FLEET_URL_VARIABLE, demo_fleet, fleet_environment
 from opsbook_runs_service import Service
 
 from opsbook import sshcert
+from opsbook.config import Settings
 from opsbook.contract import wire
+from opsbook.inventory import Inventory
 from opsbook.runs import RunSession
 from opsbook.runsclient import RunsClient
 from opsbook.service.app import Context
@@ -193,3 +195,46 @@ def test_opsbook_cert_renews_and_prints_principals_and_expiry_never_the_key(
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "nobody")
     assert sshcert.main(["--timeout", "1"]) == 1
     assert capsys.readouterr().err.startswith("opsbook-cert: the runs service refused")
+
+
+def test_a_production_runs_plays_get_a_certificate_for_that_run(
+    ca_service, folder, fake_server, tmp_path, monkeypatch
+):
+    """RunSession.patch gives rolling_patch the certificate step with the run's id."""
+    fake_server.responder = demo_fleet()
+    monkeypatch.setenv(FLEET_URL_VARIABLE, fake_server.url)
+    environment = fleet_environment(fake_server.url, tmp_path / "runs")
+    environment |= {"OPSBOOK_SSH_CERTIFICATES": "on", "OPSBOOK_SSH_DIR": str(folder)}
+    settings = Settings.from_env(environment)
+    alice = client(ca_service)
+    options = wire.RunOptions(limit=["db-1"], check_mode=True)
+    session = RunSession.start(alice, runbook="patching", stack="db", options=options)
+    result = session.patch(settings, Inventory.load(INVENTORY)).wait(120)
+    assert result.complete, result.summary()
+    held = sshcert.read_certificate(folder)
+    assert held.key_id == f"opsbook:alice:run-{session.run.id}"
+    assert "production" in held.principals
+    assert "certificate" in [event.type for event in alice.events(session.run.id)]
+
+
+def test_a_run_whose_certificate_is_refused_stops_before_its_play(
+    ca_service, folder, fake_server, tmp_path, monkeypatch
+):
+    fleet = demo_fleet()
+    fake_server.responder = fleet
+    monkeypatch.setenv(FLEET_URL_VARIABLE, fake_server.url)
+    environment = fleet_environment(fake_server.url, tmp_path / "runs")
+    environment |= {"OPSBOOK_SSH_CERTIFICATES": "on", "OPSBOOK_SSH_DIR": str(folder)}
+    settings = Settings.from_env(environment)
+    session = RunSession.start(
+        client(ca_service), runbook="patching", stack="db", options=wire.RunOptions(limit=["db-1"])
+    )
+    # bob's client drives alice's run: the ledger calls would be refused too, so only the
+    # certificate's client is bob's here.
+    refused = sshcert.certificate_step(
+        True, client(ca_service, "bob"), session.run.id, folder=folder
+    )
+    result = session.patch(settings, Inventory.load(INVENTORY), before_play=refused).wait(60)
+    assert not result.complete
+    assert "before the play: the runs service refused an SSH certificate" in result.stopped
+    assert result.not_started == ["db-1"] and fleet.log == []
