@@ -3,10 +3,11 @@
 #
 #   scripts/compose.sh ENV_FILE compose-args...
 #
-# Sets what compose cannot know by itself: the absolute paths of the repository and of the
-# secrets folder (the hub bind-mounts the runbook library, the playbooks and the fleet key from
-# them into engineers' containers, through the host's Docker engine), and the group of the Docker
-# socket (the hub runs as a non-root user in that group).
+# Sets what compose cannot know by itself: the absolute paths of the repository, of the ansible
+# folder and of the secrets folder (the hub bind-mounts the runbook library and the playbooks into
+# engineers' containers through the host's Docker engine; the runs service and the fleet mount the
+# SSH certificate authorities' files), and the group of the Docker socket (the hub runs as a
+# non-root user in that group).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 env_file=$1
