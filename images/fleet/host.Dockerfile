@@ -35,7 +35,7 @@ RUN useradd --uid 1001 --user-group --create-home --shell /bin/bash opsbook \
  && echo 'opsbook ALL=(ALL:ALL) NOPASSWD: ALL' >/etc/sudoers.d/opsbook \
  && chmod 0440 /etc/sudoers.d/opsbook \
  && visudo -cq \
- && install -d -m 0755 /etc/ssh/opsbook /etc/ssh/opsbook/host /etc/ssh/opsbook_principals
+ && install -d -m 0755 /etc/opsbook /etc/ssh/opsbook /etc/ssh/opsbook/host /etc/ssh/opsbook_principals
 
 COPY host/opsbook-fleet-start host/opsbook-node-textfile host/opsbook-exporter /usr/local/sbin/
 COPY host/apt-opsbook.conf /etc/apt/apt.conf.d/90opsbook-textfile
