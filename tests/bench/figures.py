@@ -801,6 +801,18 @@ def run_plain(container: str, errata: list[dict[str, str]], log_name: str):
     return run_stamped(container, script, log_name, "plain ansible-playbook")
 
 
+def fresh_certificate(container: str) -> None:
+    """What an engineer running plays by hand has: a valid SSH certificate. They last minutes
+    (RUNS_SSH_CERT_MINUTES); the runbook renews its own before each play when it nears its end.
+    Renewed with opsbook-cert before each baseline, outside its time (an image without
+    opsbook-cert has no certificates to renew)."""
+    done = exec_in(
+        container, "bash", "-c", "command -v opsbook-cert >/dev/null || exit 0; opsbook-cert"
+    )
+    if done.returncode:
+        raise RuntimeError(f"opsbook-cert failed before a baseline:\n{done.stderr[-2000:]}")
+
+
 def install_handwritten(stack: Stack) -> None:
     shutil.copyfile(HANDWRITTEN, stack.config.ansible_dir / HANDWRITTEN_PLAY)
 
@@ -948,7 +960,9 @@ def patch_overhead(stack: Stack, container: str, token: str, rounds: int) -> Fig
         "and the same Prometheus gate through `uri` (a scrape newer than the patch, then up, "
         "load per CPU, free disk; asked every 0.5 s until it passes); (c) the bare plays by "
         "hand: promote-errata.yml, then `ansible-playbook patch.yml --limit web-N` for web-1, "
-        "web-2, web-3 one after the other (the same batches; no silence, no gate). Each round "
+        "web-2, web-3 one after the other (the same batches; no silence, no gate). Before (b) "
+        "and (c), untimed, `opsbook-cert` renews the container's SSH certificate, as an engineer "
+        "would before plays by hand (the runbook renews its own before each play). Each round "
         "rotates which goes first; all three must end with the same versions installed and "
         "every host rebooted.",
     )
@@ -977,12 +991,14 @@ def patch_overhead(stack: Stack, container: str, token: str, rounds: int) -> Fig
                 batches += batch_phases(marks)
                 fixed.append(fixed_costs(notebook, marks))
             elif which == "handwritten":
+                fresh_certificate(container)
                 elapsed, steps, phases = run_handwritten(
                     container, errata, f"bench-handwritten-{turn + 1}.log"
                 )
                 handwritten_steps.append(steps)
                 handwritten_batches += phases
             else:
+                fresh_certificate(container)
                 elapsed, steps = run_plain(container, errata, f"bench-plain-{turn + 1}.log")
                 plain_steps.append(steps)
             times[which].append(elapsed)
