@@ -208,6 +208,12 @@ class RunsClient:
         body = wire.ReplanRequest(reason=reason)
         return self.call("POST", _action(run_id, "replan"), body, wire.Run)
 
+    def update_parameters(self, run_id: int, parameters: dict[str, Any]) -> wire.Run:
+        """Add to the run's record what was decided after it started (the approved errata ...):
+        each key given replaces that key. Only the owner of the running run."""
+        body = wire.ParametersUpdate(parameters=dict(parameters))
+        return self.call("POST", _action(run_id, "parameters"), body, wire.Run)
+
     def certificate(self, public_key: str, run_id: int | None = None) -> wire.Certificate:
         """An SSH user certificate for `public_key` (one OpenSSH line, never the private key).
 

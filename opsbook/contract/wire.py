@@ -48,6 +48,7 @@ RUN_ACTIONS = (
     "finish",
     "abort",
     "replan",
+    "parameters",
 )
 
 
@@ -411,6 +412,16 @@ class CertificateRequest(Wire):
 
 
 @wire
+class ParametersUpdate(Wire):
+    """POST api/runs/{id}/parameters: add to the run's record what its owner decided after it
+    started (e.g. the approved errata, reviewed once the pre-checks passed). Each key given
+    replaces that key; the others stay. Only the owner of a running run; no secrets: everybody
+    reads them. Recorded as a `parameters` event."""
+
+    parameters: dict[str, Any]
+
+
+@wire
 class ReplanRequest(Wire):
     """POST api/runs/{id}/replan: plan the batches not yet done again from the inventory as it
     is now (after a host left the stack, or its environment changed); the ledger keeps both."""
@@ -527,7 +538,8 @@ class Event(Wire):
     actor: str  # who: the engineer, or "runs" for the service itself
     kind: EventKind
     type: str  # runner event name, or start, note, handoff, accept, takeover, pause, resume,
-    # batch_started, batch_finished, gate, lease_expired, abort, finish, handoff_cancelled
+    # batch_started, batch_finished, gate, lease_expired, abort, finish, handoff_cancelled,
+    # parameters
     batch: int | None = None
     host: str | None = None
     task: str | None = None

@@ -39,6 +39,7 @@ from opsbook.contract.wire import (
     Health,
     Me,
     NoteIn,
+    ParametersUpdate,
     ReasonRequest,
     ReplanRequest,
     RunList,
@@ -348,7 +349,7 @@ class BatchHandler(ApiHandler):
 
 class ActionHandler(ApiHandler):
     """POST api/runs/{id}/{action}: lease, notes, handoff, pause, accept, takeover, resume,
-    finish, abort."""
+    finish, abort, replan, parameters."""
 
     async def post(self, run_id: str, action: str) -> None:
         caller = self.who()
@@ -372,6 +373,9 @@ class ActionHandler(ApiHandler):
                 oncall_group=self.ctx.oncall.group,
             )
             self.reply(run)
+        elif action == "parameters":
+            parameters = self.body(ParametersUpdate).parameters
+            self.reply(await self.ctx.act(store.update_parameters, rid, caller, parameters))
         elif action == "replan":
             reason = self.body(ReplanRequest).reason
             self.reply(await self.ctx.act(store.replan, rid, caller, reason))

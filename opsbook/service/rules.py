@@ -94,6 +94,7 @@ class Action(StrEnum):
     FINISH = "finish"
     ABORT = "abort"
     REPLAN = "re-plan"
+    PARAMETERS = "record parameters of"
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ _OWNER_STATES: dict[Action, frozenset[RunState]] = {
     Action.BATCH_FINISH: frozenset({RunState.RUNNING}),
     Action.GATE: frozenset({RunState.RUNNING}),
     Action.LEASE: frozenset({RunState.RUNNING}),
+    Action.PARAMETERS: frozenset({RunState.RUNNING}),
     Action.HANDOFF: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF}),
     Action.PAUSE: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF}),
     Action.RESUME: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF}),
@@ -562,6 +564,7 @@ def _verb(action: Action) -> str:
         Action.HANDOFF: "be handed off",
         Action.PAUSE: "be paused",
         Action.LEASE: "be leased",
+        Action.PARAMETERS: "take more parameters",
     }.get(action, "take more events or batches")
 
 

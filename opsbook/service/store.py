@@ -654,6 +654,28 @@ class Store:
                 .one()
             )
 
+    def update_parameters(self, run_id: int, caller: Caller, parameters: dict[str, Any]) -> Run:
+        """Record what the owner decided after the run started (the approved errata ...): each
+        key given replaces that key of the run's parameters; the event keeps what was given."""
+        parameters = dict(parameters)
+        if not parameters:
+            raise bad_request("parameters: nothing to record; expected at least one key")
+        with self._acting(run_id, caller, Action.PARAMETERS) as (conn, row, _):
+            merged = {**(row["parameters"] or {}), **parameters}
+            if len(json.dumps(merged, default=str)) > MAX_EVENT_DATA:
+                raise bad_request(f"parameters: more than {MAX_EVENT_DATA} bytes of JSON")
+            conn.execute(update(runs).where(runs.c.id == run_id).values(parameters=merged))
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "parameters",
+                message=f"{caller.name} recorded {', '.join(sorted(parameters))}",
+                data=parameters,
+            )
+            return self._load(conn, run_id)
+
     def handoff(
         self,
         run_id: int,

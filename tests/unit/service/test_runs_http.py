@@ -409,6 +409,15 @@ class RunsAppTest(AsyncHTTPTestCase):
         run = self.post_run(run, "finish", "bob", {"outcome": "completed"})
         assert run.state is RunState.COMPLETED
 
+    def test_parameters_are_added_to_the_run_by_its_owner(self):
+        run = self.create()
+        run = self.post_run(run, "parameters", "alice", {"parameters": {"approved": ["b=1"]}})
+        assert run.parameters["approved"] == ["b=1"]
+        reply = self.error("POST", f"runs/{run.id}/parameters", "alice", {"parameters": []})
+        assert reply.status == 400 and "parameters" in reply.message
+        reply = self.error("POST", f"runs/{run.id}/parameters", "erin", {"parameters": {"a": 1}})
+        assert (reply.status, reply.code) == (409, ErrorCode.NOT_OWNER)
+
     def test_notes_are_answered_with_the_event(self):
         run = self.create()
         code, data = self.call("POST", f"runs/{run.id}/notes", "erin", {"text": "watching"})

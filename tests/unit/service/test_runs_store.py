@@ -778,6 +778,35 @@ def test_notes_from_anyone_who_may_write_but_not_viewers(store):
     assert (error.status, error.scope) == (403, SCOPE_WRITE)
 
 
+def test_parameters_decided_after_the_start_are_recorded_by_the_owner_of_the_running_run(
+    store, clock
+):
+    run = start(store)
+    errata = {"approved": ["base=1.1"], "errata": [{"package": "base", "version": "1.1"}]}
+    run = store.update_parameters(run.id, ALICE, errata)
+    assert run.parameters == {"errata": errata["errata"], "approved": ["base=1.1"]}  # replaced
+    event = store.events(run.id).events[-1]
+    assert (event.type, event.actor, event.data) == ("parameters", "alice", errata)
+    assert event.message == "alice recorded approved, errata"
+    assert refused(store.update_parameters, run.id, ALICE, {}).status == 400
+    too_big = {"approved": ["x" * 20_000]}
+    assert "more than 16384 bytes" in refused(store.update_parameters, run.id, ALICE, too_big).message
+    assert store.get_run(run.id).parameters == run.parameters  # nothing of a refusal kept
+    assert refused(store.update_parameters, run.id, BOB, {"a": 1}).code is ErrorCode.NOT_OWNER
+    assert refused(store.update_parameters, run.id, CAROL, {"a": 1}).scope == SCOPE_WRITE
+    store.pause(run.id, ALICE)
+    assert refused(store.update_parameters, run.id, ALICE, {"a": 1}).code is ErrorCode.WRONG_STATE
+    store.resume(run.id, ALICE)
+    clock.advance(61)
+    store.expire_leases()
+    error = refused(store.update_parameters, run.id, ALICE, {"a": 1})
+    assert error.code is ErrorCode.LEASE_EXPIRED
+    run = store.takeover(run.id, BOB, "alice's kernel died")
+    store.finish(run.id, BOB, RunState.FAILED, "")
+    error = refused(store.update_parameters, run.id, BOB, {"a": 1})
+    assert error.code is ErrorCode.RUN_FINISHED
+
+
 def test_production_runs_need_the_production_scope_for_every_write(store, clock):
     run = start(store, ALICE, stack="db")
     error = refused(store.renew_lease, run.id, Caller("alice", ERIN.scopes))
