@@ -10,15 +10,21 @@ The service's API itself is opsbook.runsclient; this module is the run's driver:
 - `run_options`: a runbook's parameters as the run's typed options (wire.RunOptions), checked
   once, before anything is sent;
 - `RunSession`: what a runbook cell holds: the run (`session.run`, as the ledger has it), its
-  rolling patch in a background thread (so the notebook stays free to hand it off), and the
-  start, accept, takeover and handoff verbs;
+  lease (held from the start, accept or takeover until the run is finished, paused or lost),
+  the plays of the run in its order (pre-checks, the rolling patch in a background thread so
+  the notebook stays free to hand it off, post-checks), the approved errata in its record, and
+  the start, accept, takeover, handoff and finish verbs. Every play of a run happens while the
+  run is RUNNING and held: a production stack's hosts only accept a certificate issued for such
+  a run to its owner (opsbook.sshcert);
 - `plan_of`: the run's batches as a rolling plan, with exporter instances from the one
   Inventory the runbook loaded;
 - `Ledger`: a rolling-patch observer (opsbook.rolling.RunObserver) that records a run: batches,
   per-host results, health gates and every runner event, and pauses at a batch boundary when
   the run has been handed off or its lease was lost. If the service cannot be reached for
   longer than the retry budget, the batch in flight is cancelled and the run stops: no host is
-  patched whose events cannot be recorded;
+  patched whose events cannot be recorded. A patch that stops (a failed gate, max_fail) fails
+  the run, an interrupted one pauses it; one whose batches are all done leaves it RUNNING and
+  held, for the post-checks (RunSession.post_checks) and RunSession.finish;
 - `LeaseKeeper`: the thread that renews the owner's lease, and with it the container's SSH
   certificate (opsbook.sshcert), so that a long batch's plays (a reboot, then ssh again) never
   hold an expired one; each batch's play also makes sure of it first (rolling_patch's
@@ -33,13 +39,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import fields
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields, replace
 from typing import Any
 
-from opsbook import health, sshcert
+from opsbook import checks, health, sshcert
 from opsbook.config import Settings
 from opsbook.contract import wire
+from opsbook.errata import Erratum
 from opsbook.errors import OpsbookError
 from opsbook.health import GateResult
 from opsbook.inventory import Inventory
@@ -146,6 +153,10 @@ class LeaseKeeper:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def renew_now(self) -> None:
         try:
             grant = self.client.lease(self.run_id)
@@ -182,6 +193,14 @@ class Ledger(NullObserver):
     Events are sent in small batches from the play's thread, and every batch boundary waits
     until all of them are stored: the run moves on only once the ledger has the record. Other
     observers (the notebook's widget) hear everything through `forward`.
+
+    When the patch ends: stopped (a failed gate, max_fail, the ledger out of reach) finishes
+    the run as failed; interrupted (in doubt, or the kernel interrupted) pauses it; handed off
+    pauses it for the engineer it was handed to (also after the last batch: they run the
+    post-checks and finish it); every batch done leaves it RUNNING, its lease still renewed by
+    `keeper`, until the runbook's post-checks and RunSession.finish.
+
+    keeper: the session's LeaseKeeper (None: one of its own, started here).
     """
 
     def __init__(
@@ -193,13 +212,14 @@ class Ledger(NullObserver):
         send_every: int = 50,
         send_seconds: float = 1.0,
         renew_certificate: Callable[[], object] | None = None,
+        keeper: LeaseKeeper | None = None,
     ) -> None:
         self.client = client
         self.run = run
         self.forward = forward or NullObserver()
         self.send_every = send_every
         self.send_seconds = send_seconds
-        self.keeper = LeaseKeeper(client, run, renew_certificate).start()
+        self.keeper = keeper or LeaseKeeper(client, run, renew_certificate).start()
         self.recorded = 0  # runner events stored (or found already stored) in the ledger
         self.seen = 0  # runner events the plays produced
         self._pending: list[wire.EventIn] = []
@@ -250,13 +270,18 @@ class Ledger(NullObserver):
 
     def finished(self, rolling_result: RollingResult) -> None:
         self.forward.finished(rolling_result)
+        held = False  # the run stays RUNNING and leased, for its post-checks
         try:
             self.send_events()
             if self._paused or self.keeper.lost:
                 return  # paused for a handoff, or no longer ours: nothing to close
             if rolling_result.complete:
-                outcome = wire.RunState.FAILED if rolling_result.failed else wire.RunState.COMPLETED
-                self.run = self.client.finish(self.run.id, outcome, summary(self.run))
+                if self.keeper.handoff is not None:
+                    # Handed off during the last batch: whoever accepts it post-checks it.
+                    self.run = self.client.pause(self.run.id)
+                    self._paused = True
+                else:
+                    held = True  # finished by RunSession.finish, after the post-checks
             elif rolling_result.in_doubt or isinstance(rolling_result.error, KeyboardInterrupt):
                 # Interrupted: pause, so the owner (or, once handed off, someone else) resumes.
                 self.run = self.client.pause(self.run.id)
@@ -264,7 +289,8 @@ class Ledger(NullObserver):
                 text = summary(self.run, stopped=rolling_result.stopped)
                 self.run = self.client.finish(self.run.id, wire.RunState.FAILED, text)
         finally:
-            self.keeper.stop()
+            if not held:
+                self.keeper.stop()
 
     def send_events(self) -> None:
         """Store every event not yet stored; raises LedgerUnavailable if the service is gone."""
@@ -386,10 +412,14 @@ def summary(run: wire.Run, *, stopped: str | None = None) -> str:
         verdict = f"handed off to {run.handoff.to} by {run.handoff.by}"
     elif stopped:
         verdict = f"STOPPED: {stopped}"
-    elif all_done and run.state is not wire.RunState.ABORTED:
-        verdict = "complete"
+    elif all_done and run.state in (wire.RunState.COMPLETED, wire.RunState.FAILED):
+        verdict = "complete" if run.state is wire.RunState.COMPLETED else "FAILED, every batch done"
         if failed:
             verdict += f", with {len(failed)} failed (max_fail={options.max_fail})"
+    elif all_done and not run.finished:
+        verdict = "every batch done; the post-checks and the finish are next"
+        if failed:
+            verdict += f" ({len(failed)} failed, max_fail={options.max_fail})"
     elif run.finished:
         verdict = run.state.value.upper()
     else:
@@ -422,6 +452,8 @@ def summary(run: wire.Run, *, stopped: str | None = None) -> str:
             f"  goes on from batch {resume_batch(run)} of {len(batches)} "
             "(whoever holds the run: handoff.ipynb; the patch play is idempotent)"
         )
+    elif not run.finished:
+        lines.append("  next: the post-checks, then the run is finished (whoever holds it)")
     return "\n".join(lines)
 
 
@@ -525,19 +557,68 @@ _FROM_OPTIONS = frozenset({"check", "max_fail", "gate_timeout", "checks", "start
 
 
 class RunSession:
-    """One engineer's hold on a run: the run as the ledger has it, its patch, and the verbs.
+    """One engineer's hold on a run: the run as the ledger has it, its plays, and the verbs.
 
-    The patch runs in a thread, so that the notebook stays free for `handoff()` while a batch is
-    in flight (a notebook's cells run one at a time: a patch in the foreground would block it).
+    A run's life in a runbook, every play inside it (a production stack's hosts accept only a
+    certificate issued for the running run to its owner):
+
+        session = RunSession.start(...)        # registered: the stack is locked, the lease held
+        found = session.pre_checks(...)        # check.yml + health gate; failed: run FAILED
+        found.raise_if_failed()
+        session.record_errata(approved)        # the errata reviewed and promoted, in the record
+        session.patch(...); session.wait()     # the rolling patch of the ledger's batches
+        if session.awaiting_post_checks:       # every batch done, the run still RUNNING
+            post = session.post_checks(...)    # check.yml + the approved versions
+            session.finish(post)               # completed, or failed if they failed
+
+    The lease is renewed in the background from start (or accept, takeover) until the run is
+    finished, paused or lost, so a person may take their time between the steps. The patch runs
+    in a thread, so that the notebook stays free for `handoff()` while a batch is in flight (a
+    notebook's cells run one at a time: a patch in the foreground would block it).
     """
 
-    def __init__(self, client: RunsClient, run: wire.Run) -> None:
+    def __init__(self, client: RunsClient, run: wire.Run, *, hold: bool = False) -> None:
+        """hold: renew the run's lease from now on (the start, accept and takeover verbs do)."""
         self.client = client
         self.run = run
         self.result: RollingResult | None = None
         self.error: BaseException | None = None
         self.ledger: Ledger | None = None
+        self.keeper: LeaseKeeper | None = None
         self._thread: threading.Thread | None = None
+        if hold:
+            self._hold()
+
+    def _hold(self) -> LeaseKeeper:
+        """The run's lease keeper, started if it is not running."""
+        if self.keeper is None or self.keeper.stopped:
+            self.keeper = LeaseKeeper(self.client, self.run).start()
+        return self.keeper
+
+    def _use_settings(self, settings: Settings) -> None:
+        """From now on the lease keeper renews the SSH certificate with the lease (a long
+        batch's plays, a reboot then ssh again, never hold an expired one)."""
+        keeper = self._hold()
+        if settings.ssh_certificates and keeper.renew_certificate is None:
+            # Renewed in the background when less than two renewals' time is left.
+            margin = max(sshcert.MIN_SECONDS, 2 * lease_renewal_every(self.run))
+            keeper.renew_certificate = self.certificate_step(settings, min_seconds=margin)
+
+    def certificate_step(
+        self, settings: Settings, *, min_seconds: float = sshcert.MIN_SECONDS
+    ) -> sshcert.BeforePlay:
+        """What each play of this run does first (its `before_play`): make sure of the
+        container's SSH certificate, for a production run one issued for this run (its
+        environment's principal: only while it is running, ours and leased). A no-op only
+        with settings.ssh_certificates off."""
+        run_id = self.run.id if self.run.production else None
+        return sshcert.certificate_step(
+            settings.ssh_certificates,
+            self.client,
+            run_id,
+            folder=settings.ssh_dir,
+            min_seconds=min_seconds,
+        )
 
     @classmethod
     def start(
@@ -551,7 +632,8 @@ class RunSession:
     ) -> RunSession:
         """Start a run of `runbook` on `stack`: the service resolves the stack, checks that you
         may, plans the batches from `options` and records the run (refused if this runbook
-        already runs on this stack). `session.run` is the run it returns, plan included."""
+        already runs on this stack: the lock is taken before anything is checked). You own it
+        and hold its lease from now on. `session.run` is the run it returns, plan included."""
         options = options if options is not None else wire.RunOptions()
         problems = options.problems()
         if problems:
@@ -559,17 +641,17 @@ class RunSession:
         request = wire.CreateRun(
             runbook=runbook, stack=stack, options=options, parameters=dict(parameters or {})
         )
-        return cls(client, client.create(request))
+        return cls(client, client.create(request), hold=True)
 
     @classmethod
     def accept(cls, client: RunsClient, run_id: int) -> RunSession:
-        """Accept a run handed to you: you own it now."""
-        return cls(client, client.accept(run_id))
+        """Accept a run handed to you: you own it now, and hold its lease."""
+        return cls(client, client.accept(run_id), hold=True)
 
     @classmethod
     def takeover(cls, client: RunsClient, run_id: int, reason: str) -> RunSession:
         """Take over an orphaned run (on call): its interrupted batch's hosts are in doubt."""
-        return cls(client, client.takeover(run_id, reason))
+        return cls(client, client.takeover(run_id, reason), hold=True)
 
     @classmethod
     def take_on(
@@ -659,22 +741,11 @@ class RunSession:
         options = self.run.options
         start_batch = resume_batch(self.run)
         failed_before = len(hosts_in(self.run, wire.HostState.FAILED, wire.HostState.UNREACHABLE))
-        checks = health.gate_checks(max_load_per_cpu=options.max_load_per_cpu)
+        gate_checks = health.gate_checks(max_load_per_cpu=options.max_load_per_cpu)
         self.result = self.error = None
-        run_id = self.run.id if self.run.production else None
-        before_play = extra.pop("before_play", None) or sshcert.certificate_step(
-            settings.ssh_certificates, self.client, run_id, folder=settings.ssh_dir
-        )
-        renew = None
-        if settings.ssh_certificates:
-            # Renewed in the background when less than two renewals' time is left.
-            margin = max(sshcert.MIN_SECONDS, 2 * lease_renewal_every(self.run))
-            renew = sshcert.certificate_step(
-                True, self.client, run_id, folder=settings.ssh_dir, min_seconds=margin
-            )
-        ledger = self.ledger = Ledger(
-            self.client, self.run, forward=forward, renew_certificate=renew
-        )
+        before_play = extra.pop("before_play", None) or self.certificate_step(settings)
+        self._use_settings(settings)
+        ledger = self.ledger = Ledger(self.client, self.run, forward=forward, keeper=self.keeper)
 
         def work() -> None:
             try:
@@ -686,7 +757,7 @@ class RunSession:
                     check=options.check_mode,
                     max_fail=max(0, options.max_fail - failed_before),
                     gate_timeout=options.gate_timeout,
-                    checks=checks,
+                    checks=gate_checks,
                     inventory=inventory,
                     before_play=before_play,
                     **extra,
@@ -742,11 +813,149 @@ class RunSession:
         return self.run.state is wire.RunState.HANDED_OFF
 
     def handoff(self, to: str, note: str = "") -> wire.Run:
-        """Hand the run to an on-call engineer: the batch in flight finishes, then it pauses."""
+        """Hand the run to an on-call engineer: the batch in flight finishes, then it pauses.
+        Once every batch is done (the post-checks are next), it pauses at once: they run the
+        post-checks and finish it."""
+        post_checks_next = self.awaiting_post_checks and not self.patching
         self.run = self.client.handoff(self.run.id, to, note)
+        if self.keeper is not None:
+            self.keeper.handoff = self.run.handoff
         if self.ledger is not None:
             self.ledger.keeper.handoff = self.run.handoff
+        if post_checks_next:
+            self.run = self.client.pause(self.run.id)
+            self._release()
         return self.run
+
+    # --- the plays around the patch, and the end of the run ---
+
+    @property
+    def patching(self) -> bool:
+        """Whether this session's rolling patch is under way in the background."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def patch_started(self) -> bool:
+        """Whether patch() was called in this session (wait() then waits for its end)."""
+        return self._thread is not None
+
+    @property
+    def awaiting_post_checks(self) -> bool:
+        """Every batch of the run is done and the run is still RUNNING and ours: the
+        post-checks come next, then finish(). (A run that stopped is already finished or
+        paused; one handed off is for whoever accepts it.)"""
+        batches = self.run.batches
+        return (
+            self.run.state is wire.RunState.RUNNING
+            and self.run.handoff is None
+            and bool(batches)
+            and all(batch.state is wire.BatchState.DONE for batch in batches)
+            and not (self.keeper is not None and self.keeper.lost)
+        )
+
+    def pre_checks(
+        self,
+        settings: Settings,
+        inventory: Inventory,
+        *,
+        require_healthy: bool = True,
+        on_event: Callable[[RunnerEvent], None] | None = None,
+    ) -> checks.PreChecks:
+        """check.yml and the health gate (the run's thresholds) on the run's hosts, with the
+        run's certificate, before anything changes. If they fail, or cannot run, the run is
+        finished as failed with what they found as its summary (nothing was changed); call
+        `raise_if_failed()` on the answer to stop the runbook."""
+        self._use_settings(settings)
+        gate_checks = health.gate_checks(max_load_per_cpu=self.options.max_load_per_cpu)
+        try:
+            found = checks.pre_checks(
+                settings,
+                inventory,
+                self.run.stack,
+                self.hosts,
+                gate_checks,
+                require_healthy=require_healthy,
+                on_event=on_event,
+                before_play=self.certificate_step(settings),
+            )
+        except BaseException as error:
+            self._fail_quietly(f"the pre-checks could not run; nothing was changed: {error}")
+            raise
+        if not found.passed:
+            self._close(wire.RunState.FAILED, f"nothing was changed.\n{found.report()}")
+        return found
+
+    def record_errata(self, approved: Iterable[Erratum]) -> wire.Run:
+        """The errata approved for this run (reviewed and promoted after it started), in the
+        run's record: whoever finishes it post-checks against them (`approved_errata`)."""
+        self.run = self.client.update_parameters(self.run.id, checks.errata_parameters(approved))
+        return self.run
+
+    @property
+    def approved_errata(self) -> list[Erratum]:
+        """The approved errata as the run's record has them (record_errata)."""
+        return checks.recorded_errata(self.run.parameters)
+
+    def post_checks(
+        self,
+        settings: Settings,
+        inventory: Inventory,
+        *,
+        on_event: Callable[[RunnerEvent], None] | None = None,
+    ) -> checks.PostChecks:
+        """check.yml on every host of the run, with the run's certificate; every host it
+        patched must have at least the recorded approved versions (not in check mode). The run
+        stays RUNNING: finish() it with the answer. Refused unless `awaiting_post_checks`."""
+        self.refresh()
+        if not self.awaiting_post_checks:
+            raise OpsbookError(
+                f"run {self.run.id} is {self.run.state.value}, not running with every batch "
+                "done: no post-checks now (a stopped run is finished or paused already; one "
+                "handed off is for whoever accepts it)"
+            )
+        self._use_settings(settings)
+        return checks.post_checks(
+            settings,
+            inventory,
+            self.run.stack,
+            self.hosts,
+            approved=self.approved_errata,
+            patched=hosts_in(self.run, wire.HostState.OK),
+            check_mode=self.options.check_mode,
+            on_event=on_event,
+            before_play=self.certificate_step(settings),
+        )
+
+    def finish(self, post_checks: checks.PostChecks) -> wire.Run:
+        """Finish the run after its post-checks: completed if they passed and no host failed,
+        else failed; its summary is the run's, with the post-checks' report. The lease ends."""
+        self.refresh()
+        failed = hosts_in(self.run, wire.HostState.FAILED, wire.HostState.UNREACHABLE)
+        ok = post_checks.passed and not failed
+        return self._close(
+            wire.RunState.COMPLETED if ok else wire.RunState.FAILED, post_checks.report()
+        )
+
+    def _close(self, outcome: wire.RunState, note: str) -> wire.Run:
+        text = summary(replace(self.run, state=outcome))
+        try:
+            note = "\n".join(f"  {line}" for line in note.splitlines())
+            self.run = self.client.finish(self.run.id, outcome, f"{text}\n{note}")
+        finally:
+            self._release()
+        return self.run
+
+    def _fail_quietly(self, why: str) -> None:
+        """Finish the run as failed, if the service lets us; the caller raises its own error."""
+        try:
+            self.refresh()
+            self._close(wire.RunState.FAILED, why)
+        except (OpsbookError, OSError):
+            self._release()
+
+    def _release(self) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
 
     def note(self, text: str) -> None:
         self.client.note(self.run.id, text)

@@ -3,7 +3,8 @@
 Only the hub's token check is a stand-in: token -> user, with every runs scope. The store is the
 real one on the SQLite file given, resolving stacks from the test fleet's inventory (staging is the
 one non-production environment, as in the demo); its clock can be moved by hand (lease expiry
-without waiting).
+without waiting). It has an SSH certificate authority of a freshly generated ed25519 key (what
+__main__ loads from RUNS_SSH_CA_KEY), unless told `ssh_ca=None`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from tornado.httpserver import HTTPServer
 from tornado.web import RequestHandler
 
@@ -23,6 +25,7 @@ from opsbook.service.fleet import InventorySource
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
 from opsbook.service.rules import Caller
+from opsbook.service.ssh_ca import CertificateAuthority
 from opsbook.service.store import Store
 
 EVERYTHING = frozenset(SCOPES)
@@ -54,7 +57,16 @@ class Clock:
 class Service:
     """The runs service in a thread, on a fixed loopback port; stop() and start() keep its data."""
 
-    def __init__(self, database: Path, inventory: Path = INVENTORY) -> None:
+    def __init__(
+        self,
+        database: Path,
+        inventory: Path = INVENTORY,
+        *,
+        ssh_ca: CertificateAuthority | str | None = "generate",
+    ) -> None:
+        if ssh_ca == "generate":
+            ssh_ca = CertificateAuthority(ed25519.Ed25519PrivateKey.generate(), minutes=15)
+        self.ca: CertificateAuthority | None = ssh_ca  # type: ignore[assignment]
         self.clock = Clock()
         self.inventory = InventorySource(inventory, frozenset({"staging"}))
         self.store = Store(
@@ -75,7 +87,13 @@ class Service:
         def serve() -> None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            ctx = Context(self.store, StandInHub(), StaticOncall(["alice", "bob"]), Notifier(""))
+            ctx = Context(
+                self.store,
+                StandInHub(),
+                StaticOncall(["alice", "bob"]),
+                Notifier(""),
+                ssh_ca=self.ca,
+            )
             self._server = HTTPServer(make_app(ctx))
             self._server.listen(self.port, "127.0.0.1")
             self._loop = loop

@@ -13,18 +13,20 @@ import socket
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from opsbook_fleet import FLEET_DIR
+from opsbook_fleet import FLEET_DIR, fleet_settings
 from opsbook_runs_service import Service
 
-from opsbook.checks import errata_parameters, recorded_errata
+from opsbook import checks, runs
+from opsbook.checks import PostChecks, errata_parameters, recorded_errata
 from opsbook.contract import wire
 from opsbook.errata import Erratum
 from opsbook.errors import OpsbookError
 from opsbook.health import CheckResult, GateResult
 from opsbook.inventory import Inventory
-from opsbook.plays import HostResult
+from opsbook.plays import HostResult, PlayResult
 from opsbook.rolling import BatchResult, Paused, RollingResult
 from opsbook.runs import (
     LeaseLost,
@@ -121,7 +123,9 @@ def test_the_ledger_records_every_event_and_each_batch_before_moving_on(runs_ser
     second = play_batch(ledger, 2, events=25)
     ledger.finished(complete(session, [first, second]))
     run = client(runs_service).run(session.run.id)
-    assert run.state is wire.RunState.COMPLETED
+    assert run.state is wire.RunState.RUNNING  # every batch done: the post-checks are next
+    assert not ledger.keeper.stopped  # still held, for them
+    ledger.keeper.stop()
     assert run.host_states() == {"web-1": wire.HostState.OK, "web-2": wire.HostState.OK}
     assert [b.started_by for b in run.batches] == ["alice", "alice"]
     assert all(b.gate_passed for b in run.batches)
@@ -306,6 +310,9 @@ def test_the_summary_of_a_run_handed_off_has_every_batch_and_who_ran_it(runs_ser
         plan_of(bob.run, Inventory.load(INVENTORY)), False, 2, (second,), None, None
     )
     bobs.finished(session_result)
+    bob.run = bobs.run
+    assert bob.awaiting_post_checks
+    bob.finish(PostChecks("web", None, ()))
     final = client(runs_service, "bob").run(alice.run.id)
     assert final.state is wire.RunState.COMPLETED
     text = summary(final)
@@ -318,7 +325,8 @@ def test_the_summary_of_a_run_handed_off_has_every_batch_and_who_ran_it(runs_ser
         "  in doubt (0): -",
         "  not started (0): -",
     ]
-    assert final.summary == text  # what the status page shows is the run's summary too
+    # what the status page shows is the run's summary too, with the post-checks' verdict
+    assert final.summary == f"{text}\n  post-checks: passed"
     assert "not part of this run" not in session_result.summary()
     assert "went on from batch 2 of 2" in session_result.summary()
     assert hosts_in(final, wire.HostState.OK) == ["web-1", "web-2"]
@@ -461,3 +469,221 @@ def test_the_approved_errata_are_recorded_with_the_run_for_its_post_checks():
     )  # plain JSON on the wire
     assert recorded_errata(parameters) == approved
     assert recorded_errata({}) == []
+
+
+# the run's lifecycle: every play inside the run, the run finished after its post-checks
+
+
+def held_until_post_checks(session: RunSession) -> RunSession:
+    """Both batches done through the session's own lease keeper, as session.patch() does."""
+    ledger = Ledger(session.client, session.run, keeper=session.keeper)
+    results = [play_batch(ledger, 1), play_batch(ledger, 2)]
+    ledger.finished(complete(session, results))
+    session.run = ledger.run
+    return session
+
+
+def test_a_run_whose_batches_are_all_done_stays_running_until_its_post_checks_finish_it(
+    runs_service,
+):
+    session = held_until_post_checks(start_run(runs_service))
+    run = client(runs_service).run(session.run.id)
+    assert run.state is wire.RunState.RUNNING and run.finished_at is None
+    assert session.awaiting_post_checks and not session.keeper.stopped
+    assert (
+        summary(run)
+        .splitlines()[0]
+        .endswith("every batch done; the post-checks and the finish are next")
+    )
+    assert "  next: the post-checks, then the run is finished (whoever holds it)" in summary(run)
+    final = session.finish(PostChecks("web", None, ("web-2: base is 1.0, expected 1.1",)))
+    assert final.state is wire.RunState.FAILED  # the post-checks failed
+    assert final.summary.splitlines()[0].endswith("run 1: FAILED, every batch done")
+    assert final.summary.endswith("  post-checks: web-2: base is 1.0, expected 1.1")
+    assert session.keeper.stopped and not session.awaiting_post_checks
+    assert [e.type for e in client(runs_service).events(run.id)][-1] == "finish"
+
+
+def test_a_stopped_patch_fails_the_run_and_an_interrupted_one_pauses_it(runs_service):
+    session = start_run(runs_service)
+    ledger = Ledger(session.client, session.run, keeper=session.keeper)
+    first = play_batch(ledger, 1, ok=False)
+    plan = plan_of(session.run, Inventory.load(INVENTORY))
+    stopped = RollingResult(plan, False, 1, (first,), "batch 1 of 2: 1 host failed", None)
+    ledger.finished(stopped)
+    run = client(runs_service).run(session.run.id)
+    assert run.state is wire.RunState.FAILED and "STOPPED: batch 1 of 2" in run.summary
+    assert session.keeper.stopped
+    other = RunSession.start(client(runs_service), runbook="patching", stack="db")
+    ledger = Ledger(other.client, other.run, keeper=other.keeper)
+    ledger.finished(
+        RollingResult(plan_of(other.run, Inventory.load(INVENTORY)), False, 1, (), "x", None)
+    )  # stopped before any batch: failed too
+    assert client(runs_service).run(other.run.id).state is wire.RunState.FAILED
+
+
+def test_a_run_handed_off_after_its_last_batch_is_post_checked_and_finished_by_bob(
+    runs_service,
+):
+    alice = start_run(runs_service)
+    ledger = Ledger(alice.client, alice.run, keeper=alice.keeper)
+    play_batch(ledger, 1)
+    ledger.batch_starting(2, ["web-2"])
+    alice.handoff("bob", "web-2 in flight; the post-checks are yours")
+    ledger.event(runner_event("web-2"))
+    second = batch_result(2, "web-2")
+    ledger.batch_finished(2, second)
+    ledger.finished(complete(alice, [second]))  # pauses: handed off during the last batch
+    assert client(runs_service).run(alice.run.id).state is wire.RunState.HANDED_OFF
+    assert alice.keeper.stopped
+    bob = RunSession.accept(client(runs_service, "bob"), alice.run.id)
+    assert bob.awaiting_post_checks  # no batch left: straight to the post-checks
+    final = bob.finish(PostChecks("web", None, ()))
+    assert (final.state, final.owner) == (wire.RunState.COMPLETED, "bob")
+
+
+def test_a_handoff_once_every_batch_is_done_pauses_the_run_at_once(runs_service):
+    alice = held_until_post_checks(start_run(runs_service))
+    run = alice.handoff("bob", "all batches done; post-checks left")
+    assert run.state is wire.RunState.HANDED_OFF and alice.keeper.stopped
+    assert RunSession.accept(client(runs_service, "bob"), run.id).awaiting_post_checks
+
+
+def test_the_approved_errata_decided_after_the_start_are_in_the_runs_record(runs_service):
+    alice = start_run(runs_service)
+    approved = [Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, approved=True)]
+    run = alice.record_errata(approved)
+    assert run.parameters["approved"] == ["opsbook-demo-base=1.1"]
+    assert alice.approved_errata == approved
+    recorded = [e for e in client(runs_service).events(run.id) if e.type == "parameters"]
+    assert [e.actor for e in recorded] == ["alice"]
+    alice.handoff("bob", "")
+    client(runs_service).pause(run.id)
+    bob = RunSession.accept(client(runs_service, "bob"), run.id)
+    assert bob.approved_errata == approved  # read back from the ledger, not restated
+
+
+class Recorder:
+    """Stand-ins for the plays and the certificate step: what happened, in order, and the run's
+    state in the ledger at that moment (a production stack's hosts accept a certificate only
+    for a running run of the caller's)."""
+
+    def __init__(self, service, monkeypatch: pytest.MonkeyPatch, *, check_ok: bool = True):
+        self.calls: list[tuple] = []
+        self.service = service
+        self.check_ok = check_ok
+        real_step = runs.sshcert.certificate_step
+
+        def certificate_step(enabled, client_, run_id=None, **kwargs):
+            real_step(enabled, client_, run_id, **kwargs)  # certificates are off here: no-op
+
+            def before_play():
+                self.calls.append(("certificate", run_id, self.run_state(run_id)))
+
+            return before_play
+
+        def run_play(playbook, inventory, *, hosts, **kwargs):
+            self.calls.append(("play", Path(playbook).name, tuple(hosts)))
+            record = Path("/runs/check")
+            results = {
+                host: HostResult(host, 3, 0, 0 if self.check_ok else 1, 0, 0, None, None)
+                for host in hosts
+            }
+            status = "successful" if self.check_ok else "failed"
+            return PlayResult(status, 0, results, [], record, record / "artifacts", "")
+
+        def gate(url, instances, checks_):
+            self.calls.append(("gate", tuple(instances)))
+            return GateResult(tuple(CheckResult(h, "up", True, 1.0, "up") for h in instances))
+
+        monkeypatch.setattr(runs.sshcert, "certificate_step", certificate_step)
+        monkeypatch.setattr(checks, "run_play", run_play)
+        monkeypatch.setattr(checks.health, "gate", gate)
+        real_finish = RunsClient.finish
+
+        def finish(client_, run_id, outcome, text):
+            self.calls.append(("finish", outcome.value))
+            return real_finish(client_, run_id, outcome, text)
+
+        monkeypatch.setattr(RunsClient, "finish", finish)
+
+    def run_state(self, run_id):
+        runs_now = client(self.service).runs()
+        ids = {run.id: run.state.value for run in runs_now}
+        return ids.get(run_id) if run_id is not None else [r.state.value for r in runs_now]
+
+
+def lifecycle_settings(tmp_path):
+    """The fake fleet's settings: certificates off (local connection), nothing listening."""
+    return fleet_settings("http://127.0.0.1:9", tmp_path / "runs")
+
+
+def test_the_pre_checks_run_inside_the_registered_run_with_its_certificate(
+    runs_service, monkeypatch, tmp_path
+):
+    recorder = Recorder(runs_service, monkeypatch)
+    settings = lifecycle_settings(tmp_path)
+    assert not settings.ssh_certificates  # the fake fleet's local connection
+    session = RunSession.start(client(runs_service), runbook="patching", stack="db")
+    found = session.pre_checks(settings, Inventory.load(INVENTORY))
+    assert found.passed
+    run_id = session.run.id
+    assert recorder.calls == [
+        ("certificate", run_id, "running"),  # the production run is registered and running
+        ("play", "check.yml", ("db-1", "db-2", "db-3")),
+        ("gate", ("db-1", "db-2", "db-3")),
+    ]
+    assert client(runs_service).run(run_id).state is wire.RunState.RUNNING
+
+
+def test_failed_pre_checks_finish_the_run_as_failed_with_their_report(
+    runs_service, monkeypatch, tmp_path
+):
+    recorder = Recorder(runs_service, monkeypatch, check_ok=False)
+    session = RunSession.start(client(runs_service), runbook="patching", stack="web")
+    found = session.pre_checks(lifecycle_settings(tmp_path), Inventory.load(INVENTORY))
+    assert not found.passed
+    assert [c[0] for c in recorder.calls] == ["certificate", "play", "gate", "finish"]
+    run = client(runs_service).run(session.run.id)
+    assert run.state is wire.RunState.FAILED and session.keeper.stopped
+    assert "nothing was changed" in run.summary and "pre-checks of web FAILED" in run.summary
+    assert all(batch.state is wire.BatchState.PENDING for batch in run.batches)
+    with pytest.raises(checks.ChecksFailed, match="pre-checks of web failed"):
+        found.raise_if_failed()
+    # the stack is free again: the next run may start
+    RunSession.start(client(runs_service), runbook="patching", stack="web").keeper.stop()
+
+
+def test_pre_checks_that_cannot_run_fail_the_run_and_raise(runs_service, monkeypatch, tmp_path):
+    Recorder(runs_service, monkeypatch)
+
+    def no_certificate():
+        raise runs.sshcert.CertificateError("no SSH certificate: refused")
+
+    monkeypatch.setattr(RunSession, "certificate_step", lambda self, settings: no_certificate)
+    session = RunSession.start(client(runs_service), runbook="patching", stack="db")
+    with pytest.raises(runs.sshcert.CertificateError):
+        session.pre_checks(lifecycle_settings(tmp_path), Inventory.load(INVENTORY))
+    run = client(runs_service).run(session.run.id)
+    assert run.state is wire.RunState.FAILED and "could not run" in run.summary
+
+
+def test_the_post_checks_run_inside_the_run_before_it_is_finished(
+    runs_service, monkeypatch, tmp_path
+):
+    session = held_until_post_checks(start_run(runs_service))
+    approved = [Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, approved=True)]
+    session.record_errata(approved)
+    recorder = Recorder(runs_service, monkeypatch)
+    settings = lifecycle_settings(tmp_path)
+    found = session.post_checks(settings, Inventory.load(INVENTORY))
+    final = session.finish(found)
+    assert [c[:2] for c in recorder.calls] == [
+        ("certificate", None),  # web is staging: a certificate without a run
+        ("play", "check.yml"),
+        ("finish", "failed"),  # the fake play read no versions: base 1.1 is not shown
+    ]
+    assert recorder.calls[1][2] == HOSTS
+    assert "web-1: opsbook-demo-base: installed version unknown" in final.summary
+    with pytest.raises(OpsbookError, match="no post-checks now"):
+        session.post_checks(settings, Inventory.load(INVENTORY))

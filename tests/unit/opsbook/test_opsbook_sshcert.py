@@ -7,14 +7,12 @@ stand-in. Certificates are read back with the real ssh-keygen.
 
 from __future__ import annotations
 
-import functools
 import stat
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import opsbook_runs_service
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from opsbook_fleet import FLEET_DIR, FLEET_URL_VARIABLE, demo_fleet, fleet_environment
@@ -26,7 +24,6 @@ from opsbook.contract import wire
 from opsbook.inventory import Inventory
 from opsbook.runs import RunSession
 from opsbook.runsclient import RunsClient
-from opsbook.service.app import Context
 from opsbook.service.ssh_ca import CertificateAuthority
 from opsbook.sshcert import CertificateError, ensure_certificate
 
@@ -34,12 +31,20 @@ INVENTORY = FLEET_DIR / "inventories" / "demo"
 
 
 @pytest.fixture
-def ca_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+def ca_service(tmp_path: Path) -> Iterator[Service]:
     """The runs service with a certificate authority (what __main__ loads from RUNS_SSH_CA_KEY)."""
     ca = CertificateAuthority(ed25519.Ed25519PrivateKey.generate(), minutes=15)
-    monkeypatch.setattr(opsbook_runs_service, "Context", functools.partial(Context, ssh_ca=ca))
-    service = Service(tmp_path / "runs.sqlite")
-    service.ca = ca  # type: ignore[attr-defined]
+    service = Service(tmp_path / "runs.sqlite", ssh_ca=ca)
+    service.start()
+    yield service
+    service.stop()
+    service.store.close()
+
+
+@pytest.fixture
+def no_ca_service(tmp_path: Path) -> Iterator[Service]:
+    """The runs service without a certificate authority (RUNS_SSH_CA_KEY never loaded)."""
+    service = Service(tmp_path / "no-ca.sqlite", ssh_ca=None)
     service.start()
     yield service
     service.stop()
@@ -152,14 +157,14 @@ def test_a_refusal_is_a_clear_error_and_leaves_the_certificate_as_it_was(ca_serv
     assert sshcert.read_certificate(folder) == held
 
 
-def test_no_certificate_authority_or_no_service_is_no_certificate(runs_service, folder, tmp_path):
-    """runs_service has no CA (503, retried until the budget runs out); then nothing listens."""
+def test_no_certificate_authority_or_no_service_is_no_certificate(no_ca_service, folder, tmp_path):
+    """A service without a CA (503, retried until the budget runs out); then nothing listens."""
     with pytest.raises(CertificateError, match=r"^no SSH certificate \(no certificate"):
-        ensure_certificate(client(runs_service, retry_for=0.3), folder=folder)
+        ensure_certificate(client(no_ca_service, retry_for=0.3), folder=folder)
     assert not sshcert.KeyFiles(folder).certificate.exists()
     missing = tmp_path / "nowhere" / "ssh"
     with pytest.raises(CertificateError, match="opsbook-start"):
-        ensure_certificate(client(runs_service), folder=missing)
+        ensure_certificate(client(no_ca_service), folder=missing)
 
 
 def test_the_step_is_a_no_op_only_when_switched_off(folder, monkeypatch):
