@@ -4,14 +4,16 @@ Before: `check.yml` (it changes nothing: free space on /, sshd running, the inst
 versions) must pass on every host, and the hosts must pass the health gate, unless the runbook is
 told to start on an unhealthy stack (then the rolling patch stops at the first batch whose hosts
 fail the gate). After: `check.yml` again, and every host the run patched must have at least every
-approved version. The runbooks (patching.ipynb, handoff.ipynb) call these; they hold no check of
-their own.
+approved version. The runbooks call these through their run (opsbook.runs.RunSession.pre_checks
+and post_checks: the run's hosts, thresholds, recorded errata and certificate); they hold no check
+of their own.
 
 Each check play first makes sure of the container's SSH certificate (`before_play`, default
 opsbook.sshcert.certificate_step as the settings say): without one the play does not start and
 CertificateError says why. A certificate without a run carries the non-production environments;
-a production stack's hosts accept only one issued for a running production run of the caller's
-(pass `before_play=sshcert.certificate_step(True, client, run_id)` while the run is running).
+a production stack's hosts accept only one issued for a running production run of the caller's,
+which is why both checks run inside the run, after it is registered and before it is finished
+(RunSession passes `before_play=session.certificate_step(settings)`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ class ChecksFailed(OpsbookError):
 
 
 def errata_parameters(approved: Iterable[Erratum]) -> dict[str, Any]:
-    """The approved errata as a run records them (its `parameters`): their specs, and each one's
-    package, version and affected hosts, so whoever finishes the run post-checks the same."""
+    """The approved errata as a run records them (its `parameters`, set once they are decided,
+    after the run started: RunSession.record_errata): their specs, and each one's package,
+    version and affected hosts, so whoever finishes the run post-checks the same."""
     approved = list(approved)
     return {
         "approved": [erratum.spec for erratum in approved],
