@@ -96,6 +96,8 @@ TEST = StackConfig(
         ("AUTH_REFRESH_AGE", "5"),
         # A dead kernel's run is orphaned after 10 s instead of a minute.
         ("RUNS_LEASE_SECONDS", "10"),
+        # Certificates for a minute: access that must end does so within the tests' patience.
+        ("RUNS_SSH_CERT_MINUTES", "1"),
     ),
 )
 STACK_DIR = TEST.stack_dir
