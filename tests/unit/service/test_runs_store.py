@@ -790,7 +790,8 @@ def test_parameters_decided_after_the_start_are_recorded_by_the_owner_of_the_run
     assert event.message == "alice recorded approved, errata"
     assert refused(store.update_parameters, run.id, ALICE, {}).status == 400
     too_big = {"approved": ["x" * 20_000]}
-    assert "more than 16384 bytes" in refused(store.update_parameters, run.id, ALICE, too_big).message
+    error = refused(store.update_parameters, run.id, ALICE, too_big)
+    assert "more than 16384 bytes" in error.message
     assert store.get_run(run.id).parameters == run.parameters  # nothing of a refusal kept
     assert refused(store.update_parameters, run.id, BOB, {"a": 1}).code is ErrorCode.NOT_OWNER
     assert refused(store.update_parameters, run.id, CAROL, {"a": 1}).scope == SCOPE_WRITE
