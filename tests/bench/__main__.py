@@ -3,7 +3,7 @@ back, remove everything the bench made, time the image builds, write docs/benchm
 
     python -m tests.bench [--skip-builds] [--report-only] [--only spawn,login,...]
 
---only measures some figures (spawn spawn10 login gate runs patch images) into
+--only measures some figures (spawn spawn10 login gate certs runs patch images) into
 build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md is only written
 from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
 
@@ -120,7 +120,7 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
             done.append(ten)
         if wanted("login"):
             done.append(timed(lambda: figures.login(stack, setting("BENCH_LOGINS", 20))))
-        if not any(wanted(key) for key in ("memory", "gate", "runs", "patch")):
+        if not any(wanted(key) for key in ("memory", "gate", "runs", "patch", "certs")):
             return done
 
         log("erin's server for the gate, the runs service and the patch")
@@ -134,6 +134,10 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
                 timed(
                     lambda: figures.health_gate(stack, spawn.container, setting("BENCH_GATES", 20))
                 )
+            )
+        if wanted("certs"):
+            done.append(
+                timed(lambda: figures.certificates(spawn.container, setting("BENCH_CERTS", 50)))
             )
         if wanted("runs") or wanted("memory"):
             done.append(
@@ -166,7 +170,7 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
 
 
 def order(figs: list[Figure]) -> list[Figure]:
-    wanted = ["spawn", "spawn10", "login", "patch", "gate", "runs", "memory", "images"]
+    wanted = ["spawn", "spawn10", "login", "patch", "certs", "gate", "runs", "memory", "images"]
     return sorted(figs, key=lambda f: wanted.index(f.key) if f.key in wanted else 99)
 
 

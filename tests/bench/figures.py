@@ -523,6 +523,55 @@ def login(stack: Stack, samples: int) -> Figure:
     return figure
 
 
+# --- SSH certificates -----------------------------------------------------------------------------
+
+CERT_SCRIPT = """
+import json, time
+from opsbook import sshcert
+from opsbook.runsclient import RunsClient
+client = RunsClient.from_env()
+key = sshcert.ensure_key(sshcert.ssh_dir())
+issue, kept = [], []
+for _ in range({samples} + 1):
+    t = time.perf_counter()
+    client.certificate(key, None)
+    issue.append(time.perf_counter() - t)
+sshcert.ensure_certificate(client, force=True)
+for _ in range({samples}):
+    t = time.perf_counter()
+    sshcert.ensure_certificate(client)
+    kept.append(time.perf_counter() - t)
+print(json.dumps({{"issue": issue, "kept": kept}}))
+"""
+
+
+def certificates(container: str, samples: int) -> Figure:
+    """Issue 11's benchmark: what the per-engineer certificates cost a run."""
+    figure = Figure(
+        "certs",
+        "SSH certificates",
+        "In erin's container, one Python process: the runs service signs her container's public "
+        "key (`POST api/ssh/certificate` through the proxy, as `opsbook-cert` and the runbook "
+        "do; the first call of the process is not counted), and the step each play of a run "
+        "takes first (`opsbook.sshcert.ensure_certificate`) when the certificate in memory is "
+        "still good, which is what almost every batch pays (it renews a few minutes before "
+        "the end of the validity, in the lease's background thread).",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    out = python_in(container, CERT_SCRIPT.format(samples=samples))
+    issue = [t * 1000 for t in out["issue"]]
+    kept = [t * 1000 for t in out["kept"]]
+    figure.rows = [
+        Row(
+            "certificate issued", issue[1:], "ms", "median < 50 ms", verdict(median(issue[1:]) < 50)
+        ),
+        Row("first certificate of the process, not counted", issue[:1], "ms"),
+        Row("the step before a play, certificate still valid", kept, "ms"),
+    ]
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
 # --- the health gate ------------------------------------------------------------------------------
 
 GATE_SCRIPT = """
