@@ -117,6 +117,7 @@ class RunFacts:
     lease_expires_at: datetime | None = None
     finished_at: datetime | None = None
     created_by: str = ""  # who requested the run (started it)
+    requested_by: str = ""  # who asked for the current approval (the requester, or a re-planner)
     approval_expires_at: datetime | None = None  # the request's (or the approval's) expiry; on
     # a finished run, set only if it was the expiry that ended it
 
@@ -416,11 +417,17 @@ def state_after(action: Action, run: RunFacts) -> RunState:
 # --- approvals ------------------------------------------------------------------------------------
 
 
+def _interested(run: RunFacts) -> set[str]:
+    """Who may not decide on `run`: whoever requested it or its current approval, owns it, or
+    was handed it (and would run it)."""
+    return {name for name in (run.created_by, run.requested_by, run.owner, run.handoff_to) if name}
+
+
 def others_on_call(oncall: Sequence[str] | None, run: RunFacts, group: str) -> str:
     """Who may decide instead: the on-call group minus the requester and the owner."""
     if oncall is None:
         return f"another member of the on-call group {group}"
-    others = sorted(set(oncall) - {run.created_by, run.owner})
+    others = sorted(set(oncall) - _interested(run))
     if not others:
         return f"nobody else is on call now (group {group}); ask for someone to join it"
     return f"{', '.join(others)} (on call, group {group})"
@@ -432,6 +439,7 @@ def check_decision(
     caller: Caller,
     *,
     now: datetime,
+    reason: str = "-",
     decided: Collection[str] = (),
     oncall: Sequence[str] | None = None,
     group: str = "oncall",
@@ -442,7 +450,7 @@ def check_decision(
     (the same person approving again, even after the run went on: counted once), True when the
     decision is to be recorded. Checks, in order: the production scope (403; the on-call group
     holds it), a finished or expired request (409), the requester or the owner deciding their own
-    run (409, naming who else may), and the run's state (409)."""
+    run (409, naming who else may), an empty reason (400), and the run's state (409)."""
     if action not in (Action.APPROVE, Action.REJECT):
         raise ValueError(f"not a decision: {action}")
     doing = f"{action.value} run {run.id}"
@@ -459,8 +467,16 @@ def check_decision(
             + f"; there is nothing to {action.value}.",
             run_id=run.id,
         )
-    if caller.name in (run.created_by, run.owner):
-        role = "requested" if caller.name == run.created_by else "owns"
+    if caller.name in _interested(run):
+        role = (
+            "requested"
+            if caller.name == run.created_by
+            else "own"
+            if caller.name == run.owner
+            else "asked for the approval of"
+            if caller.name == run.requested_by
+            else "were handed"
+        )
         raise Refused(
             409,
             ErrorCode.SELF_APPROVAL,
@@ -468,6 +484,11 @@ def check_decision(
             f"eyes means someone else decides, and no one may do it on your behalf. Ask "
             f"{others_on_call(oncall, run, group)}.",
             run_id=run.id,
+        )
+    if not reason.strip():
+        raise bad_request(
+            f"reason: say why you {action.value} run {run.id}; it goes into the record"
+            + (" and is the run's summary" if action is Action.REJECT else "")
         )
     if repeat:
         return False

@@ -418,10 +418,29 @@ def test_the_requester_may_not_decide_and_is_told_who_may(action):
 def test_the_owner_after_a_handoff_may_not_decide_either():
     run = waiting(owner="bob")
     error = decision_refusal(Action.APPROVE, run, BOB, oncall=["alice", "bob"], group="oc")
-    assert error.code is ErrorCode.SELF_APPROVAL and "you (bob) owns run 7" in error.message
+    assert error.code is ErrorCode.SELF_APPROVAL and "you (bob) own run 7" in error.message
     assert "nobody else is on call now (group oc)" in error.message
     error = decision_refusal(Action.APPROVE, run, ALICE)
     assert "another member of the on-call group oncall" in error.message
+    # whoever re-planned it, or was handed it, runs it: they may not decide either
+    dave = Caller("dave", ONCALL)
+    for run, words in (
+        (waiting(requested_by="dave"), "asked for the approval of run 7"),
+        (waiting(handoff_to="dave"), "were handed run 7"),
+    ):
+        error = decision_refusal(Action.REJECT, run, dave, oncall=["alice", "bob", "dave"])
+        assert error.code is ErrorCode.SELF_APPROVAL and words in error.message
+        assert "Ask bob (on call" in error.message
+
+
+def test_a_decision_needs_a_reason_after_who_may_decide():
+    error = decision_refusal(Action.REJECT, waiting(), BOB, reason="  ")
+    assert (error.status, error.code) == (400, ErrorCode.BAD_REQUEST)
+    assert "reason: say why you reject run 7" in error.message and "summary" in error.message
+    assert decision_refusal(Action.APPROVE, waiting(), ALICE, reason="").code is (
+        ErrorCode.SELF_APPROVAL
+    )
+    assert decision_refusal(Action.APPROVE, waiting(), CAROL, reason="").status == 403
 
 
 def test_approving_twice_is_harmless_even_once_the_run_goes_on():

@@ -40,6 +40,7 @@ ALICE = Caller("alice", ONCALL)
 BOB = Caller("bob", ONCALL)
 ERIN = Caller("erin", frozenset({SCOPE_READ, SCOPE_WRITE}))
 CAROL = Caller("carol", frozenset({SCOPE_READ}))
+DAVE = Caller("dave", ONCALL)
 ON_CALL_NOW = ["alice", "bob"]
 PLAN = [["web-1", "web-2"], ["web-3", "web-4"], ["web-5"]]  # stack web, two hosts a batch
 WEB_HOSTS = [host for batch in PLAN for host in batch]
@@ -672,8 +673,19 @@ def test_takeover_is_refused_when_the_environment_changed_and_works_after_replan
         BatchState.PENDING,
         BatchState.PENDING,
     ]
-    event = store.last_events(run.id, 1)[0]
-    assert (event.data["was_environment"], event.data["environment"]) == ("staging", "preprod")
+    replanned, asked = store.last_events(run.id, 2)
+    assert (replanned.data["was_environment"], replanned.data["environment"]) == (
+        "staging",
+        "preprod",
+    )
+    # now production: a changed plan needs an approval, by neither alice nor bob (who re-planned)
+    assert (asked.type, run.state, run.approvals_needed) == (
+        "approval_requested",
+        RunState.AWAITING_APPROVAL,
+        1,
+    )
+    assert refused(store.approve, run.id, BOB, "ok").code is ErrorCode.SELF_APPROVAL
+    assert store.approve(run.id, DAVE, "preprod move checked").state is RunState.ORPHANED
     run = store.takeover(run.id, BOB, "alice's kernel died")
     assert (run.owner, run.state, run.current_batch) == ("bob", RunState.RUNNING, None)
 
@@ -850,10 +862,10 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     # and it carries on: sequence numbers continue, the stack is still taken
     assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
     assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
-    assert reopened.schema_version() == 3
+    assert reopened.schema_version() == 4
 
 
-def test_a_schema_1_database_is_migrated_to_3_and_its_runs_go_on(database_url, open_store, clock):
+def test_a_schema_1_database_is_migrated_to_4_and_its_runs_go_on(database_url, open_store, clock):
     """Schema 1 (before runs.options): made by hand, with a run in progress, then opened."""
     engine = create_engine(database_url)
     try:
@@ -895,14 +907,14 @@ def test_a_schema_1_database_is_migrated_to_3_and_its_runs_go_on(database_url, o
         engine.dispose()
 
     store = open_store()
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     run = store.get_run(run_id)
     assert run.options == RunOptions()  # a schema-1 run: the defaults
     assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3"]]
     run_batch(store, run_id, ALICE, 1)
     assert refused(start, store, BOB).code is ErrorCode.RUN_ACTIVE  # still holds its stack
     assert start(store, runbook="reboot").options == RunOptions(batch_size=2)
-    assert open_store().schema_version() == 3  # opening again changes nothing
+    assert open_store().schema_version() == 4  # opening again changes nothing
 
 
 def test_list_runs_active_first_then_recent(store):
