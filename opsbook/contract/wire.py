@@ -535,7 +535,11 @@ class Run(Wire):
     approvals: list[ApprovalView] = field(default_factory=list)  # the current request's decisions
     approvals_needed: int = 0  # distinct approvers the run needs (0: its environment needs none)
     approval_expires_at: str | None = None  # awaiting approval: when the request expires;
-    # approved but no batch started yet: when the approval expires; else None
+    # approved but no batch started yet: when the approval expires; aborted because it expired:
+    # when it did; else None
+    approval_requested_by: str | None = None  # who asked for the current approval (the
+    # requester; after a re-plan, whoever re-planned): neither they, the requester nor the owner
+    # may decide it
 
     @property
     def finished(self) -> bool:

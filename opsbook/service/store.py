@@ -1621,6 +1621,27 @@ def _facts(row: RowMapping) -> RunFacts:
     )
 
 
+def facts_of(run: Run) -> RunFacts:
+    """What the rules know of a run, from its wire view (the status page asks the rules too)."""
+
+    def moment(text: str | None) -> datetime | None:
+        return parse_wire_time(text) if text else None
+
+    return RunFacts(
+        id=run.id,
+        state=run.state,
+        owner=run.owner,
+        production=run.production,
+        handoff_to=run.handoff.to if run.handoff else None,
+        current_batch=run.current_batch,
+        lease_expires_at=moment(run.lease_expires_at),
+        finished_at=moment(run.finished_at),
+        created_by=run.created_by,
+        requested_by=run.approval_requested_by or "",
+        approval_expires_at=moment(run.approval_expires_at),
+    )
+
+
 def _handoff(row: RowMapping) -> Handoff | None:
     if not row["handoff_to"]:
         return None
@@ -1692,6 +1713,7 @@ def _run_view(
         approvals=decisions,
         approvals_needed=row["approvals_needed"] or 0,
         approval_expires_at=_wire(row["approval_expires_at"]),
+        approval_requested_by=row["approval_requested_by"],
     )
 
 
