@@ -583,9 +583,15 @@ def run_page(client: RunsClient, run_id: int) -> str:
 
 
 def approvers_of(run: wire.Run, oncall: Iterable[str]) -> list[str]:
-    """Who may approve `run`: the on-call engineers but its requester, its owner and whoever
-    it is handed to (the service refuses them, 409), in order."""
-    interested = {run.created_by, run.owner, run.handoff.to if run.handoff else ""}
+    """Who may approve `run`: the on-call engineers but its requester (of the run, and of its
+    current approval after a re-plan), its owner and whoever it is handed to (the service
+    refuses them, 409), in order."""
+    interested = {
+        run.created_by,
+        run.owner,
+        run.approval_requested_by or "",
+        run.handoff.to if run.handoff else "",
+    }
     return sorted(set(oncall) - interested)
 
 
@@ -718,9 +724,11 @@ def describe_approval(run: wire.Run, *, now: datetime | None = None) -> str:
     recorded = checks.recorded_errata(run.parameters)
     if recorded:
         errata = ", ".join(e.spec for e in recorded)
-    elif "approve" in run.parameters:
-        errata = f"{run.parameters['approve']} (as the runbook's `approve` asks; reviewed after "
-        errata += "the pre-checks, inside the approved run)"
+    elif run.parameters.get("approved_errata"):
+        asked = run.parameters["approved_errata"]
+        errata = ", ".join(map(str, asked)) if isinstance(asked, list) else str(asked)
+        errata += " (as the requester's runbook asks; reviewed after the pre-checks, inside the "
+        errata += "approved run)"
     else:
         errata = "not recorded yet (reviewed after the pre-checks, inside the approved run)"
     lines.append(f"  errata: {errata}")
@@ -730,7 +738,8 @@ def describe_approval(run: wire.Run, *, now: datetime | None = None) -> str:
         f"max_load_per_cpu={options.max_load_per_cpu:g} check_mode={options.check_mode}"
         + (f" limit={','.join(options.limit)}" if options.limit else "")
     )
-    others = {k: v for k, v in run.parameters.items() if k not in ("approved", "errata", "approve")}
+    shown = ("approved", "errata", "approved_errata")
+    others = {k: v for k, v in run.parameters.items() if k not in shown}
     if others:
         lines.append("  parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(others.items())))
     lines.append(f"  approvals: {len(approved_by(run))} of {run.approvals_needed}")
