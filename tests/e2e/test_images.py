@@ -76,3 +76,13 @@ def test_the_image_user_of_every_long_running_service_is_not_root(stack):
             ["docker", "exec", container, "id", "-u"], capture_output=True, text=True
         ).stdout.strip()
         assert user not in ("", "0"), service
+
+
+def test_the_runs_image_holds_the_service_and_the_contract_not_the_toolkit(stack):
+    """The service's image installs what it runs: opsbook.service and opsbook.contract only."""
+    runs = service_host("runs")
+    for module in ("opsbook.service.store", "opsbook.service.fleet", "opsbook.contract.wire"):
+        assert runs.run(f"python -c 'import {module}'").rc == 0, module
+    for module in ("opsbook.rolling", "opsbook.runs", "opsbook.inventory", "opsbook.widgets"):
+        assert runs.run(f"python -c 'import {module}'").rc != 0, f"{module} is in the runs image"
+    assert runs.run("ansible-inventory --version").rc == 0
