@@ -99,7 +99,7 @@ TEST = StackConfig(
         # Certificates for a minute: access that must end does so within the tests' patience.
         ("RUNS_SSH_CERT_MINUTES", "1"),
         # Approvals expire after a minute (the least allowed): the expiry test waits that long.
-        ("RUNS_APPROVAL_TTL", "60"),
+        ("RUNS_APPROVAL_TTL", "120"),
     ),
 )
 STACK_DIR = TEST.stack_dir

@@ -4,7 +4,7 @@ alice (on call, admin) asks for a production run on `db` from her own runbook (p
 dry run, executed by papermill in her container, waiting for the approval as an engineer's would);
 she cannot approve it herself, erin (ops only) cannot either; bob approves it from the status page
 in Chromium, and the runbook goes on by itself. A rejected run stops with the reason; an approval
-that expires (the test stack: RUNS_APPROVAL_TTL=60) stops the run; a staging run needs none; the
+that expires (the test stack: RUNS_APPROVAL_TTL=120) stops the run; a staging run needs none; the
 team's webhook hears the request with a link that works.
 """
 
@@ -25,7 +25,7 @@ from .stack import compose, docker, wait_for
 from .test_patching import MACHINE_LOAD_BAR, output_text
 
 RUNS = "/services/runs"
-TTL = 60  # RUNS_APPROVAL_TTL of the test stack (tests/e2e/stack.py)
+TTL = 120  # RUNS_APPROVAL_TTL of the test stack (tests/e2e/stack.py)
 
 
 def client_of(stack, name: str) -> RunsClient:
