@@ -30,17 +30,25 @@ The service's API itself is opsbook.runsclient; this module is the run's driver:
   hold an expired one; each batch's play also makes sure of it first (rolling_patch's
   before_play), with the run's id when the run is production (its environment's principal);
 - `summary` and `history`: the run's own account (every batch, who ran it, every host's
-  result), from the ledger, whoever's session asks.
+  result), from the ledger, whoever's session asks;
+- approvals (four eyes on production): a run whose environment needs approval starts
+  `awaiting_approval`, with no lease, and nothing of it runs until an on-call engineer other than
+  its requester approves it. `RunSession.wait_for_approval` waits for that visibly
+  (`ApprovalStatus`: who may approve, the run page's link, the time left) and takes up the lease;
+  `pending_approvals`, `describe_approval` and `decide` are the approver's side
+  (approvals.ipynb).
 
 Batches are numbered from 1 throughout, as the ledger numbers them.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from opsbook import checks, health, sshcert
@@ -75,6 +83,11 @@ class OptionsError(OpsbookError):
 
 class LeaseLost(StopRun):
     """Someone else owns the run now (a takeover), or its lease ran out: stop working on it."""
+
+
+class NotApproved(OpsbookError):
+    """The run will not run: it was rejected (the message has who and why), its approval
+    expired, or the runbook's deadline passed before anyone approved it."""
 
 
 def event_in(event: RunnerEvent, batch: int) -> wire.EventIn:
@@ -500,6 +513,8 @@ def describe_runs(runs: Sequence[wire.Run]) -> list[str]:
         if run.finished:
             continue
         waiting_for = f", handed to {run.handoff.to}" if run.handoff else ""
+        if run.state is wire.RunState.AWAITING_APPROVAL:
+            waiting_for = f", requested by {run.created_by}"
         lines.append(
             f"run {run.id}: {run.runbook} on {run.stack} ({run.environment}), "
             f"{run.state.value}, owner {run.owner}{waiting_for}"
@@ -552,6 +567,220 @@ def history(client: RunsClient, run_id: int) -> list[str]:
     return lines
 
 
+# --- approvals (four eyes on production) ---------------------------------------------------------
+
+RUNS_PUBLIC_URL = "OPSBOOK_RUNS_PUBLIC_URL"  # the service's address as people's browsers reach it
+DECISIONS = ("approve", "reject", "view")
+
+
+def run_page(client: RunsClient, run_id: int) -> str:
+    """The run's page on the status page, where an approver approves or rejects it: under
+    OPSBOOK_RUNS_PUBLIC_URL (the service's public address, e.g.
+    https://ops.example.org/services/runs) if set, else under the service's URL as the kernel
+    reaches it."""
+    base = os.environ.get(RUNS_PUBLIC_URL) or client.url
+    return f"{base.rstrip('/')}/runs/{run_id}"
+
+
+def approvers_of(run: wire.Run, oncall: Iterable[str]) -> list[str]:
+    """Who may approve `run`: the on-call engineers but its requester (of the run, and of its
+    current approval after a re-plan), its owner and whoever it is handed to (the service
+    refuses them, 409), in order."""
+    interested = {
+        run.created_by,
+        run.owner,
+        run.approval_requested_by or "",
+        run.handoff.to if run.handoff else "",
+    }
+    return sorted(set(oncall) - interested)
+
+
+def _seconds_until(moment: str | None, now: datetime) -> float | None:
+    if not moment:
+        return None
+    return (wire.parse_wire_time(moment) - now).total_seconds()
+
+
+def _clock(moment: str) -> str:
+    """HH:MM:SS UTC of a wire time, as people read it in the on-call channel."""
+    return wire.parse_wire_time(moment).strftime("%H:%M:%S UTC")
+
+
+def time_left_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def approvals_line(run: wire.Run) -> str:
+    """Who approved or rejected the run, when and why, in one line per decision (none: '')."""
+    return "\n".join(
+        f"{'approved' if a.decision is wire.ApprovalDecisionKind.APPROVE else 'REJECTED'} by "
+        f"{a.approver} at {_clock(a.at)}: {a.reason}"
+        for a in run.approvals
+    )
+
+
+def approved_by(run: wire.Run) -> list[str]:
+    """Who approved the run's current request, first first."""
+    return [a.approver for a in run.approvals if a.decision is wire.ApprovalDecisionKind.APPROVE]
+
+
+@dataclass(frozen=True)
+class ApprovalStatus:
+    """A run's approval as a waiting runbook shows it: `run` as the ledger has it now, who may
+    approve it, where (`link`), and the time left (until the request expires, and until the
+    runbook's own deadline, if it has one)."""
+
+    run: wire.Run
+    approvers: list[str]
+    link: str
+    expires_in: float | None = None  # seconds until the request (or the approval) expires
+    deadline_in: float | None = None  # seconds until the waiting runbook gives up
+
+    @property
+    def waiting(self) -> bool:
+        return self.run.state is wire.RunState.AWAITING_APPROVAL
+
+    @property
+    def approved_by(self) -> list[str]:
+        return approved_by(self.run)
+
+    @property
+    def time_left(self) -> float | None:
+        """Seconds left to approve the run: the sooner of the expiry and the deadline."""
+        known = [t for t in (self.expires_in, self.deadline_in) if t is not None]
+        return max(0.0, min(known)) if known else None
+
+    def describe(self) -> str:
+        """The approval for a person: what it waits for, from whom, where, how long."""
+        run = self.run
+        if not run.approvals_needed:
+            return f"run {run.id} ({run.environment}) needs no approval"
+        done = approvals_line(run)
+        if not self.waiting:
+            head = f"run {run.id} is {run.state.value}"
+            return f"{head}\n{done}" if done else head
+        who = ", ".join(self.approvers) or (
+            "nobody: no one else is on call now; ask for someone to join the on-call group"
+        )
+        lines = [
+            f"run {run.id} ({run.stack}, {run.environment}) awaits approval: nothing runs until "
+            f"{run.approvals_needed - len(self.approved_by)} more of the on-call engineers other "
+            f"than {run.created_by} approve it ({len(self.approved_by)} of "
+            f"{run.approvals_needed} so far)",
+            f"  who may approve: {who}",
+            f"  where: {self.link} (or approvals.ipynb, or the API)",
+        ]
+        if self.time_left is not None:
+            until = []
+            if self.expires_in is not None and run.approval_expires_at:
+                until.append(f"the request expires at {_clock(run.approval_expires_at)}")
+            if self.deadline_in is not None:
+                until.append(f"this runbook waits {time_left_text(self.deadline_in)} more")
+            lines.append(f"  time left: {time_left_text(self.time_left)} ({'; '.join(until)})")
+        if done:
+            lines.append(f"  {done}")
+        return "\n".join(lines)
+
+
+def approval_status(
+    client: RunsClient,
+    run: wire.Run,
+    *,
+    oncall: Iterable[str] | None = None,
+    deadline_in: float | None = None,
+    now: datetime | None = None,
+) -> ApprovalStatus:
+    """`run`'s approval now (oncall: the on-call group's members, if known; else asked)."""
+    members = list(oncall) if oncall is not None else client.oncall()
+    return ApprovalStatus(
+        run=run,
+        approvers=approvers_of(run, members),
+        link=run_page(client, run.id),
+        expires_in=_seconds_until(run.approval_expires_at, now or datetime.now(UTC)),
+        deadline_in=deadline_in,
+    )
+
+
+def pending_approvals(runs: Iterable[wire.Run]) -> list[wire.Run]:
+    """The runs awaiting approval, oldest first."""
+    waiting = [run for run in runs if run.state is wire.RunState.AWAITING_APPROVAL]
+    return sorted(waiting, key=lambda run: run.id)
+
+
+def describe_approval(run: wire.Run, *, now: datetime | None = None) -> str:
+    """What an approver decides on: the run, its requester, its plan (batches and hosts), the
+    errata it will apply, its options and parameters, the decisions so far and the time left."""
+    options = run.options
+    where = f"{run.environment}, PRODUCTION" if run.production else run.environment
+    lines = [
+        f"run {run.id}: {run.runbook} of {run.stack} ({where}), requested by {run.created_by} "
+        f"at {_clock(run.created_at)}, {run.state.value.replace('_', ' ')}",
+    ]
+    lines += [
+        f"  batch {batch.number}: {', '.join(batch.hosts)}"
+        for batch in sorted(run.batches, key=lambda batch: batch.number)
+    ]
+    recorded = checks.recorded_errata(run.parameters)
+    if recorded:
+        errata = ", ".join(e.spec for e in recorded)
+    elif run.parameters.get("approved_errata"):
+        asked = run.parameters["approved_errata"]
+        errata = ", ".join(map(str, asked)) if isinstance(asked, list) else str(asked)
+        errata += " (as the requester's runbook asks; reviewed after the pre-checks, inside the "
+        errata += "approved run)"
+    else:
+        errata = "not recorded yet (reviewed after the pre-checks, inside the approved run)"
+    lines.append(f"  errata: {errata}")
+    lines.append(
+        f"  options: batch_size={options.batch_size} order={options.order.value} "
+        f"max_fail={options.max_fail} gate_timeout={options.gate_timeout:g} "
+        f"max_load_per_cpu={options.max_load_per_cpu:g} check_mode={options.check_mode}"
+        + (f" limit={','.join(options.limit)}" if options.limit else "")
+    )
+    shown = ("approved", "errata", "approved_errata")
+    others = {k: v for k, v in run.parameters.items() if k not in shown}
+    if others:
+        lines.append("  parameters: " + ", ".join(f"{k}={v}" for k, v in sorted(others.items())))
+    lines.append(f"  approvals: {len(approved_by(run))} of {run.approvals_needed}")
+    lines += [f"    {line}" for line in approvals_line(run).splitlines()]
+    left = _seconds_until(run.approval_expires_at, now or datetime.now(UTC))
+    if run.state is wire.RunState.AWAITING_APPROVAL and left is not None:
+        lines.append(
+            f"  expires at {_clock(run.approval_expires_at or '')} ({time_left_text(left)} left)"
+        )
+    return "\n".join(lines)
+
+
+def decide(client: RunsClient, run_id: int, decision: str, reason: str) -> wire.Run:
+    """approvals.ipynb's `decision` on run `run_id`: approve or reject it with `reason` (the
+    service checks who may: never its requester; a reason is required), or only view it."""
+    if decision == "approve":
+        return client.approve(run_id, reason)
+    if decision == "reject":
+        return client.reject(run_id, reason)
+    if decision == "view":
+        return client.run(run_id)
+    raise OpsbookError(f"decision {decision!r}: expected {', '.join(DECISIONS)}")
+
+
+def not_approved(run: wire.Run) -> NotApproved:
+    """Why a run that waited for approval will not run (rejected, expired, aborted ...)."""
+    if run.state is wire.RunState.REJECTED:
+        rejections = [a for a in run.approvals if a.decision is wire.ApprovalDecisionKind.REJECT]
+        if rejections:
+            last = rejections[-1]
+            why = f"rejected by {last.approver} at {_clock(last.at)}: {last.reason}"
+        else:
+            why = f"rejected: {run.summary or 'no reason recorded'}"
+    else:
+        why = f"{run.state.value}: {run.summary or 'no reason recorded'}"
+    return NotApproved(
+        f"run {run.id} ({run.stack}, {run.environment}) will not run; it was {why}. Nothing was "
+        "changed; start a new run for a new request."
+    )
+
+
 # What the run's options decide; RunSession.patch refuses them as extra arguments.
 _FROM_OPTIONS = frozenset({"check", "max_fail", "gate_timeout", "checks", "start_batch"})
 
@@ -563,6 +792,7 @@ class RunSession:
     certificate issued for the running run to its owner):
 
         session = RunSession.start(...)        # registered: the stack is locked, the lease held
+        session.wait_for_approval(1800)        # production: until someone else approves it
         found = session.pre_checks(...)        # check.yml + health gate; failed: run FAILED
         found.raise_if_failed()
         session.record_errata(approved)        # the errata reviewed and promoted, in the record
@@ -633,7 +863,10 @@ class RunSession:
         """Start a run of `runbook` on `stack`: the service resolves the stack, checks that you
         may, plans the batches from `options` and records the run (refused if this runbook
         already runs on this stack: the lock is taken before anything is checked). You own it
-        and hold its lease from now on. `session.run` is the run it returns, plan included."""
+        and hold its lease from now on. `session.run` is the run it returns, plan included.
+
+        A run whose environment needs approval (production) starts `awaiting_approval`, with no
+        lease: nothing of it runs until wait_for_approval() has seen it approved."""
         options = options if options is not None else wire.RunOptions()
         problems = options.problems()
         if problems:
@@ -641,7 +874,90 @@ class RunSession:
         request = wire.CreateRun(
             runbook=runbook, stack=stack, options=options, parameters=dict(parameters or {})
         )
-        return cls(client, client.create(request), hold=True)
+        run = client.create(request)
+        return cls(client, run, hold=run.state is wire.RunState.RUNNING)
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """Whether the run (as last seen) waits for an on-call engineer's approval."""
+        return self.run.state is wire.RunState.AWAITING_APPROVAL
+
+    def approval_status(self, deadline_in: float | None = None) -> ApprovalStatus:
+        """The run's approval now: who may approve it, where, the time left (ApprovalStatus)."""
+        return approval_status(self.client, self.refresh(), deadline_in=deadline_in)
+
+    def wait_for_approval(
+        self,
+        deadline_seconds: float = 1800,
+        on_progress: Callable[[ApprovalStatus], object] | None = None,
+        *,
+        poll: float = 0.5,
+    ) -> wire.Run:
+        """Until the run is approved, then take up its lease; at once for a run that needs no
+        approval (staging) or has it already (accepted after a handoff, say).
+
+        While it waits, `on_progress` hears the ApprovalStatus every `poll` seconds: who may
+        approve (the on-call engineers but the requester), the run page's link, the time left.
+        Raises NotApproved, saying why, if the run was rejected (who, and their reason), its
+        request expired (the service aborts it), or `deadline_seconds` passed first: the run is
+        then aborted, so that nobody approves a run no kernel is waiting to run."""
+        deadline = time.monotonic() + deadline_seconds
+        oncall: list[str] | None = None
+        asked = 0.0
+        while True:
+            run = self.refresh()
+            if run.state is not wire.RunState.AWAITING_APPROVAL:
+                break
+            if oncall is None or time.monotonic() - asked > 30:  # the group may change
+                oncall, asked = self.client.oncall(), time.monotonic()
+            left = deadline - time.monotonic()
+            if on_progress is not None:
+                on_progress(approval_status(self.client, run, oncall=oncall, deadline_in=left))
+            if left <= 0:
+                self._give_up(deadline_seconds)
+                continue  # approved at the last moment: it runs; else NotApproved below
+            time.sleep(min(poll, max(left, 0.05)))
+        if run.finished:
+            if on_progress is not None:
+                on_progress(approval_status(self.client, run, oncall=oncall or []))
+            raise not_approved(run)
+        if run.state is not wire.RunState.RUNNING:
+            raise OpsbookError(
+                f"run {run.id} is {run.state.value}, owner {run.owner}: approved, but not "
+                "running for this session to go on with (handoff.ipynb takes a run on)"
+            )
+        keeper = self._hold()
+        keeper.renew_now()  # the lease the approval started: ours from now on
+        if keeper.lost:
+            raise LeaseLost(keeper.lost)
+        if on_progress is not None:
+            on_progress(approval_status(self.client, self.run, oncall=oncall or []))
+        return self.run
+
+    def _give_up(self, deadline_seconds: float) -> None:
+        """The runbook's deadline passed: abort the run unless it was approved meanwhile."""
+        run = self.refresh()
+        if run.state is not wire.RunState.AWAITING_APPROVAL:
+            return
+        why = f"not approved within the runbook's deadline of {time_left_text(deadline_seconds)}"
+        try:
+            self.run = self.client.abort(run.id, why)
+        except RunsError:
+            if self.refresh().state is not wire.RunState.AWAITING_APPROVAL:
+                return
+            raise
+        raise NotApproved(
+            f"run {run.id} ({run.stack}, {run.environment}) was {why}; it is aborted and nothing "
+            f"was changed. Ask {', '.join(approvers_of(run, self.client.oncall())) or 'someone'} "
+            "to approve a new run sooner, or give `approval_deadline` more time."
+        )
+
+    def _require_approved(self, doing: str) -> None:
+        if self.awaiting_approval:
+            raise OpsbookError(
+                f"run {self.run.id} awaits approval: no {doing} until an on-call engineer other "
+                f"than {self.run.created_by} approves it; call wait_for_approval() first"
+            )
 
     @classmethod
     def accept(cls, client: RunsClient, run_id: int) -> RunSession:
@@ -706,6 +1022,13 @@ class RunSession:
         )
         if options.check_mode:
             lines.append("  CHECK MODE: a dry run; nothing will be installed or rebooted")
+        if run.state is wire.RunState.AWAITING_APPROVAL:
+            lines.append(
+                f"  AWAITING APPROVAL by {run.approvals_needed} on-call engineer(s) other than "
+                f"{run.created_by}: nothing runs until then"
+            )
+        elif run.approvals:
+            lines += [f"  {line}" for line in approvals_line(run).splitlines()]
         return "\n".join(lines)
 
     def patch(
@@ -732,6 +1055,7 @@ class RunSession:
         """
         if self._thread is not None and self._thread.is_alive():
             raise OpsbookError(f"run {self.run.id} is already patching")
+        self._require_approved("patch")
         decided = sorted(_FROM_OPTIONS & set(extra))
         if decided:
             raise OpsbookError(
@@ -865,6 +1189,7 @@ class RunSession:
         run's certificate, before anything changes. If they fail, or cannot run, the run is
         finished as failed with what they found as its summary (nothing was changed); call
         `raise_if_failed()` on the answer to stop the runbook."""
+        self._require_approved("pre-checks")
         self._use_settings(settings)
         gate_checks = health.gate_checks(max_load_per_cpu=self.options.max_load_per_cpu)
         try:

@@ -208,6 +208,19 @@ class RunsClient:
         body = wire.ReplanRequest(reason=reason)
         return self.call("POST", _action(run_id, "replan"), body, wire.Run)
 
+    def approve(self, run_id: int, reason: str) -> wire.Run:
+        """Approve a run awaiting approval (custom:runs:production; never the run's requester
+        or owner: 409 naming who else may). The reason goes into the ledger; once enough
+        distinct engineers approved, the run is running and its requester holds the lease."""
+        body = wire.ApprovalDecision(reason=reason)
+        return self.call("POST", _action(run_id, "approve"), body, wire.Run)
+
+    def reject(self, run_id: int, reason: str) -> wire.Run:
+        """Reject a run awaiting approval (as approve): it ends `rejected`, the reason its
+        summary."""
+        body = wire.ApprovalDecision(reason=reason)
+        return self.call("POST", _action(run_id, "reject"), body, wire.Run)
+
     def update_parameters(self, run_id: int, parameters: dict[str, Any]) -> wire.Run:
         """Add to the run's record what was decided after it started (the approved errata ...):
         each key given replaces that key. Only the owner of the running run."""

@@ -163,6 +163,8 @@ def server_settings(s: Settings) -> dict[str, Any]:
             "OPSBOOK_ALERTMANAGER_URL": s["ALERTMANAGER_URL"],
             "OPSBOOK_PACKAGE_REPO_URL": s["PACKAGE_REPO_URL"],
             "OPSBOOK_RUNS_URL": f"{s['RUNS_SERVICE_URL']}/services/runs",
+            # The same service as engineers' browsers reach it (links a runbook prints).
+            "OPSBOOK_RUNS_PUBLIC_URL": public_hub_url(s) + "/services/runs/",
             "OPSBOOK_ANSIBLE_DIR": ANSIBLE_MOUNT,
             "ANSIBLE_CONFIG": f"{ANSIBLE_MOUNT}/ansible.cfg",
             # known_hosts' @cert-authority line (the host CA); empty: no host is trusted.
@@ -179,6 +181,11 @@ def server_settings(s: Settings) -> dict[str, Any]:
             *sorted(SCOPE_DESCRIPTIONS),
         ],
     }
+
+
+def public_hub_url(s: Settings) -> str:
+    """The hub as browsers reach it: OAUTH_CALLBACK_URL is <that>/hub/oauth_callback."""
+    return s["OAUTH_CALLBACK_URL"].removesuffix("/hub/oauth_callback").rstrip("/")
 
 
 def refuse_outside_server_groups(policy: GroupPolicy, spawner: Any) -> None:

@@ -49,20 +49,28 @@ RUN_ACTIONS = (
     "abort",
     "replan",
     "parameters",
+    "approve",  # POST ApprovalDecision: an on-call engineer other than the requester
+    "reject",  # POST ApprovalDecision: the same; the run ends `rejected`, the reason its summary
 )
 
 
 class RunState(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"  # created (or re-planned) in an environment that needs
+    # approval: nothing runs, no lease, no production certificate, until enough on-call engineers
+    # other than the requester approve it (then `running`, the requester owning it)
     RUNNING = "running"  # the owner's kernel works on it and renews the lease
     PAUSED = "paused"  # stopped by its owner at a batch boundary
     HANDED_OFF = "handed_off"  # paused, waiting for the engineer it was handed to
     ORPHANED = "orphaned"  # the owner's lease ran out: an on-call engineer may take it over
     COMPLETED = "completed"
     FAILED = "failed"
-    ABORTED = "aborted"
+    ABORTED = "aborted"  # by a person, or by the service (an approval that expired)
+    REJECTED = "rejected"  # an approver said no; the reason is the run's summary
 
 
-FINISHED_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.ABORTED})
+FINISHED_STATES = frozenset(
+    {RunState.COMPLETED, RunState.FAILED, RunState.ABORTED, RunState.REJECTED}
+)
 ACTIVE_STATES = frozenset(set(RunState) - FINISHED_STATES)
 
 
@@ -111,6 +119,12 @@ class ErrorCode(StrEnum):
     PLAN_CHANGED = "plan_changed"  # 409: the inventory no longer matches the run's plan: re-plan
     NOT_PRODUCTION = "not_production"  # 409: an SSH certificate for a run is for production runs
     # only (a non-production run's environment is in every certificate without a run)
+    AWAITING_APPROVAL = "awaiting_approval"  # 409: the run waits for approval: nothing may run
+    # (batch start, its certificate, parameters ...) until it is approved
+    SELF_APPROVAL = "self_approval"  # 409: the caller requested the run or owns it now, and may
+    # not approve or reject it; the message names who else may (on call, minus the requester)
+    APPROVAL_EXPIRED = "approval_expired"  # 409: the request (or the approval, if the run never
+    # started a batch) is older than RUNS_APPROVAL_TTL; the message names when it expired
     UNAVAILABLE = "unavailable"  # 503: the hub, the database or the inventory cannot be read
     INTERNAL = "internal"  # 500: a bug in the service; its log has the details
 
@@ -430,6 +444,14 @@ class ReplanRequest(Wire):
 
 
 @wire
+class ApprovalDecision(Wire):
+    """Body of POST api/runs/{id}/approve and .../reject: the reason goes into the ledger (and, for
+    a rejection, is the run's summary). An empty reason is refused (400)."""
+
+    reason: str
+
+
+@wire
 class FinishRequest(Wire):
     outcome: RunState  # completed or failed
     summary: str = ""
@@ -443,6 +465,21 @@ class Handoff(Wire):
     to: str
     note: str
     by: str
+    at: str
+
+
+class ApprovalDecisionKind(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+@wire
+class ApprovalView(Wire):
+    """One decision on a run's approval request (the current request's: a re-plan clears them)."""
+
+    approver: str
+    decision: ApprovalDecisionKind
+    reason: str
     at: str
 
 
@@ -495,6 +532,14 @@ class Run(Wire):
     last_seq: int = 0  # sequence number of the run's latest event
     batches: list[BatchView] = field(default_factory=list)
     hosts: list[HostView] = field(default_factory=list)
+    approvals: list[ApprovalView] = field(default_factory=list)  # the current request's decisions
+    approvals_needed: int = 0  # distinct approvers the run needs (0: its environment needs none)
+    approval_expires_at: str | None = None  # awaiting approval: when the request expires;
+    # approved but no batch started yet: when the approval expires; aborted because it expired:
+    # when it did; else None
+    approval_requested_by: str | None = None  # who asked for the current approval (the
+    # requester; after a re-plan, whoever re-planned): neither they, the requester nor the owner
+    # may decide it
 
     @property
     def finished(self) -> bool:
@@ -539,7 +584,7 @@ class Event(Wire):
     kind: EventKind
     type: str  # runner event name, or start, note, handoff, accept, takeover, pause, resume,
     # batch_started, batch_finished, gate, lease_expired, abort, finish, handoff_cancelled,
-    # parameters
+    # parameters, approval_requested, approved, rejected, approval_expired
     batch: int | None = None
     host: str | None = None
     task: str | None = None

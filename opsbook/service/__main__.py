@@ -21,7 +21,7 @@ from opsbook.service.fleet import InventorySource
 from opsbook.service.identity import HubIdentity, make_hub_auth
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import HubOncall
-from opsbook.service.settings import SettingsError, load, masked_database_url
+from opsbook.service.settings import SettingsError, approval_policy, load, masked_database_url
 from opsbook.service.ssh_ca import CaKeyError, CertificateAuthority
 from opsbook.service.store import Store, StoreError
 
@@ -125,10 +125,12 @@ def main(environ: Mapping[str, str] | None = None) -> int:
             settings["RUNS_DATABASE_URL"],
             fleet=inventory.current,
             lease_seconds=settings["RUNS_LEASE_SECONDS"],
+            approval=approval_policy(settings),
         )
     except StoreError as error:
         url = masked_database_url(settings["RUNS_DATABASE_URL"])
         return _fail(f"RUNS_DATABASE_URL: {error} ({url})")
+    log.info("approvals: %s", store.approval.describe())
     renewed = store.extend_leases_after_restart()
     if renewed:
         log.info(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from sqlalchemy.exc import OperationalError
@@ -26,6 +27,7 @@ from opsbook.contract import wire
 from opsbook.contract.scopes import SCOPES
 from opsbook.contract.wire import (
     AppendEvents,
+    ApprovalDecision,
     BatchFinish,
     BatchStart,
     CertificateRequest,
@@ -52,9 +54,15 @@ from opsbook.service import pages
 from opsbook.service.identity import Identity
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import Oncall
-from opsbook.service.rules import Caller, Refused, may_get_certificate, may_read
+from opsbook.service.rules import (
+    Caller,
+    Refused,
+    decision_refusal,
+    may_get_certificate,
+    may_read,
+)
 from opsbook.service.ssh_ca import CertificateAuthority
-from opsbook.service.store import Store
+from opsbook.service.store import Store, facts_of
 
 log = logging.getLogger("opsbook.runs")
 T = TypeVar("T")
@@ -347,9 +355,27 @@ class BatchHandler(ApiHandler):
         self.reply(run)
 
 
+async def _oncall_or_none(ctx: Context) -> list[str] | None:
+    """The on-call group, to name who else may approve; None if the hub does not answer (the
+    decision does not depend on it: the scope does)."""
+    try:
+        return await ctx.oncall.members()
+    except Refused:
+        return None
+
+
+async def decide(ctx: Context, action: str, run_id: int, caller: Caller, reason: str) -> Any:
+    """Approve or reject (the API and the status page's form both come here)."""
+    method = ctx.store.approve if action == "approve" else ctx.store.reject
+    oncall = await _oncall_or_none(ctx)
+    return await ctx.act(
+        method, run_id, caller, reason, oncall=oncall, oncall_group=ctx.oncall.group
+    )
+
+
 class ActionHandler(ApiHandler):
     """POST api/runs/{id}/{action}: lease, notes, handoff, pause, accept, takeover, resume,
-    finish, abort, replan, parameters."""
+    finish, abort, replan, parameters, approve, reject."""
 
     async def post(self, run_id: str, action: str) -> None:
         caller = self.who()
@@ -373,6 +399,9 @@ class ActionHandler(ApiHandler):
                 oncall_group=self.ctx.oncall.group,
             )
             self.reply(run)
+        elif action in ("approve", "reject"):
+            reason = self.body(ApprovalDecision).reason
+            self.reply(await decide(self.ctx, action, rid, caller, reason))
         elif action == "parameters":
             parameters = self.body(ParametersUpdate).parameters
             self.reply(await self.ctx.act(store.update_parameters, rid, caller, parameters))
@@ -443,6 +472,13 @@ class NotFoundApiHandler(ApiHandler):
 
 
 class PageHandler(BaseHandler):
+    def form_xsrf(self) -> str:
+        """The `_xsrf` token a form of this page posts back (HubOAuth's; sets its cookie)."""
+        if self.ctx.hub_auth is None:
+            return ""  # a fake identity (tests): there is no cookie to protect
+        token = self.xsrf_token
+        return token.decode() if isinstance(token, bytes) else str(token)
+
     def who(self) -> Caller | None:
         """None when a redirect to the hub's login was sent."""
         if self.caller is None:
@@ -463,9 +499,18 @@ class PageHandler(BaseHandler):
         else:
             status, message = 500, "The runs service failed on this page; its log says why."
         self.set_status(status)
-        title = {401: "Not signed in", 403: "Not allowed", 404: "Not found"}.get(status, "Error")
+        title = {
+            400: "Not recorded",
+            401: "Not signed in",
+            403: "Not allowed",
+            404: "Not found",
+            409: "Not possible now",
+        }.get(status, "Error")
         who = self.caller.name if self.caller else ""
-        self.finish(pages.message_page(title, message, who=who, prefix=self.ctx.prefix))
+        back = ""
+        if isinstance(self, DecisionForm) and self.path_args:
+            back = f"{self.ctx.prefix}runs/{self.path_args[0]}"
+        self.finish(pages.message_page(title, message, who=who, prefix=self.ctx.prefix, back=back))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if not isinstance(value, Refused):
@@ -510,11 +555,15 @@ class RunPage(PageHandler):
         rid = _path_int(run_id)
         store = self.ctx.store
 
+        outcome = self.get_query_argument("decided", "")
+        xsrf = self.form_xsrf()
+
         def gather() -> str:
             card = self.card(rid)
             events = store.last_events(rid, self.ctx.page_events, before=before)
             history = store.last_events(rid, 1000, people_only=True)
             older = events[0].seq if events and events[0].seq > 1 else None
+            now = datetime.now(UTC)
             return pages.run_page(
                 card,
                 history,
@@ -523,11 +572,47 @@ class RunPage(PageHandler):
                 latest=before is None,
                 who=caller.name,
                 prefix=self.ctx.prefix,
-                now=datetime.now(UTC),
+                now=now,
+                approval=pages.ApprovalForm(
+                    refusal=_page_refusal(card.run, caller, now),
+                    xsrf=xsrf,
+                    decided=outcome if outcome in ("approve", "reject") else "",
+                ),
             )
 
         self.set_header("Cache-Control", "no-store")
         self.finish(await self.ctx.call(gather))
+
+
+def _page_refusal(run: Any, caller: Caller, now: datetime) -> str | None:
+    """Why the run page shows `caller` no approval form (None: it shows one)."""
+    if run.approvals_needed == 0 and run.state is not wire.RunState.AWAITING_APPROVAL:
+        return "no approval needed"
+    facts = facts_of(run)
+    decided = {a.approver for a in run.approvals if a.decision is wire.ApprovalDecisionKind.APPROVE}
+    return decision_refusal(facts, caller, now=now, decided=decided)
+
+
+class DecisionForm(PageHandler):
+    """POST runs/{id}/approve or runs/{id}/reject from the run page's form (field `reason`):
+    the same decision as the API, for a browser. HubOAuth accepts the cookie of a POST only
+    with the page's `_xsrf` token; without it there is no caller, and the answer is 403. Success
+    redirects to the run page, which says what was recorded; a refusal is a page saying why."""
+
+    async def post(self, run_id: str, action: str) -> None:
+        if self.caller is None:
+            raise Refused(
+                403,
+                ErrorCode.UNAUTHENTICATED,
+                "This form was not accepted: it came without a valid XSRF token, or you are not "
+                "signed in. Open the run page again (it carries a fresh token) and decide there.",
+            )
+        may_read(self.caller)
+        rid = _path_int(run_id)
+        reason = self.get_body_argument("reason", "")
+        await decide(self.ctx, action, rid, self.caller, reason)
+        query = urlencode({"decided": action})
+        self.redirect(f"{self.ctx.prefix}runs/{rid}?{query}", status=303)
 
 
 class OAuthCallback(HubOAuthCallbackHandler):
@@ -554,6 +639,7 @@ def make_app(ctx: Context, *, cookie_secret: bytes | None = None) -> web.Applica
     handlers: list[Any] = [
         (p, IndexPage, {"ctx": ctx}),
         (rf"{p}runs/(\d+)", RunPage, {"ctx": ctx}),
+        (rf"{p}runs/(\d+)/(approve|reject)", DecisionForm, {"ctx": ctx}),
         *((f"{api}/{_pattern(route)}", handler, {"ctx": ctx}) for route, handler in routes.items()),
         (f"{api}/.*", NotFoundApiHandler, {"ctx": ctx}),
         (p.rstrip("/"), web.RedirectHandler, {"url": p}),
@@ -602,7 +688,8 @@ def _log_request(handler: web.RequestHandler) -> None:
 
 
 def start_sweeper(ctx: Context, every_seconds: float) -> PeriodicCallback:
-    """Orphan runs whose lease ran out, every few seconds, and announce them."""
+    """Orphan runs whose lease ran out, abort those whose approval expired, every few seconds,
+    and announce them."""
 
     async def sweep() -> None:
         try:
@@ -611,7 +698,10 @@ def start_sweeper(ctx: Context, every_seconds: float) -> PeriodicCallback:
             log.exception("lease sweep failed; will try again")
             return
         for run, events in with_events:
-            log.warning("run %d orphaned: %s's lease ran out", run.id, run.owner)
+            if run.finished:
+                log.warning("run %d aborted: %s", run.id, run.summary)
+            else:
+                log.warning("run %d orphaned: %s's lease ran out", run.id, run.owner)
             ctx.notifier.events(run, events)
 
     callback = PeriodicCallback(sweep, every_seconds * 1000)
@@ -621,5 +711,5 @@ def start_sweeper(ctx: Context, every_seconds: float) -> PeriodicCallback:
 
 def _expire_with_events(store: Store) -> list[tuple[Any, list[Event]]]:
     with store.recording() as events:
-        orphaned = store.expire_leases()
-    return [(run, [e for e in events if e.run_id == run.id]) for run in orphaned]
+        changed = store.expire_leases() + store.expire_approvals()
+    return [(run, [e for e in events if e.run_id == run.id]) for run in changed]

@@ -1,5 +1,8 @@
 """Webhook notifications (Slack-compatible `{"text": ...}`) for what the team should hear about.
 
+Approvals are announced too: a request (with the run page's link, where on-call engineers decide),
+each approval, a rejection and an expiry.
+
 Sent in the background with a short timeout: a slow or broken chat server never delays or fails an
 engineer's request, and a failed post is only logged. Messages carry names, states and reasons, and
 no secret (parameters are not included).
@@ -31,6 +34,7 @@ class Notifier:
     ) -> None:
         self.url = url
         self.link_base = f"{public_url.rstrip('/')}{prefix}runs/" if public_url else ""
+        self.prefix = prefix
         self.timeout = timeout
         self.in_flight = 0
         self.sent = 0
@@ -70,8 +74,18 @@ class Notifier:
         """Post what the team should hear of the events an action (or the sweeper) recorded."""
         for event in recorded:
             failure = _is_failure(event)
-            if event.type in ANNOUNCED or failure:
+            if event.type == "approval_requested":
+                # the people who may approve need the page: say where, even without a public URL
+                where = f"{self.link_base}{run.id}" if self.link_base else self.path(run)
+                self.send(
+                    f"APPROVAL REQUESTED: {self._name(run)}: {event.message}. "
+                    f"Approve or reject it at {where}"
+                )
+            elif event.type in ANNOUNCED or failure:
                 self.send(f"{'FAILURE: ' if failure else ''}{self._name(run)}: {event.message}")
+
+    def path(self, run: Run) -> str:
+        return f"{self.prefix}runs/{run.id}"
 
     def _name(self, run: Run) -> str:
         env = run.environment.upper() if run.production else run.environment
@@ -79,7 +93,9 @@ class Notifier:
         return f"run {run.id} ({run.runbook} on {run.stack}, {env}){link}"
 
 
-ANNOUNCED = frozenset({"start", "handoff", "accept", "takeover", "finish"})
+ANNOUNCED = frozenset(
+    {"start", "handoff", "accept", "takeover", "finish", "approved", "rejected", "approval_expired"}
+)
 
 
 def _is_failure(event: Event) -> bool:

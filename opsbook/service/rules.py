@@ -7,11 +7,16 @@ bob, not by you (alice)"), because the client shows these messages to engineers 
 
 Order of checks, so that the answer is the most useful one: the scope the action needs (403, naming
 it), then whether the run is finished (409), then ownership and state (409).
+
+Approvals (four eyes on production): `ApprovalPolicy` says how many approvers a run needs in its
+environment, and `check_decision` who may approve or reject it: a holder of the production scope
+(the on-call group) other than the engineer who requested the run and the one who owns it now,
+with a reason, while the request stands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -95,6 +100,8 @@ class Action(StrEnum):
     ABORT = "abort"
     REPLAN = "re-plan"
     PARAMETERS = "record parameters of"
+    APPROVE = "approve"
+    REJECT = "reject"
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,44 @@ class RunFacts:
     current_batch: int | None = None
     lease_expires_at: datetime | None = None
     finished_at: datetime | None = None
+    created_by: str = ""  # who requested the run (started it)
+    requested_by: str = ""  # who asked for the current approval (the requester, or a re-planner)
+    approval_expires_at: datetime | None = None  # the request's (or the approval's) expiry; on
+    # a finished run, set only if it was the expiry that ended it
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    """Which runs need approval, from whom and for how long (RUNS_APPROVAL_ENVIRONMENTS,
+    RUNS_APPROVERS, RUNS_APPROVAL_TTL).
+
+    Fail closed: every production environment needs approval unless `production` is False, which
+    only the setting's word "none" gives; environment names add environments (a staging that is
+    to be approved too) and never take approval away from a production one, so a misspelt name
+    cannot switch approvals off."""
+
+    production: bool = True
+    environments: frozenset[str] = frozenset()  # lower-case names that need approval too
+    approvers: int = 1  # distinct approvers a run needs
+    ttl_seconds: int = 1800
+
+    def needed(self, environment: str, production: bool) -> int:
+        """How many distinct approvers a run in `environment` needs (0: none)."""
+        if (production and self.production) or environment.strip().lower() in self.environments:
+            return self.approvers
+        return 0
+
+    def describe(self) -> str:
+        which = ["every production environment"] if self.production else []
+        which += sorted(self.environments)
+        where = ", ".join(which) or "no environment"
+        return (
+            f"approval needed in {where}; {self.approvers} approver(s); expires after "
+            f"{self.ttl_seconds} s"
+        )
+
+
+NO_APPROVALS = ApprovalPolicy(production=False)
 
 
 def require(caller: Caller, scope: str, doing: str) -> None:
@@ -140,6 +185,34 @@ def may_create(caller: Caller, *, production: bool, stack: str, environment: str
         )
 
 
+def awaiting_approval(run: RunFacts, doing: str) -> Refused:
+    """409 for anything that needs a running run while the run waits for approval."""
+    until = (
+        f"; the request expires at {_clock(run.approval_expires_at)}"
+        if run.approval_expires_at
+        else ""
+    )
+    return Refused(
+        409,
+        ErrorCode.AWAITING_APPROVAL,
+        f"run {run.id} is awaiting_approval: nothing may run until an on-call engineer other "
+        f"than {run.created_by or run.owner} approves it, so it cannot {doing}{until}. Wait for "
+        "the approval (the run page shows it), or abort the run.",
+        run_id=run.id,
+    )
+
+
+_WAITING = {
+    Action.APPEND: "take runner events",
+    Action.BATCH_START: "start a batch",
+    Action.BATCH_FINISH: "finish a batch",
+    Action.GATE: "record a health gate",
+    Action.LEASE: "be leased (it has no lease until it is approved)",
+    Action.PARAMETERS: "take more parameters",
+    Action.FINISH: "be finished (abort it instead)",
+}
+
+
 # States each action needs (the owner acting). Pause, accept and resume list the states where a
 # repeat of the same request is harmless, so that a client retrying after a lost answer is fine.
 _OWNER_STATES: dict[Action, frozenset[RunState]] = {
@@ -154,7 +227,13 @@ _OWNER_STATES: dict[Action, frozenset[RunState]] = {
     Action.RESUME: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF}),
     Action.FINISH: frozenset({RunState.RUNNING, RunState.PAUSED}),
     Action.ABORT: frozenset(
-        {RunState.RUNNING, RunState.PAUSED, RunState.HANDED_OFF, RunState.ORPHANED}
+        {
+            RunState.RUNNING,
+            RunState.PAUSED,
+            RunState.HANDED_OFF,
+            RunState.ORPHANED,
+            RunState.AWAITING_APPROVAL,
+        }
     ),
 }
 
@@ -162,6 +241,8 @@ _OWNER_STATES: dict[Action, frozenset[RunState]] = {
 def authorize(action: Action, run: RunFacts, caller: Caller) -> None:
     """Raise Refused unless `caller` may do `action` to `run` now; return None if they may."""
     doing = f"{action.value} run {run.id}"
+    if action in (Action.APPROVE, Action.REJECT):
+        raise ValueError("approve and reject are checked by check_decision")
     require(caller, SCOPE_WRITE, doing)
     if action is Action.NOTE:
         return  # anyone who may write may comment, on any run, finished ones included
@@ -199,6 +280,8 @@ def _authorize_owner(action: Action, run: RunFacts, caller: Caller) -> None:
         raise _not_owner(run, caller, action)
     if run.state in _OWNER_STATES[action]:
         return
+    if run.state is RunState.AWAITING_APPROVAL:
+        raise awaiting_approval(run, _WAITING.get(action, action.value + " it"))
     if run.state is RunState.ORPHANED:
         raise Refused(
             409,
@@ -295,6 +378,8 @@ def _authorize_replan(run: RunFacts, caller: Caller) -> None:
             "then re-plan it.",
             run_id=run.id,
         )
+    if run.state is RunState.AWAITING_APPROVAL:
+        raise awaiting_approval(run, "be re-planned (abort it and start it again instead)")
     raise _not_owner(run, caller, Action.REPLAN)
 
 
@@ -324,7 +409,126 @@ def state_after(action: Action, run: RunFacts) -> RunState:
         return RunState.RUNNING
     if action is Action.ABORT:
         return RunState.ABORTED
+    if action is Action.REJECT:
+        return RunState.REJECTED
     return run.state
+
+
+# --- approvals ------------------------------------------------------------------------------------
+
+
+def _interested(run: RunFacts) -> set[str]:
+    """Who may not decide on `run`: whoever requested it or its current approval, owns it, or
+    was handed it (and would run it)."""
+    return {name for name in (run.created_by, run.requested_by, run.owner, run.handoff_to) if name}
+
+
+def others_on_call(oncall: Sequence[str] | None, run: RunFacts, group: str) -> str:
+    """Who may decide instead: the on-call group minus the requester and the owner."""
+    if oncall is None:
+        return f"another member of the on-call group {group}"
+    others = sorted(set(oncall) - _interested(run))
+    if not others:
+        return f"nobody else is on call now (group {group}); ask for someone to join it"
+    return f"{', '.join(others)} (on call, group {group})"
+
+
+def check_decision(
+    action: Action,
+    run: RunFacts,
+    caller: Caller,
+    *,
+    now: datetime,
+    reason: str = "-",
+    decided: Collection[str] = (),
+    oncall: Sequence[str] | None = None,
+    group: str = "oncall",
+) -> bool:
+    """Whether `caller` may approve or reject `run` now; raise Refused if not.
+
+    `decided`: who already approved the current request. Returns False for a harmless repeat
+    (the same person approving again, even after the run went on: counted once), True when the
+    decision is to be recorded. Checks, in order: the production scope (403; the on-call group
+    holds it), a finished or expired request (409), the requester or the owner deciding their own
+    run (409, naming who else may), an empty reason (400), and the run's state (409)."""
+    if action not in (Action.APPROVE, Action.REJECT):
+        raise ValueError(f"not a decision: {action}")
+    doing = f"{action.value} run {run.id}"
+    require(caller, SCOPE_PRODUCTION, f"{doing}: approvals are given by on-call engineers")
+    repeat = action is Action.APPROVE and caller.name in decided
+    if run.state in FINISHED_STATES:
+        if run.approval_expires_at is not None:
+            raise _approval_expired(run)
+        raise Refused(
+            409,
+            ErrorCode.RUN_FINISHED,
+            f"run {run.id} is already {run.state.value}"
+            + (f" (finished {_clock(run.finished_at)})" if run.finished_at else "")
+            + f"; there is nothing to {action.value}.",
+            run_id=run.id,
+        )
+    if caller.name in _interested(run):
+        role = (
+            "requested"
+            if caller.name == run.created_by
+            else "own"
+            if caller.name == run.owner
+            else "asked for the approval of"
+            if caller.name == run.requested_by
+            else "were handed"
+        )
+        raise Refused(
+            409,
+            ErrorCode.SELF_APPROVAL,
+            f"you ({caller.name}) {role} run {run.id}, so you may not {action.value} it: four "
+            f"eyes means someone else decides, and no one may do it on your behalf. Ask "
+            f"{others_on_call(oncall, run, group)}.",
+            run_id=run.id,
+        )
+    if not reason.strip():
+        raise bad_request(
+            f"reason: say why you {action.value} run {run.id}; it goes into the record"
+            + (" and is the run's summary" if action is Action.REJECT else "")
+        )
+    if repeat:
+        return False
+    if run.state is not RunState.AWAITING_APPROVAL:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} is {run.state.value}, not awaiting approval; there is nothing to "
+            f"{action.value}.",
+            run_id=run.id,
+        )
+    if run.approval_expires_at is not None and run.approval_expires_at <= now:
+        raise _approval_expired(run)
+    return True
+
+
+def _approval_expired(run: RunFacts) -> Refused:
+    return Refused(
+        409,
+        ErrorCode.APPROVAL_EXPIRED,
+        f"the approval of run {run.id} expired at {_clock(run.approval_expires_at)} (nobody "
+        "decided in time, or the run did not start within the time): it is aborted, or will be "
+        "in a few seconds. Its requester starts a new run for a new request.",
+        run_id=run.id,
+    )
+
+
+def decision_refusal(
+    run: RunFacts, caller: Caller, *, now: datetime, decided: Collection[str] = ()
+) -> str | None:
+    """Why `caller` may not approve or reject `run` now (None: they may): the status page shows
+    the form only to those who may use it."""
+    if run.state is not RunState.AWAITING_APPROVAL:
+        return f"run {run.id} is {run.state.value}, not awaiting approval"
+    try:
+        if not check_decision(Action.APPROVE, run, caller, now=now, decided=decided):
+            return f"you ({caller.name}) approved it already"
+    except Refused as refused:
+        return refused.message
+    return None
 
 
 def may_get_certificate(caller: Caller) -> None:
@@ -372,6 +576,8 @@ def check_certificate_run(run: RunFacts, caller: Caller, now: datetime) -> None:
             + "; no certificate for its hosts. Take it over again (with a reason) first.",
             run_id=run.id,
         )
+    if run.state is RunState.AWAITING_APPROVAL:
+        raise awaiting_approval(run, "give a certificate for its hosts")
     if run.state is not RunState.RUNNING:
         hint = {
             RunState.PAUSED: " Resume it first.",

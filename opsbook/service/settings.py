@@ -28,12 +28,15 @@ from opsbook.contract.settings import (
 )
 from opsbook.contract.settings import load as load_settings
 from opsbook.contract.stacks import NONPRODUCTION_SETTING, environment_names
+from opsbook.service.rules import ApprovalPolicy
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DEFAULT_SSH_CA_KEY",
     "SETTINGS",
     "SettingsError",
+    "approval_environments",
+    "approval_policy",
     "load",
     "masked_database_url",
 ]
@@ -100,6 +103,39 @@ def source_addresses(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def approval_environments(raw: str) -> ApprovalPolicy:
+    """RUNS_APPROVAL_ENVIRONMENTS: "production" (every production environment), "none", or
+    environment names (spaces or commas; "production" may be among them). Fail closed: names only
+    add environments to the production ones; nothing but the word "none", alone, switches
+    approvals off."""
+    words = [word.lower() for word in dict.fromkeys(raw.replace(",", " ").split())]
+    expected = (
+        '"production" (every production environment), "none", or environment names separated '
+        "by spaces or commas (they need approval as well as every production environment)"
+    )
+    if not words:
+        raise ValueError(expected)
+    if "none" in words:
+        if len(words) > 1:
+            raise ValueError(f"{expected}; none stands alone")
+        return ApprovalPolicy(production=False)
+    names = frozenset(word for word in words if word != "production")
+    if any(not re.match(r"^[\w.-]+$", name) for name in names):
+        raise ValueError(expected)
+    return ApprovalPolicy(production=True, environments=names)
+
+
+def approval_policy(settings: Mapping[str, Any]) -> ApprovalPolicy:
+    """The three approval settings as one policy (rules.ApprovalPolicy)."""
+    environments: ApprovalPolicy = settings["RUNS_APPROVAL_ENVIRONMENTS"]
+    return ApprovalPolicy(
+        production=environments.production,
+        environments=environments.environments,
+        approvers=settings["RUNS_APPROVERS"],
+        ttl_seconds=settings["RUNS_APPROVAL_TTL"],
+    )
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("JUPYTERHUB_API_TOKEN", secret(16), "The service's token at the hub (api_token)."),
     Setting("JUPYTERHUB_API_URL", _api_url, "The hub's API.", "http://hub:8081/hub/api"),
@@ -145,9 +181,31 @@ SETTINGS: tuple[Setting, ...] = (
         "5",
     ),
     Setting(
+        "RUNS_APPROVAL_ENVIRONMENTS",
+        approval_environments,
+        "Which runs wait for approval by an on-call engineer other than the requester: "
+        '"production" (every production environment), "none", or environment names (they need '
+        "approval as well as every production environment; only none switches it off).",
+        "production",
+    ),
+    Setting(
+        "RUNS_APPROVERS",
+        bounded_int(1, 5),
+        "How many distinct on-call engineers (never the requester) approve a run that needs it.",
+        "1",
+    ),
+    Setting(
+        "RUNS_APPROVAL_TTL",
+        bounded_int(60, 86400),
+        "Seconds an approval request stands undecided, and an approval stays valid while the run "
+        "has not started a batch; then the run is aborted (approval expired).",
+        "1800",
+    ),
+    Setting(
         "RUNS_WEBHOOK_URL",
         _optional_api_url,
-        "Slack-compatible incoming webhook for start, handoff, accept, takeover, finish, failure.",
+        "Slack-compatible incoming webhook for start, approval requested, approved, rejected, "
+        "approval expired, handoff, accept, takeover, finish, failure.",
         "",
     ),
     Setting(

@@ -31,6 +31,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -40,7 +41,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from opsbook.contract.scopes import SCOPE_PRODUCTION
 from opsbook.contract.stacks import stack_key
 from opsbook.contract.wire import (
+    FINISHED_STATES,
     AppendResult,
+    ApprovalDecisionKind,
+    ApprovalView,
     BatchState,
     BatchView,
     Certificate,
@@ -64,10 +68,18 @@ from opsbook.contract.wire import (
 )
 from opsbook.service import rules
 from opsbook.service.fleet import Fleet, Stack, plan_batches
-from opsbook.service.rules import Action, Caller, Refused, RunFacts, bad_request
+from opsbook.service.rules import (
+    Action,
+    ApprovalPolicy,
+    Caller,
+    Refused,
+    RunFacts,
+    bad_request,
+)
 from opsbook.service.ssh_ca import CertificateAuthority, check_public_key, key_id, principals
 from opsbook.service.tables import (
     SCHEMA_VERSION,
+    approvals,
     batches,
     certificates,
     events,
@@ -151,7 +163,8 @@ def make_engine(url: str) -> Engine:
 
 class Store:
     """The ledger. `fleet` gives the inventory's stacks as they are now (fleet.InventorySource's
-    `current`); `now` is injectable so tests can let leases run out without waiting."""
+    `current`); `approval` which runs wait for approval (by default every production run, one
+    approver, 30 minutes); `now` is injectable so tests can let leases run out without waiting."""
 
     def __init__(
         self,
@@ -159,11 +172,13 @@ class Store:
         *,
         fleet: Callable[[], Fleet],
         lease_seconds: int = 60,
+        approval: ApprovalPolicy | None = None,
         now: Callable[[], datetime] = _now,
     ) -> None:
         self.url = url
         self.fleet = fleet
         self.lease_seconds = lease_seconds
+        self.approval = approval or ApprovalPolicy()
         self.now = now
         self._journal = threading.local()
         try:
@@ -216,6 +231,18 @@ class Store:
                 conn.execute(insert(schema).values(version=2, created_at=_db(_now())))
             if version < 3:  # schema 3 added the certificates table (create_all made it)
                 conn.execute(insert(schema).values(version=3, created_at=_db(_now())))
+            if version < 4:  # schema 4: approvals (create_all made the table) and runs columns
+                have = {column["name"] for column in inspect(conn).get_columns("runs")}
+                for name, kind in (
+                    ("approvals_needed", "INTEGER"),
+                    ("approval_round", "INTEGER"),
+                    ("approval_expires_at", "TIMESTAMP"),
+                    ("approval_requested_by", "VARCHAR(255)"),
+                    ("resume_state", "VARCHAR(20)"),
+                ):
+                    if name not in have:  # NULL in the runs before: they need no approval
+                        conn.execute(text(f"ALTER TABLE runs ADD COLUMN {name} {kind}"))
+                conn.execute(insert(schema).values(version=4, created_at=_db(_now())))
 
     def schema_version(self) -> int:
         with self._read() as conn:
@@ -304,7 +331,8 @@ class Store:
         parameters: dict[str, Any] | None = None,
     ) -> Run:
         """Resolve the stack from the inventory, check the caller may run there, plan the
-        batches and record the run; the caller owns it and holds its lease."""
+        batches and record the run; the caller owns it and holds its lease, or, where the
+        approval policy says so, it waits for approval (awaiting_approval, no lease) first."""
         runbook = _name(runbook, "runbook")
         options = options or RunOptions()
         if problems := options.problems():
@@ -322,6 +350,7 @@ class Store:
         plan = plan_batches(resolved, options)
         key = f"{runbook}\n{stack_key(resolved.name)}"
         now = self.now()
+        needed = self.approval.needed(resolved.environment, resolved.production)
         try:
             with self._write() as conn:
                 self._refuse_if_active(conn, key, runbook, resolved.name)
@@ -333,10 +362,17 @@ class Store:
                         production=resolved.production,
                         options=options.to_dict(),
                         parameters=parameters,
-                        state=RunState.RUNNING,
+                        state=RunState.AWAITING_APPROVAL if needed else RunState.RUNNING,
                         owner=caller.name,
-                        lease_expires_at=_db(now + timedelta(seconds=self.lease_seconds)),
+                        lease_expires_at=None
+                        if needed
+                        else _db(now + timedelta(seconds=self.lease_seconds)),
                         lease_seconds=self.lease_seconds,
+                        approvals_needed=needed,
+                        approval_round=1 if needed else 0,
+                        approval_expires_at=_db(self._approval_deadline(now)) if needed else None,
+                        approval_requested_by=caller.name if needed else None,
+                        resume_state=RunState.RUNNING if needed else None,
                         created_by=caller.name,
                         created_at=_db(now),
                         updated_at=_db(now),
@@ -346,7 +382,7 @@ class Store:
                 ).inserted_primary_key[0]
                 self._insert_plan(conn, run_id, plan)
                 count = sum(len(batch) for batch in plan)
-                self._record(
+                seq = self._record(
                     conn,
                     run_id,
                     0,
@@ -363,12 +399,47 @@ class Store:
                         "options": options.to_dict(),
                     },
                 )
+                if needed:
+                    self._request_approval(conn, run_id, seq, caller.name, needed, 1, plan, now)
                 return self._load(conn, run_id)
         except IntegrityError:
             # Lost the race to a simultaneous start: the unique active_key let the other through.
             with self._read() as conn:
                 self._refuse_if_active(conn, key, runbook, resolved.name)
             raise
+
+    def _approval_deadline(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.approval.ttl_seconds)
+
+    def _request_approval(
+        self,
+        conn: Connection,
+        run_id: int,
+        last_seq: int,
+        actor: str,
+        needed: int,
+        round_: int,
+        plan: Sequence[Sequence[str]],
+        now: datetime,
+    ) -> int:
+        expires = self._approval_deadline(now)
+        who = "an on-call engineer" if needed == 1 else f"{needed} on-call engineers"
+        return self._record(
+            conn,
+            run_id,
+            last_seq,
+            actor,
+            "approval_requested",
+            message=f"{actor} asks for approval: nothing runs until {who} other than {actor} "
+            f"approve{'s' if needed == 1 else ''} it, with a reason; the request expires at "
+            f"{expires:%H:%M:%S} UTC",
+            data={
+                "needed": needed,
+                "round": round_,
+                "plan": [list(batch) for batch in plan],
+                "expires_at": wire_time(expires),
+            },
+        )
 
     def _insert_plan(
         self, conn: Connection, run_id: int, plan: Sequence[Sequence[str]], after: int = 0
@@ -535,7 +606,12 @@ class Store:
                     gate_message=None,
                 )
             )
-            conn.execute(update(runs).where(runs.c.id == run_id).values(current_batch=number))
+            # a batch started: an approval no longer expires
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(current_batch=number, approval_expires_at=None)
+            )
             again = states[number - 1] is not BatchState.PENDING
             self._record(
                 conn,
@@ -800,10 +876,14 @@ class Store:
 
     def replan(self, run_id: int, caller: Caller, reason: str) -> Run:
         """Plan the batches not yet done again from the inventory as it is now, with the run's
-        options; the batches done stay as they were. The ledger records both plans and why."""
+        options; the batches done stay as they were. The ledger records both plans and why.
+        A run whose (new) environment needs approval asks for it again: a changed plan needs a
+        new approval, so the run waits (awaiting_approval) and the earlier approvals no longer
+        count; once approved it is back in the state it was in."""
         reason = rules.require_reason(reason, Action.REPLAN)
         fleet = self.fleet()
-        with self._acting(run_id, caller, Action.REPLAN) as (conn, row, _):
+        now = self.now()
+        with self._acting(run_id, caller, Action.REPLAN) as (conn, row, facts):
             stack = fleet.resolve(row["stack"])
             if stack.production:
                 rules.require(
@@ -834,6 +914,17 @@ class Store:
             conn.execute(delete(hosts).where(hosts.c.run_id == run_id, hosts.c.batch > kept))
             conn.execute(delete(batches).where(batches.c.run_id == run_id, batches.c.number > kept))
             self._insert_plan(conn, run_id, plan, after=kept)
+            needed = self.approval.needed(stack.environment, stack.production)
+            approval: dict[str, Any] = {"approvals_needed": needed, "approval_expires_at": None}
+            if needed:
+                approval.update(
+                    state=RunState.AWAITING_APPROVAL,
+                    resume_state=facts.state,
+                    lease_expires_at=None,
+                    approval_round=(row["approval_round"] or 0) + 1,
+                    approval_expires_at=_db(self._approval_deadline(now)),
+                    approval_requested_by=caller.name,
+                )
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -842,9 +933,10 @@ class Store:
                     production=stack.production,
                     options=options.to_dict(),
                     current_batch=None,
+                    **approval,
                 )
             )
-            self._record(
+            seq = self._record(
                 conn,
                 run_id,
                 row["last_seq"],
@@ -861,6 +953,9 @@ class Store:
                     "was_environment": row["environment"],
                 },
             )
+            if needed:
+                round_ = approval["approval_round"]
+                self._request_approval(conn, run_id, seq, caller.name, needed, round_, plan, now)
             return self._load(conn, run_id)
 
     def _remaining(self, conn: Connection, run_id: int) -> list[list[str]]:
@@ -962,6 +1057,183 @@ class Store:
                 data={"reason": _text(reason), "in_doubt": doubtful},
             )
             return self._load(conn, run_id)
+
+    # --- approvals --------------------------------------------------------------------------------
+
+    def approve(
+        self,
+        run_id: int,
+        caller: Caller,
+        reason: str,
+        *,
+        oncall: Sequence[str] | None = None,
+        oncall_group: str = "oncall",
+    ) -> Run:
+        """Approve a run awaiting approval (rules.check_decision says who may). Once enough
+        distinct approvers did, the run goes on: running, its owner holding the lease from now
+        (or, after a re-plan, back in the state it was in), and the approval expires if no
+        batch starts within the approval TTL. The same approver again is a harmless repeat."""
+        return self._decide(Action.APPROVE, run_id, caller, reason, oncall, oncall_group)
+
+    def reject(
+        self,
+        run_id: int,
+        caller: Caller,
+        reason: str,
+        *,
+        oncall: Sequence[str] | None = None,
+        oncall_group: str = "oncall",
+    ) -> Run:
+        """Reject a run awaiting approval: it ends `rejected`, the reason as its summary."""
+        return self._decide(Action.REJECT, run_id, caller, reason, oncall, oncall_group)
+
+    def _decide(
+        self,
+        action: Action,
+        run_id: int,
+        caller: Caller,
+        reason: str,
+        oncall: Sequence[str] | None,
+        oncall_group: str,
+    ) -> Run:
+        reason = _text(reason.strip()) or ""
+        now = self.now()
+        with self._write() as conn:
+            row = self._lock(conn, run_id)
+            facts = _facts(row)
+            decided = self._approvers(conn, run_id, row["approval_round"] or 0)
+            if not rules.check_decision(
+                action,
+                facts,
+                caller,
+                now=now,
+                reason=reason,
+                decided=decided,
+                oncall=oncall,
+                group=oncall_group,
+            ):
+                return self._load(conn, run_id)  # approved by them already: counted once
+            round_ = row["approval_round"] or 0
+            conn.execute(
+                insert(approvals).values(
+                    run_id=run_id,
+                    round=round_,
+                    approver=caller.name,
+                    decision=action.value,
+                    reason=reason,
+                    at=_db(now),
+                )
+            )
+            needed = row["approvals_needed"] or 0
+            if action is Action.REJECT:
+                self._close(conn, run_id, RunState.REJECTED, f"rejected by {caller.name}: {reason}")
+                self._record(
+                    conn,
+                    run_id,
+                    row["last_seq"],
+                    caller.name,
+                    "rejected",
+                    message=f"{caller.name} rejected the run: {reason}",
+                    data={"reason": reason, "round": round_},
+                )
+                return self._load(conn, run_id)
+            count = len(decided | {caller.name})
+            done = count >= needed
+            values: dict[str, Any] = {}
+            if done:
+                state = RunState(row["resume_state"] or RunState.RUNNING)
+                values = {
+                    "state": state,
+                    "resume_state": None,
+                    "approval_expires_at": _db(self._approval_deadline(now)),
+                }
+                if state is RunState.RUNNING:
+                    values["lease_expires_at"] = _db(now + timedelta(seconds=self.lease_seconds))
+                conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            goes_on = ""
+            if done:
+                until = f"{self._approval_deadline(now):%H:%M:%S} UTC"
+                goes_on = (
+                    f"; approved: {row['owner']} holds its lease, and the approval expires at "
+                    f"{until} unless a batch has started"
+                    if values["state"] is RunState.RUNNING
+                    else f"; approved: it is {values['state'].value} again"
+                )
+            self._record(
+                conn,
+                run_id,
+                row["last_seq"],
+                caller.name,
+                "approved",
+                message=f"{caller.name} approved the run ({count} of {needed}): {reason}{goes_on}",
+                data={
+                    "reason": reason,
+                    "round": round_,
+                    "approvals": count,
+                    "needed": needed,
+                    "complete": done,
+                },
+            )
+            return self._load(conn, run_id)
+
+    def _approvers(self, conn: Connection, run_id: int, round_: int) -> set[str]:
+        query = select(approvals.c.approver).where(
+            approvals.c.run_id == run_id,
+            approvals.c.round == round_,
+            approvals.c.decision == ApprovalDecisionKind.APPROVE.value,
+        )
+        return set(conn.execute(query).scalars())
+
+    def expire_approvals(self) -> list[Run]:
+        """Runs whose approval request went undecided, or whose approval was not followed by a
+        batch, for longer than the approval TTL: aborted by the service; returns them."""
+        now = self.now()
+        with self._read() as conn:
+            due = list(
+                conn.execute(
+                    select(runs.c.id).where(
+                        runs.c.active_key.is_not(None),
+                        runs.c.approval_expires_at.is_not(None),
+                        runs.c.approval_expires_at <= _db(now),
+                    )
+                ).scalars()
+            )
+        expired_runs = []
+        for run_id in due:
+            with self._write() as conn:
+                row = self._lock(conn, run_id)
+                expired = _aware(row["approval_expires_at"])
+                if RunState(row["state"]) in FINISHED_STATES or expired is None or expired > now:
+                    continue  # decided, started or finished meanwhile
+                undecided = row["state"] == RunState.AWAITING_APPROVAL
+                count = len(self._approvers(conn, run_id, row["approval_round"] or 0))
+                why = (
+                    f"nobody decided in time ({count} of {row['approvals_needed']} approvals)"
+                    if undecided
+                    else "the run did not start a batch in time after its approval"
+                )
+                summary = f"approval expired at {expired:%H:%M:%S} UTC"
+                doubtful = self._interrupt(
+                    conn, run_id, _facts(row), SYSTEM_ACTOR, keep_current=False
+                )
+                self._close(conn, run_id, RunState.ABORTED, summary, keep_approval_expiry=True)
+                self._record(
+                    conn,
+                    run_id,
+                    row["last_seq"],
+                    SYSTEM_ACTOR,
+                    "approval_expired",
+                    kind=EventKind.SYSTEM,
+                    message=f"{summary}: {why}; the run is aborted. Start it again to ask anew.",
+                    data={
+                        "expired_at": wire_time(expired),
+                        "undecided": undecided,
+                        "approvals": count,
+                        "in_doubt": doubtful,
+                    },
+                )
+                expired_runs.append(self._load(conn, run_id))
+        return expired_runs
 
     # --- the service itself -----------------------------------------------------------------------
 
@@ -1195,8 +1467,17 @@ class Store:
             conn.execute(update(runs).where(runs.c.id == run_id).values(current_batch=None))
         return doubtful
 
-    def _close(self, conn: Connection, run_id: int, state: RunState, summary: str) -> None:
+    def _close(
+        self,
+        conn: Connection,
+        run_id: int,
+        state: RunState,
+        summary: str,
+        *,
+        keep_approval_expiry: bool = False,
+    ) -> None:
         now = _db(self.now())
+        expiry = {} if keep_approval_expiry else {"approval_expires_at": None}
         conn.execute(
             update(runs)
             .where(runs.c.id == run_id)
@@ -1207,6 +1488,8 @@ class Store:
                 active_key=None,
                 lease_expires_at=None,
                 current_batch=None,
+                resume_state=None,
+                **expiry,
                 **_NO_HANDOFF,
             )
         )
@@ -1273,7 +1556,23 @@ class Store:
         query = select(hosts).where(hosts.c.run_id.in_(ids)).order_by(hosts.c.position)
         for host in conn.execute(query).mappings():
             host_rows[host["run_id"]].append(host)
-        return [_run_view(row, batch_rows[row["id"]], host_rows[row["id"]]) for row in rows]
+        rounds = {row["id"]: row["approval_round"] or 0 for row in rows}
+        decisions: dict[int, list[ApprovalView]] = {run_id: [] for run_id in ids}
+        query = select(approvals).where(approvals.c.run_id.in_(ids)).order_by(approvals.c.id)
+        for decision in conn.execute(query).mappings():
+            if decision["round"] == rounds[decision["run_id"]]:
+                decisions[decision["run_id"]].append(
+                    ApprovalView(
+                        approver=decision["approver"],
+                        decision=ApprovalDecisionKind(decision["decision"]),
+                        reason=decision["reason"],
+                        at=_wire(decision["at"]) or "",
+                    )
+                )
+        return [
+            _run_view(row, batch_rows[row["id"]], host_rows[row["id"]], decisions[row["id"]])
+            for row in rows
+        ]
 
 
 _NO_HANDOFF = {"handoff_to": None, "handoff_note": None, "handoff_by": None, "handoff_at": None}
@@ -1316,6 +1615,30 @@ def _facts(row: RowMapping) -> RunFacts:
         current_batch=row["current_batch"],
         lease_expires_at=_aware(row["lease_expires_at"]),
         finished_at=_aware(row["finished_at"]),
+        created_by=row["created_by"],
+        requested_by=row["approval_requested_by"] or "",
+        approval_expires_at=_aware(row["approval_expires_at"]),
+    )
+
+
+def facts_of(run: Run) -> RunFacts:
+    """What the rules know of a run, from its wire view (the status page asks the rules too)."""
+
+    def moment(text: str | None) -> datetime | None:
+        return parse_wire_time(text) if text else None
+
+    return RunFacts(
+        id=run.id,
+        state=run.state,
+        owner=run.owner,
+        production=run.production,
+        handoff_to=run.handoff.to if run.handoff else None,
+        current_batch=run.current_batch,
+        lease_expires_at=moment(run.lease_expires_at),
+        finished_at=moment(run.finished_at),
+        created_by=run.created_by,
+        requested_by=run.approval_requested_by or "",
+        approval_expires_at=moment(run.approval_expires_at),
     )
 
 
@@ -1330,7 +1653,12 @@ def _handoff(row: RowMapping) -> Handoff | None:
     )
 
 
-def _run_view(row: RowMapping, batch_rows: list[RowMapping], host_rows: list[RowMapping]) -> Run:
+def _run_view(
+    row: RowMapping,
+    batch_rows: list[RowMapping],
+    host_rows: list[RowMapping],
+    decisions: list[ApprovalView],
+) -> Run:
     members: dict[int, list[str]] = {}
     for host in host_rows:
         members.setdefault(host["batch"], []).append(host["name"])
@@ -1382,6 +1710,10 @@ def _run_view(row: RowMapping, batch_rows: list[RowMapping], host_rows: list[Row
             )
             for host in host_rows
         ],
+        approvals=decisions,
+        approvals_needed=row["approvals_needed"] or 0,
+        approval_expires_at=_wire(row["approval_expires_at"]),
+        approval_requested_by=row["approval_requested_by"],
     )
 
 

@@ -8,6 +8,9 @@
 - Times are naive UTC (SQLite has no time zones); the store converts at its edge.
 - `certificates` records every SSH certificate the CA signed (serial, KeyID, principals, the
   public key's fingerprint, validity): the certificate text itself is not kept, only what it says.
+- `approvals` records every decision on a run's approval request (who, approve or reject, why,
+  when). `round` numbers the requests of a run: a re-plan asks again (round + 1) and only the
+  current round's approvals count, while the earlier ones stay in the ledger.
 - `runs_schema` holds the schema version: a newer database than the code stops the service.
 """
 
@@ -28,7 +31,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 3  # 2: runs.options; 3: certificates
+SCHEMA_VERSION = 4  # 2: runs.options; 3: certificates; 4: approvals (table and runs columns)
 
 NAME = 255  # user, host, runbook and stack names
 metadata = MetaData()
@@ -69,6 +72,18 @@ runs = Table(
     Column("handoff_at", DateTime),
     Column("current_batch", Integer),
     Column("last_seq", Integer, nullable=False, default=0),
+    # Approvals (schema 4; NULL in older rows: none needed). approvals_needed: distinct approvers
+    # the current request needs (0: none); approval_round: the current request, from 1;
+    # approval_expires_at: when the request (or, once approved, the approval if no batch has
+    # started) expires, NULL once a batch started; kept on a run the expiry ended.
+    # approval_requested_by: who asked (the requester, or whoever re-planned); resume_state:
+    # the state the run takes once approved (running at the start; after a re-plan, the state
+    # it was in).
+    Column("approvals_needed", Integer),
+    Column("approval_round", Integer),
+    Column("approval_expires_at", DateTime),
+    Column("approval_requested_by", String(NAME)),
+    Column("resume_state", String(20)),
     Index("ix_runs_state_lease", "state", "lease_expires_at"),
     Index("ix_runs_finished_at", "finished_at"),
 )
@@ -123,6 +138,19 @@ events = Table(
     Index("ux_events_run_seq", "run_id", "seq", unique=True),
     Index("ux_events_run_uuid", "run_id", "uuid", unique=True),
     Index("ix_events_run_kind_seq", "run_id", "kind", "seq"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("approver", String(NAME), nullable=False),
+    Column("decision", String(10), nullable=False),  # approve or reject
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime, nullable=False),
+    Index("ix_approvals_run_round", "run_id", "round"),
 )
 
 certificates = Table(

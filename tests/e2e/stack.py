@@ -98,6 +98,8 @@ TEST = StackConfig(
         ("RUNS_LEASE_SECONDS", "10"),
         # Certificates for a minute: access that must end does so within the tests' patience.
         ("RUNS_SSH_CERT_MINUTES", "1"),
+        # Approvals expire after a minute (the least allowed): the expiry test waits that long.
+        ("RUNS_APPROVAL_TTL", "120"),
     ),
 )
 STACK_DIR = TEST.stack_dir

@@ -2,7 +2,9 @@
 
 Alice and bob (both on call) work on the production stack `db` from their own containers, with
 the runbooks (patching.ipynb, handoff.ipynb) executed by papermill as they would run them. Each
-test approves a further erratum, so each has something to patch.
+test approves a further erratum, so each has something to patch. db is production: each of
+alice's runs waits for bob's approval (four eyes), which he gives through the API while her
+runbook waits; the approval stays with the run when it changes hands.
 """
 
 import subprocess
@@ -43,6 +45,13 @@ def ledger(stack, engineers) -> RunsClient:
     return RunsClient(f"{stack.hub_url}/services/runs", token, retry_for=30)
 
 
+@pytest.fixture(scope="module")
+def approver(stack, engineers) -> RunsClient:
+    """bob's own token: he approves alice's production runs (she may not approve her own)."""
+    token = engineers["bob"].new_token("handoff tests: approvals")
+    return RunsClient(f"{stack.hub_url}/services/runs", token, retry_for=30)
+
+
 def papermill(container: str, runbook: str, output: str, **parameters) -> list[str]:
     """The command that runs a runbook in an engineer's container, as the engineer."""
     args = ["docker", "exec", "-u", "1000", "-w", "/home/jovyan", container, "papermill"]
@@ -69,6 +78,44 @@ def patch_db(**parameters) -> dict:
 def latest_db_run(ledger: RunsClient) -> wire.Run:
     runs = [r for r in ledger.runs() if r.runbook == "patching" and r.stack == "db"]
     return max(runs, key=lambda r: r.id)
+
+
+def latest_db_run_id(ledger: RunsClient) -> int:
+    return max(
+        (r.id for r in ledger.runs() if r.runbook == "patching" and r.stack == "db"), default=0
+    )
+
+
+def approve_when_asked(approver: RunsClient, after: int, reason: str) -> wire.Run:
+    """Once alice's new run on db (id above `after`) awaits approval, bob approves it."""
+
+    def asked() -> wire.Run | None:
+        for run in approver.runs():
+            if run.id > after and run.runbook == "patching" and run.stack == "db":
+                return run if run.state is wire.RunState.AWAITING_APPROVAL else None
+        return None
+
+    wait_for(asked, 300, "alice's run on db awaiting approval")
+    return approver.approve(asked().id, reason)
+
+
+def run_approved(
+    container: str, runbook: str, output: str, approver: RunsClient, reason: str, **parameters
+) -> wire.Run:
+    """alice's patching.ipynb on db, approved by bob while it waits; until it ends."""
+    previous = latest_db_run_id(approver)
+    process = subprocess.Popen(
+        papermill(container, runbook, output, **parameters),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        run = approve_when_asked(approver, previous, reason)
+        assert process.wait(timeout=900) == 0, output_text(container, output)[-4000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return run
 
 
 def patch_records(container: str) -> set[str]:
@@ -105,15 +152,17 @@ def installed(package: str) -> dict[str, str]:
 
 
 def test_a_run_handed_off_after_batch_1_is_finished_by_bob_from_his_container(
-    stack, engineers, ledger
+    stack, engineers, ledger, approver
 ):
     alice, bob = stack.container_of("alice"), stack.container_of("bob")
     before = {alice: patch_records(alice), bob: patch_records(bob)}
     note = "batch 1 went fine; db-2 is the primary, watch replication after its reboot"
-    run_runbook(
+    run_approved(
         alice,
         "patching.ipynb",
         "handoff-alice.ipynb",
+        approver,
+        "CHG-101: base 1.1 on db, agreed with the DBAs",
         **patch_db(
             approve=["opsbook-demo-base=1.1"],
             handoff_to="bob",
@@ -138,6 +187,11 @@ def test_a_run_handed_off_after_batch_1_is_finished_by_bob_from_his_container(
         e.type == "handoff" and e.actor == "alice" and note in (e.message or "") for e in events
     )
     assert any(e.type == "accept" and e.actor == "bob" for e in events)
+    # bob approved alice's run before it started; handed to him, it kept that approval
+    assert [(a.approver, a.reason) for a in run.approvals] == [
+        ("bob", "CHG-101: base 1.1 on db, agreed with the DBAs")
+    ]
+    assert [e.type for e in events].count("approval_requested") == 1
     # Every event ansible-runner produced, in alice's and in bob's container, is in the record.
     produced = sum(runner_event_files(c, patch_records(c) - before[c]) for c in (alice, bob))
     recorded = ledger_runner_events(ledger, run.id)
@@ -147,8 +201,11 @@ def test_a_run_handed_off_after_batch_1_is_finished_by_bob_from_his_container(
     assert {e.actor for e in recorded if e.batch in (2, 3)} == {"bob"}
 
 
-def test_a_run_whose_container_died_mid_batch_is_taken_over_and_finished(stack, engineers, ledger):
+def test_a_run_whose_container_died_mid_batch_is_taken_over_and_finished(
+    stack, engineers, ledger, approver
+):
     alice, bob = stack.container_of("alice"), stack.container_of("bob")
+    previous = latest_db_run_id(ledger)
     patching = subprocess.Popen(
         papermill(
             alice, "patching.ipynb", "dies.ipynb", **patch_db(approve=["opsbook-demo-agent=2.3.1"])
@@ -157,6 +214,7 @@ def test_a_run_whose_container_died_mid_batch_is_taken_over_and_finished(stack, 
         stderr=subprocess.DEVNULL,
     )
     try:
+        approve_when_asked(approver, previous, "CHG-102: agent 2.3.1 on db")
 
         def batch_2_running():
             run = latest_db_run(ledger)
@@ -191,20 +249,22 @@ def test_a_run_whose_container_died_mid_batch_is_taken_over_and_finished(stack, 
     assert "db-2" in takeover.data["in_doubt"]
     assert installed("opsbook-demo-agent") == {host: "2.3.1" for host in DB}
     assert all(h.state is wire.HostState.OK for h in run.hosts)  # none left untracked
+    assert [a.approver for a in run.approvals] == ["bob"]  # taken over: still approved
     engineers["alice"].stop_server()
 
 
-def test_restarting_the_runs_service_mid_run_loses_no_event(stack, engineers, ledger):
+def test_restarting_the_runs_service_mid_run_loses_no_event(stack, engineers, ledger, approver):
     engineers["alice"].start_server()
     alice = stack.container_of("alice")
     before = patch_records(alice)
     errata = ["opsbook-demo-agent=2.4.0", "opsbook-demo-db=1.0.1"]
+    previous = latest_db_run_id(ledger)
     patching = subprocess.Popen(
         papermill(alice, "patching.ipynb", "restart.ipynb", **patch_db(approve=errata)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    previous = latest_db_run(ledger).id
+    approve_when_asked(approver, previous, "CHG-103: agent 2.4.0 and db 1.0.1")
 
     def batch_1_running():
         run = latest_db_run(ledger)
@@ -242,3 +302,7 @@ def test_the_team_heard_of_each_step_on_the_webhook(ledger):
     assert any(t.startswith("FAILURE") and "lease" in t for t in about[died])
     assert any("took over" in t for t in about[died])
     assert all("PRODUCTION" in t for t in about[handed])  # db is production: it says so
+    # each run's approval request reached the on-call channel, then bob's approval
+    for run in (handed, died):
+        assert any(t.startswith(f"APPROVAL REQUESTED: run {run} (") for t in texts)
+        assert any("bob approved the run" in t for t in about[run])

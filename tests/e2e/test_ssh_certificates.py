@@ -162,6 +162,10 @@ def test_production_access_follows_the_run_and_ends_after_a_takeover(stack, bob)
     bob_api, alice_api = client_of(stack, "bob"), client_of(stack, "alice")
     run = bob_api.create(wire.CreateRun(runbook="ssh-test", stack="db"))
     try:
+        # Four eyes first: no production certificate before another on-call engineer approves.
+        assert run.state is wire.RunState.AWAITING_APPROVAL
+        assert renew(bob, run.id).returncode != 0
+        alice_api.approve(run.id, "ssh test: bob may go ahead")
         bob_api.lease(run.id)
         granted = renew(bob, run.id)
         assert granted.returncode == 0, granted.stderr

@@ -133,6 +133,10 @@ def test_the_runs_service_gets_only_settings_it_declares_and_its_new_ones():
     assert set(runs_env) <= {s.name for s in RUNS_SETTINGS}
     assert {"RUNS_INVENTORY", NONPRODUCTION_SETTING} <= set(runs_env)
     assert "RUNS_PRODUCTION_ENVIRONMENTS" not in ENV_EXAMPLE
+    approvals = {"RUNS_APPROVAL_ENVIRONMENTS", "RUNS_APPROVERS", "RUNS_APPROVAL_TTL"}
+    assert approvals <= set(runs_env) and approvals <= ENV_EXAMPLE
+    for name in approvals:  # empty in .env: the service's default (production, 1, 1800 s)
+        assert runs_env[name] == f"${{{name}:-}}"
 
 
 def without_messages(value: str) -> str:

@@ -157,6 +157,8 @@ def test_containers_know_where_monitoring_and_playbooks_are(config):
     assert env["OPSBOOK_ALERTMANAGER_URL"] == "http://alertmanager:9093"
     assert env["ANSIBLE_CONFIG"] == "/home/jovyan/ansible/ansible.cfg"
     assert env["OPSBOOK_RUNS_URL"] == "http://runs:8000/services/runs"
+    # the links a runbook prints (approval requests) are the browser's, not the container's
+    assert env["OPSBOOK_RUNS_PUBLIC_URL"] == "http://127.0.0.1:8000/services/runs/"
 
 
 def test_no_fleet_key_is_mounted_and_viewers_still_get_no_server(config):

@@ -1,6 +1,8 @@
 """The real runs service app in a thread on loopback, for tests of its clients (no Docker).
 
-Only the hub's token check is a stand-in: token -> user, with every runs scope. The store is the
+Only the hub's token check is a stand-in: token -> user and scopes (alice and bob, on call, hold
+every runs scope; erin, an engineer of `ops` only, reads and writes non-production runs; carol, a
+viewer, only reads). The on-call group is alice and bob unless told otherwise. The store is the
 real one on the SQLite file given, resolving stacks from the test fleet's inventory (staging is the
 one non-production environment, as in the demo); its clock can be moved by hand (lease expiry
 without waiting). It has an SSH certificate authority of a freshly generated ed25519 key (what
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,26 +22,37 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from tornado.httpserver import HTTPServer
 from tornado.web import RequestHandler
 
-from opsbook.contract.scopes import SCOPES
+from opsbook.contract import wire
+from opsbook.contract.scopes import SCOPE_READ, SCOPE_WRITE, SCOPES
+from opsbook.runs import RunSession
+from opsbook.runsclient import RunsClient, RunsError
 from opsbook.service.app import Context, make_app
 from opsbook.service.fleet import InventorySource
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
-from opsbook.service.rules import Caller
+from opsbook.service.rules import ApprovalPolicy, Caller
 from opsbook.service.ssh_ca import CertificateAuthority
 from opsbook.service.store import Store
 
 EVERYTHING = frozenset(SCOPES)
 INVENTORY = Path(__file__).parent / "data" / "fleet" / "inventories" / "demo"
-USERS = {"alice-token": "alice", "bob-token": "bob"}
+USERS = {"alice-token": "alice", "bob-token": "bob", "erin-token": "erin", "carol-token": "carol"}
+SCOPES_OF = {
+    "erin": frozenset({SCOPE_READ, SCOPE_WRITE}),  # group ops: staging only
+    "carol": frozenset({SCOPE_READ}),  # a viewer
+}
+ONCALL = ("alice", "bob")
 
 
 class StandInHub:
-    """The hub's token check: token -> user, with every runs scope."""
+    """The hub's token check: token -> user and scopes (every runs scope but for erin, carol)."""
 
     async def caller(self, handler: RequestHandler) -> Caller | None:
         token = handler.request.headers.get("Authorization", "").removeprefix("token ")
-        return Caller(USERS[token], EVERYTHING) if token in USERS else None
+        if token not in USERS:
+            return None
+        name = USERS[token]
+        return Caller(name, SCOPES_OF.get(name, EVERYTHING))
 
     def login_url(self, handler: RequestHandler) -> str:
         return "/hub/login"
@@ -63,17 +77,21 @@ class Service:
         inventory: Path = INVENTORY,
         *,
         ssh_ca: CertificateAuthority | str | None = "generate",
+        approval: ApprovalPolicy | None = None,
+        oncall: tuple[str, ...] = ONCALL,
     ) -> None:
         if ssh_ca == "generate":
             ssh_ca = CertificateAuthority(ed25519.Ed25519PrivateKey.generate(), minutes=15)
         self.ca: CertificateAuthority | None = ssh_ca  # type: ignore[assignment]
         self.clock = Clock()
+        self.oncall = list(oncall)
         self.inventory = InventorySource(inventory, frozenset({"staging"}))
         self.store = Store(
             f"sqlite:///{database}",
             fleet=self.inventory.current,
             lease_seconds=30,
             now=self.clock,
+            approval=approval,  # None: the default, every production run needs one approver
         )
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -90,7 +108,7 @@ class Service:
             ctx = Context(
                 self.store,
                 StandInHub(),
-                StaticOncall(["alice", "bob"]),
+                StaticOncall(self.oncall),
                 Notifier(""),
                 ssh_ca=self.ca,
             )
@@ -111,3 +129,51 @@ class Service:
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+def approved(session: RunSession, service: Service, by: str = "bob") -> RunSession:
+    """A production run needs an on-call engineer other than its requester: `by` approves it,
+    and the session takes up its lease (a run that needs no approval is left as it is)."""
+    if session.awaiting_approval:
+        approver = RunsClient(service.url, f"{by}-token", retry_for=10)
+        approver.approve(session.run.id, f"unit test: {by} approves")
+        session.wait_for_approval(10)
+    return session
+
+
+class Approver:
+    """`by` approves every run awaiting approval, in the background, while the context lasts
+    (papermill runs of patching.ipynb on a production stack wait for it)."""
+
+    def __init__(
+        self, service: Service, by: str = "bob", reason: str = "looks right", after: float = 1.0
+    ) -> None:
+        self.client = RunsClient(service.url, f"{by}-token", retry_for=10)
+        self.reason = reason
+        self.after = after  # seconds a run waits before it is approved (as a person would)
+        self._seen: dict[int, float] = {}
+        self.approved: list[int] = []
+        self.refused: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> Approver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            for run in self.client.runs():
+                if run.state is not wire.RunState.AWAITING_APPROVAL or run.id in self.approved:
+                    continue
+                seen = self._seen.setdefault(run.id, time.monotonic())
+                if time.monotonic() - seen >= self.after:
+                    self.approved.append(run.id)
+                    try:
+                        self.client.approve(run.id, self.reason)
+                    except RunsError as refused:  # e.g. the run was aborted meanwhile
+                        self.refused.append(str(refused))

@@ -15,6 +15,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,10 +25,19 @@ import nbformat
 import pytest
 from opsbook_fakes import FakeServer
 from opsbook_fleet import FakeFleet, demo_fleet, fleet_environment
-from opsbook_runs_service import Service
+from opsbook_runs_service import Approver, Service
+
+from opsbook.contract import wire
+from opsbook.runsclient import RunsClient
 
 LIBRARY = Path(__file__).parents[3] / "shared-notebooks"
-NOTEBOOKS = ["index.ipynb", "patching.ipynb", "handoff.ipynb", "health-check.ipynb"]
+NOTEBOOKS = [
+    "index.ipynb",
+    "patching.ipynb",
+    "handoff.ipynb",
+    "approvals.ipynb",
+    "health-check.ipynb",
+]
 CELL_TIMEOUT_SECONDS = 120
 RUNBOOK_PARAMETERS = {
     "patching.ipynb": [
@@ -41,8 +52,10 @@ RUNBOOK_PARAMETERS = {
         "handoff_to",
         "handoff_after_batch",
         "handoff_note",
+        "approval_deadline",
     ],
     "handoff.ipynb": ["run_id", "stack", "action", "reason"],
+    "approvals.ipynb": ["run_id", "decision", "reason"],
     "health-check.ipynb": ["stacks", "hours", "fail_on_unhealthy"],
 }
 
@@ -232,14 +245,22 @@ def test_a_run_handed_off_mid_way_is_finished_by_the_next_engineer(
 
 
 @pytest.mark.notebooks
-def test_patching_fails_loudly_when_the_run_stops(fleet: FakeFleet, tmp_path: Path) -> None:
+def test_patching_fails_loudly_when_the_run_stops(
+    fleet: FakeFleet, runs_service: Service, tmp_path: Path
+) -> None:
     papermill = require("papermill")
     fleet.broken_hosts = {"db-1"}
     output = tmp_path / "patching-db.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as raised:
+    with (
+        Approver(runs_service, by="bob") as bob,  # db is production: bob approves it
+        pytest.raises(papermill.PapermillExecutionError) as raised,
+    ):
         run("patching.ipynb", output, stack="db", approve=["opsbook-demo-db=1.0.1"])
+    assert bob.approved == [1] and not bob.refused
     assert raised.value.ename == "RollingStopped"
     notebook = nbformat.read(output, as_version=4)
+    assert "awaits approval" in printed(notebook, "approval")  # it said so while it waited
+    assert "approved by bob at" in printed(notebook, "approval")
     summary = printed(notebook, "summary")  # printed before the error
     assert "STOPPED: batch 1 of 3: 1 host failed the play, more than max_fail=0" in summary
     assert "not started (2): db-2, db-3" in summary
@@ -296,3 +317,112 @@ def test_an_unhealthy_host_stops_the_run_before_or_at_its_batch(
     assert fleet.installed["web-1"]["opsbook-demo-agent"] == "2.4.0"  # batch 1: done
     assert fleet.installed["web-3"]["opsbook-demo-agent"] == "2.3.0"  # batch 3: not started
     assert fleet.active_silences == []
+
+
+@pytest.mark.notebooks
+def test_a_production_run_that_is_rejected_stops_the_runbook_with_the_reason(
+    fleet: FakeFleet, runs_service: Service, tmp_path: Path
+) -> None:
+    papermill = require("papermill")
+    output = tmp_path / "patching-db-rejected.ipynb"
+    bob = RunsClient(runs_service.url, "bob-token", retry_for=10)
+
+    def reject_when_asked() -> None:
+        deadline = time.monotonic() + CELL_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            waiting = [r for r in bob.runs() if r.state.value == "awaiting_approval"]
+            if waiting:
+                bob.reject(waiting[0].id, "change freeze until Monday")
+                return
+            time.sleep(0.2)
+
+    rejecter = threading.Thread(target=reject_when_asked, daemon=True)
+    rejecter.start()
+    with pytest.raises(papermill.PapermillExecutionError) as raised:
+        run("patching.ipynb", output, stack="db")
+    rejecter.join(10)
+    assert raised.value.ename == "NotApproved"
+    assert "rejected by bob at" in raised.value.evalue
+    assert "change freeze until Monday" in raised.value.evalue
+    assert "who may approve: bob" in printed(nbformat.read(output, as_version=4), "approval")
+    assert fleet.log == []  # nothing promoted, silenced or upgraded
+    (rejected,) = runs_service.store.list_runs(active=False)
+    assert rejected.state.value == "rejected"
+
+
+@pytest.mark.notebooks
+def test_patching_gives_up_at_its_approval_deadline(
+    fleet: FakeFleet, runs_service: Service, tmp_path: Path
+) -> None:
+    papermill = require("papermill")
+    with pytest.raises(papermill.PapermillExecutionError) as raised:
+        run("patching.ipynb", tmp_path / "patching-db-late.ipynb", stack="db", approval_deadline=2)
+    assert raised.value.ename == "NotApproved"
+    assert "not approved within the runbook's deadline of 2 s" in raised.value.evalue
+    (aborted,) = runs_service.store.list_runs(active=False)
+    assert aborted.state.value == "aborted"
+    assert fleet.log == []
+
+
+@pytest.mark.notebooks
+def test_approvals_lists_the_pending_runs_and_decides_with_a_reason(
+    fleet: FakeFleet, runs_service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    papermill = require("papermill")
+    alice = RunsClient(runs_service.url, "alice-token", retry_for=10)
+    asked = alice.create(
+        wire.CreateRun(
+            runbook="patching",
+            stack="db",
+            options=wire.RunOptions(batch_size=2),
+            parameters={"approved_errata": ["opsbook-demo-db=1.0.1"]},
+        )
+    )
+    # alice may not approve her own run: the service's refusal is what the runbook shows
+    with pytest.raises(papermill.PapermillExecutionError) as raised:
+        run(
+            "approvals.ipynb",
+            tmp_path / "alice.ipynb",
+            run_id=asked.id,
+            decision="approve",
+            reason="trust me",
+        )
+    assert raised.value.ename == "RunsError"
+    assert f"you (alice) requested run {asked.id}, so you may not approve it" in (
+        raised.value.evalue
+    )
+    assert "bob" in raised.value.evalue  # who else may
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "bob-token")
+    listed = run("approvals.ipynb", tmp_path / "list.ipynb")
+    pending = printed(listed, "pending")
+    assert f"run {asked.id}: patching of db (production, PRODUCTION), requested by alice" in pending
+    assert "batch 1: db-1, db-2" in pending and "batch 2: db-3" in pending
+    assert "opsbook-demo-db=1.0.1" in pending and "options: batch_size=2" in pending
+    assert f"{runs_service.url}/runs/{asked.id}" in pending
+    assert "no run chosen" in printed(listed, "decide")
+    approved = run(
+        "approvals.ipynb",
+        tmp_path / "bob.ipynb",
+        run_id=asked.id,
+        decision="approve",
+        reason="CHG-42 agreed with the DBAs",
+    )
+    assert f"run {asked.id} is running" in printed(approved, "outcome")
+    assert "approved by bob at" in printed(approved, "outcome")
+    assert "CHG-42 agreed with the DBAs" in printed(approved, "outcome")
+    run_now = alice.run(asked.id)
+    assert run_now.state is wire.RunState.RUNNING and run_now.owner == "alice"
+    assert [(a.approver, a.reason) for a in run_now.approvals] == [
+        ("bob", "CHG-42 agreed with the DBAs")
+    ]
+    alice.abort(asked.id, "test over")
+    again = alice.create(wire.CreateRun(runbook="patching", stack="db"))
+    run(
+        "approvals.ipynb",
+        tmp_path / "reject.ipynb",
+        run_id=again.id,
+        decision="reject",
+        reason="not in the freeze",
+    )
+    rejected = alice.run(again.id)
+    assert rejected.state is wire.RunState.REJECTED and "not in the freeze" in rejected.summary

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from opsbook_fleet import FLEET_DIR, fleet_settings
-from opsbook_runs_service import Service
+from opsbook_runs_service import Service, approved
 
 from opsbook import checks, runs
 from opsbook.checks import PostChecks, errata_parameters, recorded_errata
@@ -514,7 +514,9 @@ def test_a_stopped_patch_fails_the_run_and_an_interrupted_one_pauses_it(runs_ser
     run = client(runs_service).run(session.run.id)
     assert run.state is wire.RunState.FAILED and "STOPPED: batch 1 of 2" in run.summary
     assert session.keeper.stopped
-    other = RunSession.start(client(runs_service), runbook="patching", stack="db")
+    other = approved(
+        RunSession.start(client(runs_service), runbook="patching", stack="db"), runs_service
+    )
     ledger = Ledger(other.client, other.run, keeper=other.keeper)
     ledger.finished(
         RollingResult(plan_of(other.run, Inventory.load(INVENTORY)), False, 1, (), "x", None)
@@ -625,6 +627,7 @@ def test_the_pre_checks_run_inside_the_registered_run_with_its_certificate(
     settings = lifecycle_settings(tmp_path)
     assert not settings.ssh_certificates  # the fake fleet's local connection
     session = RunSession.start(client(runs_service), runbook="patching", stack="db")
+    approved(session, runs_service)  # production: bob approved it
     found = session.pre_checks(settings, Inventory.load(INVENTORY))
     assert found.passed
     run_id = session.run.id
@@ -661,7 +664,9 @@ def test_pre_checks_that_cannot_run_fail_the_run_and_raise(runs_service, monkeyp
         raise runs.sshcert.CertificateError("no SSH certificate: refused")
 
     monkeypatch.setattr(RunSession, "certificate_step", lambda self, settings: no_certificate)
-    session = RunSession.start(client(runs_service), runbook="patching", stack="db")
+    session = approved(
+        RunSession.start(client(runs_service), runbook="patching", stack="db"), runs_service
+    )
     with pytest.raises(runs.sshcert.CertificateError):
         session.pre_checks(lifecycle_settings(tmp_path), Inventory.load(INVENTORY))
     run = client(runs_service).run(session.run.id)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from opsbook_fleet import FLEET_DIR, FLEET_URL_VARIABLE, demo_fleet, fleet_environment
-from opsbook_runs_service import Service
+from opsbook_runs_service import Service, approved
 
 from opsbook import sshcert
 from opsbook.config import Settings
@@ -127,7 +127,7 @@ def test_a_certificate_of_another_key_is_replaced(ca_service, folder):
 
 def test_a_production_run_gets_its_environment_only_for_that_run(ca_service, folder):
     alice = client(ca_service)
-    session = RunSession.start(alice, runbook="patching", stack="db")
+    session = approved(RunSession.start(alice, runbook="patching", stack="db"), ca_service)
     assert session.run.production
     plain = ensure_certificate(alice, folder=folder)
     assert "production" not in plain.principals
@@ -151,7 +151,7 @@ def test_a_refusal_is_a_clear_error_and_leaves_the_certificate_as_it_was(ca_serv
     message = str(refused.value)
     assert message.startswith(f"the runs service refused an SSH certificate for run {staging.id}")
     assert "No play was started" in message
-    production = RunSession.start(alice, runbook="patching", stack="db").run
+    production = approved(RunSession.start(alice, runbook="patching", stack="db"), ca_service).run
     with pytest.raises(CertificateError, match="refused an SSH certificate for run"):
         ensure_certificate(client(ca_service, "bob"), production.id, folder=folder)
     assert sshcert.read_certificate(folder) == held
@@ -213,7 +213,9 @@ def test_a_production_runs_plays_get_a_certificate_for_that_run(
     settings = Settings.from_env(environment)
     alice = client(ca_service)
     options = wire.RunOptions(limit=["db-1"], check_mode=True)
-    session = RunSession.start(alice, runbook="patching", stack="db", options=options)
+    session = approved(
+        RunSession.start(alice, runbook="patching", stack="db", options=options), ca_service
+    )
     result = session.patch(settings, Inventory.load(INVENTORY)).wait(120)
     assert result.complete, result.summary()
     held = sshcert.read_certificate(folder)
@@ -234,6 +236,7 @@ def test_a_run_whose_certificate_is_refused_stops_before_its_play(
     session = RunSession.start(
         client(ca_service), runbook="patching", stack="db", options=wire.RunOptions(limit=["db-1"])
     )
+    approved(session, ca_service)
     # bob's client drives alice's run: the ledger calls would be refused too, so only the
     # certificate's client is bob's here.
     refused = sshcert.certificate_step(

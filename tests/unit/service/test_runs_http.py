@@ -14,6 +14,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from tornado.testing import AsyncHTTPTestCase, gen_test
@@ -174,7 +175,7 @@ class RunsAppTest(AsyncHTTPTestCase):
     def test_health_needs_no_sign_in(self):
         code, data = self.call("GET", "health", who=None)
         assert code == 200
-        assert Health.from_dict(data) == Health(status="ok", schema_version=3, database="sqlite")
+        assert Health.from_dict(data) == Health(status="ok", schema_version=4, database="sqlite")
 
     def test_not_signed_in(self):
         reply = self.error("GET", "runs", who=None)
@@ -464,6 +465,142 @@ class RunsAppTest(AsyncHTTPTestCase):
             self.notifier.messages[-1].startswith("FAILURE")
             and "lease" in (self.notifier.messages[-1])
         )
+
+    # --- approvals --------------------------------------------------------------------------------
+
+    def form(self, run: Run, action: str, who: str | None, reason: str = "checked the plan"):
+        """The run page's form, as a browser posts it (the fake identity needs no XSRF token:
+        test_runs_hub.py has the real HubOAuth refuse a post without one)."""
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if who:
+            headers["Authorization"] = f"token {who}-token"
+        return self.fetch(
+            f"{PREFIX}runs/{run.id}/{action}",
+            method="POST",
+            headers=headers,
+            body=urlencode({"reason": reason}),
+            follow_redirects=False,
+        )
+
+    def test_a_production_run_is_approved_by_another_on_call_engineer_through_the_api(self):
+        run = self.create("alice", stack="db", options={"batch_size": 2})
+        assert (run.state, run.lease_expires_at, run.approvals_needed) == (
+            RunState.AWAITING_APPROVAL,
+            None,
+            1,
+        )
+        assert self.error("POST", f"runs/{run.id}/lease", "alice").code is (
+            ErrorCode.AWAITING_APPROVAL
+        )
+        reply = self.error("POST", f"runs/{run.id}/batches/1/start", "alice", {})
+        assert (reply.status, reply.code) == (409, ErrorCode.AWAITING_APPROVAL)
+        reply = self.error("POST", f"runs/{run.id}/approve", "alice", {"reason": "mine"})
+        assert (reply.status, reply.code) == (409, ErrorCode.SELF_APPROVAL)
+        assert "Ask bob (on call, group oncall)" in reply.message
+        for who in ("erin", "carol"):
+            reply = self.error("POST", f"runs/{run.id}/approve", who, {"reason": "ok"})
+            assert (reply.status, reply.scope) == (403, SCOPE_PRODUCTION)
+        reply = self.error("POST", f"runs/{run.id}/approve", "bob", {"reason": ""})
+        assert (reply.status, reply.code) == (400, ErrorCode.BAD_REQUEST)
+        assert self.error("POST", f"runs/{run.id}/approve", "bob", {}).status == 400
+        run = self.post_run(run, "approve", "bob", {"reason": "DBAs agreed"})
+        assert (run.state, run.owner, [a.approver for a in run.approvals]) == (
+            RunState.RUNNING,
+            "alice",
+            ["bob"],
+        )
+        assert self.post_run(run, "approve", "bob", {"reason": "again"}).last_seq == run.last_seq
+        assert LeaseGrant.from_dict(self.call("POST", f"runs/{run.id}/lease")[1]).owner == "alice"
+        self.batch(run, 1)
+        messages = "\n".join(self.notifier.messages)
+        assert f"APPROVAL REQUESTED: run {run.id} (patching on db, PRODUCTION)" in messages
+        assert f"Approve or reject it at {PREFIX}runs/{run.id}" in messages
+        assert "bob approved the run (1 of 1): DBAs agreed" in messages
+
+    def test_a_rejection_and_a_run_not_awaiting_approval(self):
+        staging = self.create("erin")
+        assert staging.state is RunState.RUNNING and staging.approvals_needed == 0
+        reply = self.error("POST", f"runs/{staging.id}/approve", "bob", {"reason": "ok"})
+        assert (reply.status, reply.code) == (409, ErrorCode.WRONG_STATE)
+        assert "running, not awaiting approval" in reply.message
+        run = self.create("alice", stack="db", options={})
+        run = self.post_run(run, "reject", "bob", {"reason": "not during the sale"})
+        assert (run.state, run.summary) == (
+            RunState.REJECTED,
+            "rejected by bob: not during the sale",
+        )
+        assert self.notifier.messages[-1].endswith("bob rejected the run: not during the sale")
+
+    def test_approving_after_the_request_expired_names_when(self):
+        run = self.create("alice", stack="db", options={})
+        expired_at = datetime.now(UTC) + timedelta(seconds=1800)
+        self.store.now = lambda: time_after(1801)
+        reply = self.error("POST", f"runs/{run.id}/approve", "bob", {"reason": "late"})
+        assert (reply.status, reply.code) == (409, ErrorCode.APPROVAL_EXPIRED)
+        assert f"expired at {expired_at:%Y-%m-%d %H:%M}" in reply.message
+
+    def test_the_approval_form_on_the_run_page(self):
+        run = self.create(
+            "alice", stack="db", options={}, parameters={"approved_errata": ["DSA-5501-1"]}
+        )
+        code, index = self.call("GET", PREFIX, "carol")
+        assert code == 200 and index.index("Awaiting approval (1)") < index.index("In progress")
+        assert f'runs/{run.id}">{run.id}</a></td><td>patching</td>' in index
+        # bob may decide: the page shows what is approved, and the form; it does not refresh
+        code, page = self.call("GET", f"{PREFIX}runs/{run.id}", "bob")
+        assert code == 200 and "Awaiting approval</b>: 0 of 1" in page
+        assert "<td>batch 1</td><td>db-1</td>" in page and "DSA-5501-1" in page
+        assert f'action="{PREFIX}runs/{run.id}/approve"' in page and 'name="_xsrf"' in page
+        assert f'formaction="{PREFIX}runs/{run.id}/reject"' in page
+        assert 'http-equiv="refresh"' not in page
+        # the requester and a viewer see the pending approval and no form, and the page refreshes
+        for who, why in (("alice", "you (alice) requested run"), ("carol", SCOPE_PRODUCTION)):
+            code, page = self.call("GET", f"{PREFIX}runs/{run.id}", who)
+            assert code == 200 and "Awaiting approval</b>" in page and "<form" not in page
+            assert "You cannot approve or reject this run" in page and why in page
+            assert 'http-equiv="refresh"' in page
+        # ... and their posts are refused, saying why, with a link back
+        response = self.form(run, "approve", "carol")
+        assert response.code == 403 and SCOPE_PRODUCTION in response.body.decode()
+        response = self.form(run, "approve", "alice")
+        page = response.body.decode()
+        assert response.code == 409 and "you (alice) requested run" in page
+        assert f'href="{PREFIX}runs/{run.id}">back to the run' in page
+        response = self.form(run, "approve", "bob", reason=" ")
+        assert response.code == 400 and "reason" in response.body.decode()
+        assert self.store.get_run(run.id).approvals == []
+        # bob approves from the page: back to the run page, which says so
+        response = self.form(run, "approve", "bob", reason="window <b>agreed</b>")
+        assert response.code == 303
+        assert response.headers["Location"] == f"{PREFIX}runs/{run.id}?decided=approve"
+        code, page = self.call("GET", f"{PREFIX}runs/{run.id}?decided=approve", "bob")
+        assert "Your approval was recorded." in page and "Approved</b>" in page
+        assert "window &lt;b&gt;agreed&lt;/b&gt;" in page and "<b>agreed</b>" not in page
+        assert self.store.get_run(run.id).state is RunState.RUNNING
+        # a post without a sign-in is refused, not redirected to a login
+        assert self.form(run, "reject", None).code == 403
+
+    @gen_test
+    async def test_the_sweeper_aborts_runs_whose_approval_expired_and_announces_it(self):
+        run = self.store.create_run(
+            Caller("alice", frozenset(ONCALL)), runbook="patching", stack="db"
+        )
+        self.store.now = lambda: time_after(1801)
+        sweeper = start_sweeper(self.ctx, 0.02)
+        try:
+            for _ in range(200):
+                if self.store.get_run(run.id).state is RunState.ABORTED:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            sweeper.stop()
+        run = self.store.get_run(run.id)
+        assert run.state is RunState.ABORTED and run.summary.startswith("approval expired at")
+        for _ in range(50):
+            if self.notifier.messages[-1:] and "approval expired" in self.notifier.messages[-1]:
+                break
+            await asyncio.sleep(0.02)
+        assert "nobody decided in time" in self.notifier.messages[-1]
 
 
 def time_after(seconds: float) -> datetime:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from tornado.testing import AsyncHTTPTestCase, gen_test
-from tornado.web import RequestHandler
+from tornado.web import RequestHandler, create_signed_value
 
-from opsbook.contract.scopes import SCOPE_READ, SCOPE_WRITE
-from opsbook.contract.wire import ErrorCode, Me, Run
+from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
+from opsbook.contract.wire import ErrorCode, Me, Run, RunState
 from opsbook.service.app import Context, make_app
 from opsbook.service.identity import HubIdentity, make_hub_auth
 from opsbook.service.notify import Notifier
@@ -33,8 +36,18 @@ TOKENS = {
         "name": "erin",
         "groups": ["ops"],
         "scopes": [SCOPE_READ, SCOPE_WRITE, "access:services!service=runs", "read:users:name!user"],
-    }
+    },
+    **{
+        f"{name}-token": {
+            "kind": "user",
+            "name": name,
+            "groups": ["oncall"],
+            "scopes": [SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER],
+        }
+        for name in ("alice", "bob", "dave")
+    },
 }
+COOKIE_SECRET = b"x" * 32
 
 
 class FakeHub:
@@ -122,7 +135,7 @@ class HubClientsTest(AsyncHTTPTestCase):
             notifier=Notifier(f"http://127.0.0.1:{port}/hook", public_url="https://ops.example"),
             hub_auth=hub_auth,
         )
-        app = make_app(self.ctx, cookie_secret=b"x" * 32)
+        app = make_app(self.ctx, cookie_secret=COOKIE_SECRET)
         app.add_handlers(
             ".*",
             [
@@ -192,6 +205,63 @@ class HubClientsTest(AsyncHTTPTestCase):
         assert hook["text"].startswith(f"run {run.id} (patching on web, staging) ")
         assert f"https://ops.example/services/runs/runs/{run.id}" in hook["text"]
         assert "erin started patching" in hook["text"]
+
+    def browser(self, user: str) -> dict[str, str]:
+        """The cookies a browser of `user` holds after the hub's OAuth: our signed cookie with
+        their hub token (what OAuthCallback sets)."""
+        value = create_signed_value(COOKIE_SECRET, "service-runs", f"{user}-token").decode()
+        return {"service-runs": value}
+
+    def page(self, method: str, path: str, cookies: dict[str, str], body: dict | None = None):
+        cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        return self.fetch(
+            f"/services/runs/{path}",
+            method=method,
+            headers={"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+            body=None if body is None else urlencode(body),
+            follow_redirects=False,
+        )
+
+    def test_the_approval_form_is_xsrf_protected_by_huboauth(self):
+        response = self.api("POST", "runs", "alice-token", {"runbook": "patching", "stack": "db"})
+        run = Run.from_dict(json.loads(response.body))
+        assert run.state is RunState.AWAITING_APPROVAL
+        cookies = self.browser("bob")
+        response = self.page("GET", f"runs/{run.id}", cookies)
+        assert response.code == 200, response.body
+        html = response.body.decode()
+        (token,) = re.findall(r'name="_xsrf" value="([^"]+)"', html)
+        jar = SimpleCookie()
+        for header in response.headers.get_list("Set-Cookie"):
+            jar.load(header)
+        assert jar["_xsrf"]["path"] == "/services/runs/"
+        with_xsrf = {**cookies, "_xsrf": jar["_xsrf"].value}
+        # a forged post (another site's form: the cookies go along, the token does not)
+        for forged in (
+            self.page("POST", f"runs/{run.id}/approve", with_xsrf, {"reason": "forged"}),
+            # a token from bob's page is bound to bob's sign-in: no good with dave's cookie
+            self.page(
+                "POST",
+                f"runs/{run.id}/approve",
+                self.browser("dave"),
+                {"reason": "x", "_xsrf": token},
+            ),
+            self.page("POST", f"runs/{run.id}/reject", with_xsrf, {"reason": "x", "_xsrf": "1|a"}),
+        ):
+            assert forged.code == 403 and "XSRF" in forged.body.decode()
+        assert self.ctx.store.get_run(run.id).state is RunState.AWAITING_APPROVAL
+        # the page's own form
+        response = self.page(
+            "POST", f"runs/{run.id}/approve", with_xsrf, {"reason": "ok", "_xsrf": token}
+        )
+        assert response.code == 303, response.body
+        assert response.headers["Location"] == f"/services/runs/runs/{run.id}?decided=approve"
+        run = self.ctx.store.get_run(run.id)
+        assert (run.state, [a.approver for a in run.approvals]) == (RunState.RUNNING, ["bob"])
+        # the webhook heard the request with the page's link
+        self.wait_for(lambda: len(self.hub.hooks) >= 3)
+        request = next(h["text"] for h in self.hub.hooks if "APPROVAL REQUESTED" in h["text"])
+        assert f"at https://ops.example/services/runs/runs/{run.id}" in request
 
     def test_oncall_comes_from_the_hub_group_and_is_cached(self):
         for _ in range(2):

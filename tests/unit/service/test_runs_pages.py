@@ -15,6 +15,7 @@ from opsbook.service.rules import Caller
 from opsbook.service.store import Store
 
 ALICE = Caller("alice", frozenset({SCOPE_READ, SCOPE_WRITE, SCOPE_PRODUCTION, SCOPE_TAKEOVER}))
+BOB = Caller("bob", ALICE.scopes)
 EVIL = "<script>alert('x')</script>"
 
 
@@ -41,6 +42,7 @@ def test_the_index_shows_progress_owner_lease_handoff_and_notes_escaped(store):
         stack="db",  # production: db-1, db-2 | db-3
         options=RunOptions(batch_size=2),
     )
+    store.approve(run.id, BOB, "maintenance window")  # production: another on-call approves
     store.start_batch(run.id, ALICE, 1)
     store.append_events(
         run.id,

@@ -6,7 +6,7 @@ status, code and words a person needs.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -47,10 +47,13 @@ OWNER_MAY = {
     S.PAUSED: {Action.HANDOFF, Action.PAUSE, Action.RESUME, Action.FINISH, Action.ABORT},
     S.HANDED_OFF: {Action.HANDOFF, Action.PAUSE, Action.RESUME, Action.ABORT},
     S.ORPHANED: {Action.ABORT},
+    S.AWAITING_APPROVAL: {Action.ABORT},  # nothing runs before the approval; it may be dropped
     S.COMPLETED: set(),
     S.FAILED: set(),
     S.ABORTED: set(),
+    S.REJECTED: set(),
 }
+FINISHED = (S.COMPLETED, S.FAILED, S.ABORTED, S.REJECTED)
 
 
 def facts(state: RunState, **kw) -> RunFacts:
@@ -60,9 +63,7 @@ def facts(state: RunState, **kw) -> RunFacts:
         "owner": "alice",
         "production": False,
         "lease_expires_at": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
-        "finished_at": datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
-        if state in (S.COMPLETED, S.FAILED, S.ABORTED)
-        else None,
+        "finished_at": datetime(2026, 11, 26, 13, 0, tzinfo=UTC) if state in FINISHED else None,
     }
     base.update(kw)
     return RunFacts(**base)
@@ -83,13 +84,16 @@ def test_the_owner_in_each_state(action, state):
         return
     error = refusal(action, run, ALICE)
     assert error.status == 409 and error.run_id == 7
-    if state in (S.COMPLETED, S.FAILED, S.ABORTED):
+    if state in FINISHED:
         assert error.code is ErrorCode.RUN_FINISHED
         assert f"run 7 is already {state.value}" in error.message
         assert "2026-11-26 13:00:00 UTC" in error.message
     elif state is S.ORPHANED:
         assert error.code is ErrorCode.LEASE_EXPIRED
         assert "lease ran out at 2026-11-26 12:00:00 UTC" in error.message
+    elif state is S.AWAITING_APPROVAL:
+        assert error.code is ErrorCode.AWAITING_APPROVAL
+        assert "run 7 is awaiting_approval: nothing may run until" in error.message
     else:
         assert error.code is ErrorCode.WRONG_STATE
         assert f"run 7 is {state.value}" in error.message
@@ -342,3 +346,151 @@ def test_replan_is_refused_while_running_by_strangers_and_without_takeover_scope
     assert (error.status, error.scope) == (403, SCOPE_TAKEOVER)
     error = refusal(Action.REPLAN, facts(S.COMPLETED), ALICE)
     assert error.code is ErrorCode.RUN_FINISHED
+
+
+# --- approvals ------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def waiting(**kw) -> RunFacts:
+    base = {
+        "owner": "alice",
+        "created_by": "alice",
+        "production": True,
+        "lease_expires_at": None,
+        "approval_expires_at": NOW + timedelta(minutes=30),
+    }
+    base.update(kw)
+    return facts(S.AWAITING_APPROVAL, **base)
+
+
+def decision_refusal(action: Action, run: RunFacts, caller: Caller, **kw) -> Refused:
+    with pytest.raises(Refused) as caught:
+        rules.check_decision(action, run, caller, now=NOW, **kw)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("policy", "environment", "production", "needed"),
+    [
+        (rules.ApprovalPolicy(), "production", True, 1),
+        (rules.ApprovalPolicy(), "lab", True, 1),  # undeclared: production, so approved
+        (rules.ApprovalPolicy(approvers=2), "production", True, 2),
+        (rules.ApprovalPolicy(), "staging", False, 0),
+        (rules.ApprovalPolicy(environments=frozenset({"staging"})), "Staging", False, 1),
+        (rules.NO_APPROVALS, "production", True, 0),
+        # names add environments; they never take approval away from a production one
+        (rules.ApprovalPolicy(environments=frozenset({"prodution"})), "production", True, 1),
+    ],
+)
+def test_which_runs_need_approval(policy, environment, production, needed):
+    assert policy.needed(environment, production) == needed
+
+
+@pytest.mark.parametrize("action", [Action.APPROVE, Action.REJECT])
+def test_another_on_call_engineer_decides(action):
+    assert rules.check_decision(action, waiting(), BOB, now=NOW) is True
+
+
+@pytest.mark.parametrize("action", [Action.APPROVE, Action.REJECT])
+@pytest.mark.parametrize("caller", [ERIN, CAROL, MALLORY])
+def test_viewers_and_ops_engineers_may_not_decide_naming_the_scope(action, caller):
+    error = decision_refusal(action, waiting(), caller)
+    assert (error.status, error.code, error.scope) == (
+        403,
+        ErrorCode.MISSING_SCOPE,
+        SCOPE_PRODUCTION,
+    )
+    assert f"{caller.name} may not {action.value} run 7" in error.message
+    assert SCOPE_PRODUCTION in error.message
+
+
+@pytest.mark.parametrize("action", [Action.APPROVE, Action.REJECT])
+def test_the_requester_may_not_decide_and_is_told_who_may(action):
+    error = decision_refusal(action, waiting(), ALICE, oncall=["alice", "bob", "dave"])
+    assert (error.status, error.code, error.run_id) == (409, ErrorCode.SELF_APPROVAL, 7)
+    assert f"you (alice) requested run 7, so you may not {action.value} it" in error.message
+    assert "no one may do it on your behalf" in error.message
+    assert "Ask bob, dave (on call, group oncall)" in error.message
+
+
+def test_the_owner_after_a_handoff_may_not_decide_either():
+    run = waiting(owner="bob")
+    error = decision_refusal(Action.APPROVE, run, BOB, oncall=["alice", "bob"], group="oc")
+    assert error.code is ErrorCode.SELF_APPROVAL and "you (bob) own run 7" in error.message
+    assert "nobody else is on call now (group oc)" in error.message
+    error = decision_refusal(Action.APPROVE, run, ALICE)
+    assert "another member of the on-call group oncall" in error.message
+    # whoever re-planned it, or was handed it, runs it: they may not decide either
+    dave = Caller("dave", ONCALL)
+    for run, words in (
+        (waiting(requested_by="dave"), "asked for the approval of run 7"),
+        (waiting(handoff_to="dave"), "were handed run 7"),
+    ):
+        error = decision_refusal(Action.REJECT, run, dave, oncall=["alice", "bob", "dave"])
+        assert error.code is ErrorCode.SELF_APPROVAL and words in error.message
+        assert "Ask bob (on call" in error.message
+
+
+def test_a_decision_needs_a_reason_after_who_may_decide():
+    error = decision_refusal(Action.REJECT, waiting(), BOB, reason="  ")
+    assert (error.status, error.code) == (400, ErrorCode.BAD_REQUEST)
+    assert "reason: say why you reject run 7" in error.message and "summary" in error.message
+    assert decision_refusal(Action.APPROVE, waiting(), ALICE, reason="").code is (
+        ErrorCode.SELF_APPROVAL
+    )
+    assert decision_refusal(Action.APPROVE, waiting(), CAROL, reason="").status == 403
+
+
+def test_approving_twice_is_harmless_even_once_the_run_goes_on():
+    assert rules.check_decision(Action.APPROVE, waiting(), BOB, now=NOW, decided=["bob"]) is False
+    running = facts(S.RUNNING, created_by="alice", production=True)
+    assert rules.check_decision(Action.APPROVE, running, BOB, now=NOW, decided=["bob"]) is False
+    # a rejection after one's own approval is a decision of its own
+    assert rules.check_decision(Action.REJECT, waiting(), BOB, now=NOW, decided=["bob"]) is True
+
+
+@pytest.mark.parametrize("state", [S.RUNNING, S.PAUSED, S.HANDED_OFF, S.ORPHANED])
+def test_a_run_not_awaiting_approval_names_its_state(state):
+    error = decision_refusal(Action.APPROVE, facts(state, created_by="alice"), BOB)
+    assert (error.status, error.code) == (409, ErrorCode.WRONG_STATE)
+    assert f"run 7 is {state.value}, not awaiting approval" in error.message
+
+
+def test_a_finished_run_and_an_expired_request():
+    error = decision_refusal(Action.REJECT, facts(S.COMPLETED, created_by="alice"), BOB)
+    assert error.code is ErrorCode.RUN_FINISHED and "already completed" in error.message
+    expired = waiting(approval_expires_at=NOW - timedelta(seconds=1))
+    error = decision_refusal(Action.APPROVE, expired, BOB)
+    assert (error.status, error.code) == (409, ErrorCode.APPROVAL_EXPIRED)
+    assert "expired at 2026-11-26 11:59:59 UTC" in error.message
+    swept = facts(S.ABORTED, created_by="alice", approval_expires_at=NOW - timedelta(minutes=1))
+    error = decision_refusal(Action.APPROVE, swept, BOB)
+    assert error.code is ErrorCode.APPROVAL_EXPIRED and "11:59:00 UTC" in error.message
+
+
+def test_the_page_asks_the_same_rules_whether_to_show_the_form():
+    assert rules.decision_refusal(waiting(), BOB, now=NOW) is None
+    assert "requested run 7" in rules.decision_refusal(waiting(), ALICE, now=NOW)
+    assert SCOPE_PRODUCTION in rules.decision_refusal(waiting(), CAROL, now=NOW)
+    assert "approved it already" in rules.decision_refusal(waiting(), BOB, now=NOW, decided={"bob"})
+    assert "not awaiting approval" in rules.decision_refusal(facts(S.RUNNING), BOB, now=NOW)
+
+
+def test_nothing_runs_and_no_certificate_while_awaiting_approval():
+    for action in (Action.BATCH_START, Action.LEASE, Action.PARAMETERS, Action.APPEND):
+        error = refusal(action, waiting(), ALICE)
+        assert (error.status, error.code) == (409, ErrorCode.AWAITING_APPROVAL)
+        assert "other than alice approves it" in error.message
+    with pytest.raises(Refused) as caught:
+        rules.check_certificate_run(waiting(), ALICE, NOW)
+    assert caught.value.code is ErrorCode.AWAITING_APPROVAL
+    error = refusal(Action.REPLAN, waiting(), ALICE)
+    assert error.code is ErrorCode.AWAITING_APPROVAL
+    assert rules.state_after(Action.REJECT, waiting()) is S.REJECTED
+
+
+def test_decisions_are_not_authorized_as_owner_actions():
+    with pytest.raises(ValueError):
+        rules.authorize(Action.APPROVE, waiting(), BOB)

@@ -10,10 +10,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from opsbook.contract.stacks import NONPRODUCTION_SETTING, is_production
+from opsbook.service.rules import ApprovalPolicy
 from opsbook.service.settings import (
     DEFAULT_DATABASE_URL,
     SETTINGS,
     SettingsError,
+    approval_policy,
     load,
     masked_database_url,
 )
@@ -35,6 +37,53 @@ def test_defaults():
     assert settings["RUNS_SSH_CA_KEY"] == "/run/secrets/opsbook-user-ca"
     assert settings["RUNS_SSH_CERT_MINUTES"] == 15
     assert settings["RUNS_SSH_SOURCE_ADDRESSES"] == ()
+    assert approval_policy(settings) == ApprovalPolicy(
+        production=True, environments=frozenset(), approvers=1, ttl_seconds=1800
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "production", "names"),
+    [
+        ("production", True, set()),
+        ("PRODUCTION", True, set()),
+        ("none", False, set()),
+        (" None ", False, set()),
+        ("staging", True, {"staging"}),  # as well as production: never instead of it
+        ("production, Staging qa", True, {"staging", "qa"}),
+        ("nnoe", True, {"nnoe"}),  # a misspelt none is a name: production still needs approval
+    ],
+)
+def test_approval_environments_fail_closed(raw, production, names):
+    policy = approval_policy(
+        load({"JUPYTERHUB_API_TOKEN": TOKEN, "RUNS_APPROVAL_ENVIRONMENTS": raw})
+    )
+    assert (policy.production, policy.environments) == (production, frozenset(names))
+
+
+def test_approval_settings_out_of_range_name_what_they_expect():
+    with pytest.raises(SettingsError) as caught:
+        load(
+            {
+                "JUPYTERHUB_API_TOKEN": TOKEN,
+                "RUNS_APPROVAL_ENVIRONMENTS": "none staging",
+                "RUNS_APPROVERS": "0",
+                "RUNS_APPROVAL_TTL": "59",
+            }
+        )
+    lines = str(caught.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "RUNS_APPROVAL_ENVIRONMENTS",
+        "RUNS_APPROVERS",
+        "RUNS_APPROVAL_TTL",
+    ]
+    assert "none stands alone" in lines[0]
+    assert lines[1] == "RUNS_APPROVERS: expected a whole number from 1 to 5, got '0'"
+    assert lines[2] == "RUNS_APPROVAL_TTL: expected a whole number from 60 to 86400, got '59'"
+    settings = load(
+        {"JUPYTERHUB_API_TOKEN": TOKEN, "RUNS_APPROVERS": "5", "RUNS_APPROVAL_TTL": "86400"}
+    )
+    assert (settings["RUNS_APPROVERS"], settings["RUNS_APPROVAL_TTL"]) == (5, 86400)
 
 
 def test_every_bad_setting_gets_one_line_and_secrets_are_not_echoed():

@@ -133,10 +133,16 @@ def store(open_store) -> Store:
     return open_store()
 
 
-def start_db(store: Store, caller: Caller = BOB) -> int:
-    """A production run (stack db) owned by `caller`."""
+def start_db(store: Store, caller: Caller = BOB, *, approve: bool = True) -> int:
+    """A production run (stack db) owned by `caller`, approved by another on-call engineer
+    (unless `approve` is False: then it awaits approval)."""
     run = store.create_run(caller, runbook="patching", stack="db", options=RunOptions())
     assert run.production and run.environment == "production"
+    assert run.state is RunState.AWAITING_APPROVAL
+    if approve:
+        other = ALICE if caller.name != "alice" else BOB
+        run = store.approve(run.id, other, "planned maintenance")
+        assert run.state is RunState.RUNNING
     return run.id
 
 
@@ -407,6 +413,14 @@ def test_the_owner_of_a_running_production_run_gets_production(store, ca, user_p
     assert user_pub.split()[1] not in json.dumps(event.to_dict())
 
 
+def test_a_production_run_awaiting_approval_gives_no_production(store, ca, user_pub):
+    run_id = start_db(store, BOB, approve=False)
+    error = refused(store.issue_certificate, BOB, user_pub, run_id, ca=ca)
+    assert (error.status, error.code) == (409, ErrorCode.AWAITING_APPROVAL)
+    assert "awaiting_approval" in error.message and "certificate" in error.message
+    assert store.certificates(run_id=run_id) == []
+
+
 def test_someone_elses_production_run_gives_nothing(store, ca, user_pub):
     run_id = start_db(store, BOB)
     error = refused(store.issue_certificate, ALICE, user_pub, run_id, ca=ca)
@@ -515,7 +529,7 @@ def test_every_certificate_is_recorded(store, ca, user_pub, clock):
     assert "certificate" not in erin  # the ledger keeps what it says, not the text
 
 
-def test_a_schema_2_database_is_migrated_to_3(database_url, open_store, user_pub, ca, clock):
+def test_a_schema_2_database_is_migrated_to_4(database_url, open_store, user_pub, ca, clock):
     """Schema 2 (before certificates): made by hand, then opened by this version."""
     engine = create_engine(database_url)
     try:
@@ -534,10 +548,10 @@ def test_a_schema_2_database_is_migrated_to_3(database_url, open_store, user_pub
         engine.dispose()
 
     store = open_store()
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     issued = store.issue_certificate(ERIN, user_pub, ca=ca)
     assert [row["serial"] for row in store.certificates()] == [issued.serial]
-    assert open_store().schema_version() == 3  # opening again changes nothing
+    assert open_store().schema_version() == 4  # opening again changes nothing
 
 
 # --- the CA key -----------------------------------------------------------------------------------

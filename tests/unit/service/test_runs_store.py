@@ -29,9 +29,10 @@ from opsbook.contract.wire import (
     HostState,
     RunOptions,
     RunState,
+    wire_time,
 )
 from opsbook.service import tables
-from opsbook.service.rules import Caller, Refused
+from opsbook.service.rules import ApprovalPolicy, Caller, Refused
 from opsbook.service.store import Store
 from opsbook.service.tables import metadata
 
@@ -40,6 +41,7 @@ ALICE = Caller("alice", ONCALL)
 BOB = Caller("bob", ONCALL)
 ERIN = Caller("erin", frozenset({SCOPE_READ, SCOPE_WRITE}))
 CAROL = Caller("carol", frozenset({SCOPE_READ}))
+DAVE = Caller("dave", ONCALL)
 ON_CALL_NOW = ["alice", "bob"]
 PLAN = [["web-1", "web-2"], ["web-3", "web-4"], ["web-5"]]  # stack web, two hosts a batch
 WEB_HOSTS = [host for batch in PLAN for host in batch]
@@ -672,8 +674,19 @@ def test_takeover_is_refused_when_the_environment_changed_and_works_after_replan
         BatchState.PENDING,
         BatchState.PENDING,
     ]
-    event = store.last_events(run.id, 1)[0]
-    assert (event.data["was_environment"], event.data["environment"]) == ("staging", "preprod")
+    replanned, asked = store.last_events(run.id, 2)
+    assert (replanned.data["was_environment"], replanned.data["environment"]) == (
+        "staging",
+        "preprod",
+    )
+    # now production: a changed plan needs an approval, by neither alice nor bob (who re-planned)
+    assert (asked.type, run.state, run.approvals_needed) == (
+        "approval_requested",
+        RunState.AWAITING_APPROVAL,
+        1,
+    )
+    assert refused(store.approve, run.id, BOB, "ok").code is ErrorCode.SELF_APPROVAL
+    assert store.approve(run.id, DAVE, "preprod move checked").state is RunState.ORPHANED
     run = store.takeover(run.id, BOB, "alice's kernel died")
     assert (run.owner, run.state, run.current_batch) == ("bob", RunState.RUNNING, None)
 
@@ -850,10 +863,10 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     # and it carries on: sequence numbers continue, the stack is still taken
     assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
     assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
-    assert reopened.schema_version() == 3
+    assert reopened.schema_version() == 4
 
 
-def test_a_schema_1_database_is_migrated_to_3_and_its_runs_go_on(database_url, open_store, clock):
+def test_a_schema_1_database_is_migrated_to_4_and_its_runs_go_on(database_url, open_store, clock):
     """Schema 1 (before runs.options): made by hand, with a run in progress, then opened."""
     engine = create_engine(database_url)
     try:
@@ -895,14 +908,14 @@ def test_a_schema_1_database_is_migrated_to_3_and_its_runs_go_on(database_url, o
         engine.dispose()
 
     store = open_store()
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     run = store.get_run(run_id)
     assert run.options == RunOptions()  # a schema-1 run: the defaults
     assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3"]]
     run_batch(store, run_id, ALICE, 1)
     assert refused(start, store, BOB).code is ErrorCode.RUN_ACTIVE  # still holds its stack
     assert start(store, runbook="reboot").options == RunOptions(batch_size=2)
-    assert open_store().schema_version() == 3  # opening again changes nothing
+    assert open_store().schema_version() == 4  # opening again changes nothing
 
 
 def test_list_runs_active_first_then_recent(store):
@@ -914,3 +927,239 @@ def test_list_runs_active_first_then_recent(store):
     assert [r.id for r in store.list_runs(finished=0)] == [active.id]
     assert [r.id for r in store.list_runs(stack="web")] == [finished.id]
     assert [r.id for r in store.list_runs(runbook="patching", stack="db")] == [active.id]
+
+
+# --- approvals ------------------------------------------------------------------------------------
+
+
+def approved(store: Store, caller: Caller = ALICE, approver: Caller = BOB, **overrides):
+    """A production run (stack db) requested by `caller` and approved by `approver`."""
+    run = start(store, caller, stack="db", **overrides)
+    return store.approve(run.id, approver, "maintenance window agreed")
+
+
+def test_a_production_run_waits_for_approval_with_nothing_running(store, clock):
+    run = start(store, ALICE, stack="db")
+    assert (run.state, run.owner, run.lease_expires_at) == (
+        RunState.AWAITING_APPROVAL,
+        "alice",
+        None,
+    )
+    assert (run.approvals_needed, run.approvals) == (1, [])
+    assert run.approval_expires_at == wire_time(clock.now + timedelta(seconds=1800))
+    started, asked = store.last_events(run.id, 2)
+    assert (started.type, asked.type, asked.actor) == ("start", "approval_requested", "alice")
+    assert "nothing runs until an on-call engineer other than alice approves it" in asked.message
+    assert asked.data["plan"] == [["db-1", "db-2"], ["db-3"]]
+    for call, args in (
+        (store.start_batch, (1,)),
+        (store.renew_lease, ()),
+        (store.update_parameters, ({"approved_errata": ["DSA-1"]},)),
+        (store.append_events, ([EventIn(type="runner_on_ok")],)),
+        (store.pause, ()),
+        (store.handoff, ()),
+    ):
+        kwargs = (
+            {"to": "bob", "note": "", "oncall": ON_CALL_NOW, "oncall_group": "oncall"}
+            if call == store.handoff
+            else {}
+        )
+        error = refused(call, run.id, ALICE, *args, **kwargs)
+        assert (error.status, error.code) == (409, ErrorCode.AWAITING_APPROVAL), call
+        assert "awaiting_approval" in error.message
+    assert store.get_run(run.id).last_seq == run.last_seq  # nothing recorded
+    # a staging run needs none
+    staging = start(store, ERIN)
+    assert (staging.state, staging.approvals_needed, staging.approval_expires_at) == (
+        RunState.RUNNING,
+        0,
+        None,
+    )
+
+
+def test_another_on_call_engineer_approves_and_the_requester_gets_the_lease(store, clock):
+    run = start(store, ALICE, stack="db")
+    clock.advance(120)
+    run = store.approve(run.id, BOB, "  window agreed with the DBAs  ")
+    assert (run.state, run.owner) == (RunState.RUNNING, "alice")
+    assert run.lease_expires_at == wire_time(clock.now + timedelta(seconds=60))
+    assert [(a.approver, a.decision.value, a.reason, a.at) for a in run.approvals] == [
+        ("bob", "approve", "window agreed with the DBAs", wire_time(clock.now))
+    ]
+    # the approval expires unless a batch starts within the TTL
+    assert run.approval_expires_at == wire_time(clock.now + timedelta(seconds=1800))
+    event = store.last_events(run.id, 1)[0]
+    assert (event.type, event.actor) == ("approved", "bob")
+    assert event.message.startswith("bob approved the run (1 of 1): window agreed with the DBAs")
+    assert "alice holds its lease" in event.message
+    store.renew_lease(run.id, ALICE)
+    run = store.start_batch(run.id, ALICE, 1)
+    assert run.approval_expires_at is None
+    clock.advance(3600)
+    store.renew_lease(run.id, ALICE)
+    assert store.expire_approvals() == []  # started: the approval stands
+
+
+def test_who_may_not_approve_and_why(store):
+    run = start(store, ALICE, stack="db")
+    error = refused(store.approve, run.id, ALICE, "mine", oncall=["alice", "bob"])
+    assert (error.status, error.code) == (409, ErrorCode.SELF_APPROVAL)
+    assert "you (alice) requested run" in error.message and "Ask bob (on call" in error.message
+    for caller in (ERIN, CAROL):
+        error = refused(store.approve, run.id, caller, "looks fine")
+        assert (error.status, error.scope) == (403, SCOPE_PRODUCTION)
+    error = refused(store.reject, run.id, BOB, "   ")
+    assert (error.status, error.code) == (400, ErrorCode.BAD_REQUEST)
+    assert "reason" in error.message
+    assert store.get_run(run.id).state is RunState.AWAITING_APPROVAL
+    assert store.get_run(run.id).approvals == []
+    store.approve(run.id, BOB, "ok")
+    error = refused(store.reject, run.id, DAVE, "too late")
+    assert (error.code, "run 1 is running, not awaiting approval") == (
+        ErrorCode.WRONG_STATE,
+        error.message.split(";")[0],
+    )
+
+
+def test_approving_twice_counts_once(open_store):
+    store = open_store(approval=ApprovalPolicy(approvers=2))
+    run = start(store, ALICE, stack="db")
+    assert run.approvals_needed == 2
+    run = store.approve(run.id, BOB, "ok")
+    seq = run.last_seq
+    again = store.approve(run.id, BOB, "ok, again")
+    assert (again.state, again.last_seq, len(again.approvals)) == (
+        RunState.AWAITING_APPROVAL,
+        seq,
+        1,
+    )
+    assert "(1 of 2)" in store.last_events(run.id, 1)[0].message
+    run = store.approve(run.id, DAVE, "agreed")
+    assert run.state is RunState.RUNNING and [a.approver for a in run.approvals] == ["bob", "dave"]
+    assert store.approve(run.id, BOB, "retry after a lost answer").last_seq == run.last_seq
+
+
+def test_a_rejection_ends_the_run_with_the_reason_and_frees_the_stack(store):
+    run = start(store, ALICE, stack="db")
+    run = store.reject(run.id, BOB, "not during the sale")
+    assert (run.state, run.finished, run.lease_expires_at) == (RunState.REJECTED, True, None)
+    assert run.summary == "rejected by bob: not during the sale"
+    assert run.approval_expires_at is None
+    assert [(a.approver, a.decision.value) for a in run.approvals] == [("bob", "reject")]
+    event = store.last_events(run.id, 1)[0]
+    assert (event.type, event.message) == ("rejected", "bob rejected the run: not during the sale")
+    assert refused(store.approve, run.id, DAVE, "x").code is ErrorCode.RUN_FINISHED
+    assert start(store, ALICE, stack="db").id != run.id  # the stack is free
+
+
+def test_an_undecided_request_expires_and_the_run_is_aborted_by_the_service(store, clock):
+    run = start(store, ALICE, stack="db")
+    clock.advance(1799)
+    assert store.expire_approvals() == []
+    clock.advance(1)
+    expires = clock.now
+    error = refused(store.approve, run.id, BOB, "just in time?")
+    assert (error.status, error.code) == (409, ErrorCode.APPROVAL_EXPIRED)
+    assert f"expired at {expires:%Y-%m-%d %H:%M:%S} UTC" in error.message
+    (run,) = store.expire_approvals()
+    assert (run.state, run.summary) == (
+        RunState.ABORTED,
+        f"approval expired at {expires:%H:%M:%S} UTC",
+    )
+    event = store.last_events(run.id, 1)[0]
+    assert (event.type, event.actor, event.kind) == ("approval_expired", "runs", EventKind.SYSTEM)
+    assert event.message.startswith(f"approval expired at {expires:%H:%M:%S} UTC: nobody decided")
+    error = refused(store.approve, run.id, BOB, "late")
+    assert error.code is ErrorCode.APPROVAL_EXPIRED and f"{expires:%H:%M:%S}" in error.message
+    assert store.expire_approvals() == []
+
+
+def test_an_approval_expires_if_no_batch_starts_in_time(store, clock):
+    run = approved(store)
+    clock.advance(1000)
+    store.pause(run.id, ALICE)  # paused, handed off or orphaned: the approval still runs out
+    clock.advance(800)
+    (run,) = store.expire_approvals()
+    assert run.state is RunState.ABORTED and run.summary.startswith("approval expired at")
+    assert "did not start a batch in time" in store.last_events(run.id, 1)[0].message
+
+
+def test_a_handed_off_run_keeps_its_approval(store):
+    run = approved(store)
+    run_batch(store, run.id, ALICE, 1)
+    store.handoff(run.id, ALICE, to="bob", note="", oncall=ON_CALL_NOW, oncall_group="oncall")
+    store.pause(run.id, ALICE)
+    run = store.accept(run.id, BOB)
+    assert (run.state, run.owner, run.approvals_needed) == (RunState.RUNNING, "bob", 1)
+    assert [a.approver for a in run.approvals] == ["bob"]
+    run_batch(store, run.id, BOB, 2)
+
+
+def test_a_replan_asks_for_approval_again_and_the_run_returns_to_its_state(store, inventory):
+    run = approved(store)
+    run_batch(store, run.id, ALICE, 1)
+    store.pause(run.id, ALICE)
+    inventory.add_host("db-4", "db")
+    inventory.add_host("db-4", "production")
+    run = store.replan(run.id, ALICE, "db-4 joined")
+    assert (run.state, run.approvals, run.lease_expires_at) == (
+        RunState.AWAITING_APPROVAL,
+        [],
+        None,
+    )
+    assert [b.hosts for b in run.batches] == [["db-1", "db-2"], ["db-3", "db-4"]]
+    assert refused(store.resume, run.id, ALICE).code is ErrorCode.AWAITING_APPROVAL
+    assert refused(store.approve, run.id, ALICE, "x").code is ErrorCode.SELF_APPROVAL
+    run = store.approve(run.id, BOB, "db-4 is fine")
+    assert run.state is RunState.PAUSED and [a.reason for a in run.approvals] == ["db-4 is fine"]
+    assert "it is paused again" in store.last_events(run.id, 1)[0].message
+    run = store.resume(run.id, ALICE)
+    run_batch(store, run.id, ALICE, 2)
+    # the ledger keeps the first round's decision too
+    assert [e.type for e in store.events(run.id).events].count("approved") == 2
+
+
+def test_which_environments_need_approval_is_a_setting(open_store, inventory):
+    store = open_store(approval=ApprovalPolicy(production=False))
+    assert start(store, ALICE, stack="db").state is RunState.RUNNING
+    store = open_store(approval=ApprovalPolicy(environments=frozenset({"staging"}), approvers=1))
+    assert start(store, ERIN, runbook="reboot").state is RunState.AWAITING_APPROVAL
+    # an ops engineer may not approve, not even a staging run
+    run = store.list_runs(runbook="reboot")[0]
+    assert refused(store.approve, run.id, ERIN, "ok").status == 403
+    assert store.approve(run.id, BOB, "ok").state is RunState.RUNNING
+
+
+def test_the_owner_may_abort_a_run_awaiting_approval(store):
+    run = start(store, ALICE, stack="db")
+    run = store.abort(run.id, ALICE, "wrong stack")
+    assert run.state is RunState.ABORTED and run.approval_expires_at is None
+    assert refused(store.approve, run.id, BOB, "x").code is ErrorCode.RUN_FINISHED
+
+
+def test_a_schema_3_database_is_migrated_to_4(database_url, open_store, clock):
+    engine = create_engine(database_url)
+    try:
+        for table in metadata.sorted_tables:
+            if table is not tables.approvals:
+                table.create(engine)
+        with engine.begin() as conn:
+            for column in (
+                "approvals_needed",
+                "approval_round",
+                "approval_expires_at",
+                "approval_requested_by",
+                "resume_state",
+            ):
+                conn.execute(text(f"ALTER TABLE runs DROP COLUMN {column}"))
+            at = clock.now.replace(tzinfo=None)
+            for version in (1, 2, 3):
+                conn.execute(insert(tables.schema).values(version=version, created_at=at))
+    finally:
+        engine.dispose()
+    store = open_store()
+    assert store.schema_version() == 4
+    run = start(store, ALICE, stack="db")
+    assert run.state is RunState.AWAITING_APPROVAL
+    assert store.approve(run.id, BOB, "ok").state is RunState.RUNNING
+    assert open_store().schema_version() == 4

@@ -18,7 +18,12 @@ from opsbook.contract.stacks import (
     stack_name_problem,
 )
 from opsbook.contract.wire import (
+    FINISHED_STATES,
+    RUN_ACTIONS,
     AppendEvents,
+    ApprovalDecision,
+    ApprovalDecisionKind,
+    ApprovalView,
     BatchOrder,
     BatchState,
     BatchView,
@@ -68,6 +73,42 @@ def test_a_run_survives_the_trip_through_json():
     assert data["state"] == "handed_off" and data["hosts"][0]["state"] == "ok"
     assert Run.from_dict(data) == run
     assert run.host_states() == {"web-1": HostState.OK} and not run.finished
+
+
+def test_approvals_travel_with_the_run_and_an_older_sender_has_none():
+    run = Run.from_dict(
+        {
+            **sample_run().to_dict(),
+            "state": "awaiting_approval",
+            "approvals": [
+                {
+                    "approver": "bob",
+                    "decision": "approve",
+                    "reason": "ok",
+                    "at": "2026-11-26T12:06Z",
+                }
+            ],
+            "approvals_needed": 2,
+            "approval_expires_at": "2026-11-26T12:30:00.000000+00:00",
+        }
+    )
+    assert run.state is RunState.AWAITING_APPROVAL and not run.finished
+    assert run.approvals == [
+        ApprovalView(
+            approver="bob",
+            decision=ApprovalDecisionKind.APPROVE,
+            reason="ok",
+            at="2026-11-26T12:06Z",
+        )
+    ]
+    assert Run.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+    older = sample_run().to_dict()
+    for name in ("approvals", "approvals_needed", "approval_expires_at"):
+        del older[name]
+    assert Run.from_dict(older).approvals_needed == 0 and Run.from_dict(older).approvals == []
+    assert RunState.REJECTED in FINISHED_STATES and {"approve", "reject"} <= set(RUN_ACTIONS)
+    with pytest.raises(WireError, match="reason: missing"):
+        ApprovalDecision.from_dict({})
 
 
 def test_unknown_fields_are_ignored_so_either_side_may_add_fields():
