@@ -3,7 +3,7 @@ back, remove everything the bench made, time the image builds, write docs/benchm
 
     python -m tests.bench [--skip-builds] [--report-only] [--only spawn,login,...]
 
---only measures some figures (spawn spawn10 login gate certs runs patch images) into
+--only measures some figures (spawn spawn10 login gate certs approval runs patch images) into
 build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md is only written
 from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
 
@@ -120,6 +120,10 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
             done.append(ten)
         if wanted("login"):
             done.append(timed(lambda: figures.login(stack, setting("BENCH_LOGINS", 20))))
+        if wanted("approval"):
+            done.append(
+                timed(lambda: figures.approval_round_trip(stack, setting("BENCH_APPROVALS", 10)))
+            )
         if not any(wanted(key) for key in ("memory", "gate", "runs", "patch", "certs")):
             return done
 
@@ -170,7 +174,18 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
 
 
 def order(figs: list[Figure]) -> list[Figure]:
-    wanted = ["spawn", "spawn10", "login", "patch", "certs", "gate", "runs", "memory", "images"]
+    wanted = [
+        "spawn",
+        "spawn10",
+        "login",
+        "patch",
+        "certs",
+        "approval",
+        "gate",
+        "runs",
+        "memory",
+        "images",
+    ]
     return sorted(figs, key=lambda f: wanted.index(f.key) if f.key in wanted else 99)
 
 

@@ -572,6 +572,60 @@ def certificates(container: str, samples: int) -> Figure:
     return figure
 
 
+# --- approvals ------------------------------------------------------------------------------------
+
+
+def _wait_then_set(session: runs_module.RunSession, done: threading.Event) -> None:
+    session.wait_for_approval(60)
+    done.set()
+
+
+def approval_round_trip(stack: Stack, samples: int) -> Figure:
+    """Issue 12's benchmark: a production run requested, approved through the API, and the
+    waiting runbook on its way."""
+    figure = Figure(
+        "approval",
+        "Approval round trip",
+        "alice (on call) starts a run on the production stack db, which waits for approval "
+        "(`RunSession.start`, then `wait_for_approval` as patching.ipynb calls it, polling every "
+        "0.5 s, in a thread of this process); bob approves it through the API, with his own token "
+        "and a reason. Timed: from bob's approve call to the moment alice's wait returns with the "
+        "run running and its lease taken up. Each run is then aborted (nothing is patched).",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    url = f"{stack.hub_url}/services/runs"
+    alice = RunsClient(url, signed_in(stack, "alice").new_token("bench: approvals"))
+    bob = RunsClient(url, signed_in(stack, "bob").new_token("bench: approvals"))
+    trips, waits = [], []
+    for _ in range(samples):
+        session = runs_module.RunSession.start(alice, runbook="bench-approval", stack="db")
+        done = threading.Event()
+        thread = threading.Thread(target=_wait_then_set, args=(session, done))
+        thread.start()
+        time.sleep(0.3)  # alice's runbook is waiting before bob answers, as in real life
+        started = time.perf_counter()
+        bob.approve(session.run.id, "bench: approved")
+        answered = time.perf_counter()
+        done.wait(30)
+        finished = time.perf_counter()
+        thread.join(5)
+        alice.abort(session.run.id, "bench: nothing to patch")
+        trips.append((finished - started) * 1000)
+        waits.append((answered - started) * 1000)
+    figure.rows = [
+        Row(
+            "approved -> the waiting runbook goes on",
+            trips,
+            "ms",
+            "median < 1 s",
+            verdict(median(trips) < 1000),
+        ),
+        Row("the approve call alone (bob's answer)", waits, "ms"),
+    ]
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
 # --- the health gate ------------------------------------------------------------------------------
 
 GATE_SCRIPT = """
