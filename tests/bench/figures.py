@@ -692,6 +692,7 @@ def health_gate(stack: Stack, container: str, samples: int) -> Figure:
 EVENTS_SCRIPT = """
 import json, time, uuid
 from datetime import datetime, timezone
+from opsbook import runs
 from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
 client = RunsClient.from_env()
