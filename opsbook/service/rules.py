@@ -251,14 +251,7 @@ def authorize(action: Action, run: RunFacts, caller: Caller) -> None:
     if run.production:
         require(caller, SCOPE_PRODUCTION, f"{doing}, which is on a production stack")
     if run.state in FINISHED_STATES:
-        raise Refused(
-            409,
-            ErrorCode.RUN_FINISHED,
-            f"run {run.id} is already {run.state.value}"
-            + (f" (finished {_clock(run.finished_at)})" if run.finished_at else "")
-            + f"; it cannot {_verb(action)}. Start a new run instead.",
-            run_id=run.id,
-        )
+        raise already_finished(run, f"it cannot {_verb(action)}. Start a new run instead.")
     if action is Action.ACCEPT:
         _authorize_accept(run, caller)
     elif action is Action.TAKEOVER:
@@ -383,6 +376,18 @@ def _authorize_replan(run: RunFacts, caller: Caller) -> None:
     raise _not_owner(run, caller, Action.REPLAN)
 
 
+def already_finished(run: RunFacts, then: str) -> Refused:
+    """409 for any action on a run that is over: its state, when it ended, and `then`."""
+    return Refused(
+        409,
+        ErrorCode.RUN_FINISHED,
+        f"run {run.id} is already {run.state.value}"
+        + (f" (finished {_clock(run.finished_at)})" if run.finished_at else "")
+        + f"; {then}",
+        run_id=run.id,
+    )
+
+
 def _not_owner(run: RunFacts, caller: Caller, action: Action, *, hint: str = "") -> Refused:
     lost = (
         " Your kernel no longer holds this run: stop working on it."
@@ -459,14 +464,7 @@ def check_decision(
     if run.state in FINISHED_STATES:
         if run.approval_expires_at is not None:
             raise _approval_expired(run)
-        raise Refused(
-            409,
-            ErrorCode.RUN_FINISHED,
-            f"run {run.id} is already {run.state.value}"
-            + (f" (finished {_clock(run.finished_at)})" if run.finished_at else "")
-            + f"; there is nothing to {action.value}.",
-            run_id=run.id,
-        )
+        raise already_finished(run, f"there is nothing to {action.value}.")
     if caller.name in _interested(run):
         role = (
             "requested"
@@ -542,12 +540,10 @@ def check_certificate_run(run: RunFacts, caller: Caller, now: datetime) -> None:
     of these failed (409; 403 for the scope), and no certificate is issued."""
     doing = f"get an SSH certificate for run {run.id}"
     if run.state in FINISHED_STATES:
-        raise Refused(
-            409,
-            ErrorCode.RUN_FINISHED,
-            f"run {run.id} is already {run.state.value}; it gives no access to its hosts any "
-            "more. Ask for a certificate without a run for the non-production environments.",
-            run_id=run.id,
+        raise already_finished(
+            run,
+            "it gives no access to its hosts any more. Ask for a certificate without a run for "
+            "the non-production environments.",
         )
     if not run.production:
         raise Refused(
