@@ -843,7 +843,8 @@ def run_runbook(container: str, output: str) -> tuple[float, dict[str, Any]]:
     return elapsed, notebook
 
 
-PLAIN_SCRIPT = """
+# Both by-hand baselines start the same way: the same errata promoted, each step time-stamped.
+PROMOTE_BY_HAND = """
 set -euo pipefail
 cd ~/ansible
 log=~/{log}
@@ -852,11 +853,16 @@ stamp() {{ echo "$1 $(date +%s.%N)"; }}
 stamp start
 ansible-playbook playbooks/promote-errata.yml -e {errata} >>"$log" 2>&1
 stamp promote
-for host in {hosts}; do
+"""
+
+PLAIN_SCRIPT = (
+    PROMOTE_BY_HAND
+    + """for host in {hosts}; do
   ansible-playbook playbooks/patch.yml --limit "$host" >>"$log" 2>&1
   stamp "$host"
 done
 """
+)
 
 # The baseline a team would write without Opsbook: one playbook, serial 1, the same silences, the
 # same patch tasks and the same Prometheus gate (see its header). The bench copies it into the
@@ -865,19 +871,13 @@ done
 HANDWRITTEN = Path(__file__).with_name("handwritten-patch.yml")
 HANDWRITTEN_PLAY = "playbooks/handwritten-patch.yml"
 
-HANDWRITTEN_SCRIPT = """
-set -euo pipefail
-cd ~/ansible
-log=~/{log}
-: >"$log"
-stamp() {{ echo "$1 $(date +%s.%N)"; }}
-stamp start
-ansible-playbook playbooks/promote-errata.yml -e {errata} >>"$log" 2>&1
-stamp promote
-ANSIBLE_LOG_PATH=~/{timed_log} ansible-playbook {play} -e bench_max_load_per_cpu={load} \\
+HANDWRITTEN_SCRIPT = (
+    PROMOTE_BY_HAND
+    + """ANSIBLE_LOG_PATH=~/{timed_log} ansible-playbook {play} -e bench_max_load_per_cpu={load} \\
   >>"$log" 2>&1
 stamp patch
 """
+)
 
 
 def run_stamped(container: str, script: str, log_name: str, what: str):
