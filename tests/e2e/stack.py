@@ -86,7 +86,8 @@ class StackConfig:
 
 # The test suite's stack.
 TEST = StackConfig(
-    project="opsbook-test",
+    # Another name lets a second checkout (a git worktree) run its own test stack beside this one.
+    project=os.environ.get("OPSBOOK_TEST_PROJECT", "opsbook-test"),
     stack_dir=ROOT / "build" / "test-stack",
     hub_port=int(os.environ.get("OPSBOOK_TEST_HUB_PORT", "18000")),
     idp_port=int(os.environ.get("OPSBOOK_TEST_IDP_PORT", "19000")),

@@ -42,10 +42,11 @@ from opsbook.service.rules import Caller
 from opsbook.service.store import Store
 from opsbook.service.tables import metadata
 
+from . import stack as test_stack
 from .conftest import docker_answers
 
 IMAGE = "opsbook/postgres:0.1.0"
-CONTAINER = "opsbook-test-postgres"
+CONTAINER = f"{test_stack.PROJECT}-postgres"
 SERVICE_TESTS = Path(__file__).resolve().parents[1] / "unit" / "service"
 
 
