@@ -37,6 +37,10 @@ IMAGES = (
     "recorder",
 )
 
+# The images' tag: OPSBOOK_VERSION from the environment (scripts/build-images.sh reads it too), so a
+# second checkout can build and test its own images beside this one's; 0.1.0 as in .env.example.
+IMAGE_TAG = os.environ.get("OPSBOOK_VERSION") or "0.1.0"
+
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -70,6 +74,7 @@ class StackConfig:
         hub, idp = f"http://127.0.0.1:{self.hub_port}", f"http://127.0.0.1:{self.idp_port}"
         return {
             "COMPOSE_PROJECT_NAME": self.project,
+            "OPSBOOK_VERSION": IMAGE_TAG,
             "HUB_PORT": str(self.hub_port),
             "IDP_PORT": str(self.idp_port),
             "PROMETHEUS_PORT": str(self.prometheus_port),
@@ -195,7 +200,7 @@ def up(config: StackConfig = TEST) -> Stack:
     missing = [
         n
         for n in IMAGES
-        if docker("image", "inspect", f"opsbook/{n}:0.1.0", check=False).returncode
+        if docker("image", "inspect", f"opsbook/{n}:{IMAGE_TAG}", check=False).returncode
     ]
     if missing:
         raise StackError(f"images not built: {missing}; run `make test-e2e`, which builds them")

@@ -6,14 +6,14 @@ import uuid
 import pytest
 import testinfra
 
-from .stack import PROJECT, compose, docker
+from .stack import IMAGE_TAG, PROJECT, compose, docker
 
 
 @pytest.fixture(scope="module")
 def singleuser(stack):
     """A container of the engineers' image, as the image starts it (its user, its env)."""
     name = f"{PROJECT}-image-check-{uuid.uuid4().hex[:6]}"
-    docker("run", "-d", "--rm", "--name", name, "opsbook/singleuser:0.1.0", "sleep", "600")
+    docker("run", "-d", "--rm", "--name", name, f"opsbook/singleuser:{IMAGE_TAG}", "sleep", "600")
     yield testinfra.get_host(f"docker://{name}")
     docker("rm", "-f", name, check=False)
 

@@ -45,7 +45,7 @@ from opsbook.service.tables import metadata
 from . import stack as test_stack
 from .conftest import docker_answers
 
-IMAGE = "opsbook/postgres:0.1.0"
+IMAGE = f"opsbook/postgres:{test_stack.IMAGE_TAG}"
 CONTAINER = f"{test_stack.PROJECT}-postgres"
 SERVICE_TESTS = Path(__file__).resolve().parents[1] / "unit" / "service"
 

@@ -17,7 +17,7 @@ from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
 
 from .hubclient import HubUser
-from .stack import compose, docker, reset_fleet, wait_for
+from .stack import IMAGE_TAG, compose, docker, reset_fleet, wait_for
 
 SSH_DIR = "/run/opsbook/ssh"
 # A certificate is valid from a minute before it is issued to RUNS_SSH_CERT_MINUTES after.
@@ -202,7 +202,7 @@ def test_a_key_and_certificate_copied_out_stop_working_after_the_validity(stack,
             [
                 "docker", "run", "--rm", "--network", stack.config.project,
                 "-v", f"{tmp_path}:/copied:ro", "--user", "0", "--entrypoint", "ssh",
-                "opsbook/singleuser:0.1.0",
+                f"opsbook/singleuser:{IMAGE_TAG}",
                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                 "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
                 "-i", "/copied/id_ed25519", "-o", "CertificateFile=/copied/id_ed25519-cert.pub",
