@@ -27,6 +27,7 @@ from dockerspawner import DockerSpawner
 from opsbook import runs as runs_module
 from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
+from tests.e2e import storm
 from tests.e2e.hubclient import HubUser
 from tests.e2e.stack import ROOT, Stack, docker, reset_fleet, wait_for
 
@@ -401,7 +402,7 @@ def spawn_ten(stack: Stack, rounds: int) -> tuple[Figure, dict[str, Any]]:
         "round. One warm-up round of each first (new home volumes): shown, not counted.",
     )
     figure.context["before"] = Quiet.now().__dict__
-    engineers = [signed_in(stack, name) for name in BENCH_ENGINEERS]
+    engineers = [signed_in(stack, name) for name in BENCH_ENGINEERS[:10]]
     spawns = [HubSpawn(stack, user, user.new_token("bench: ten")) for user in engineers]
     floors = [Floor(stack, f"-{n:02d}") for n in range(1, len(spawns) + 1)]
     memory: dict[str, Any] = {}
@@ -489,6 +490,45 @@ def measure_memory_with_ten(stack: Stack, spawns: list[HubSpawn]) -> dict[str, A
         "hub_with_ten": samples[services["hub"]],
         "proxy_with_ten": samples[services["proxy"]],
     }
+
+
+# --- login storm ----------------------------------------------------------------------------------
+
+
+def login_storm(stack: Stack, count: int) -> Figure:
+    """Thirty engineers sign in and start their servers at the same instant (tests/e2e/storm.py)."""
+    figure = Figure(
+        "storm",
+        "Login storm",
+        f"bench-01 … bench-{count:02d} (group ops), none signed in before, each in a thread with a "
+        "browser session of their own, released at the same instant: the provider's login and "
+        "consent forms, the hub's callback, a token, `POST /hub/api/users/<name>/server`, then "
+        f"`GET /user/<name>/api/status` through the proxy every {storm.POLL * 1000:.0f} ms until "
+        "200. Each engineer's wait is from the release to that 200. Every answer of every "
+        "session (redirects and the provider's pages too) is checked: a 5xx is an error. "
+        "Afterwards every server is stopped and removed.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    names = list(BENCH_ENGINEERS[:count])
+    result = storm.login_storm(stack.hub_url, names, stack.demo_password, timeout=300)
+    figure.context["after"] = Quiet.now().__dict__
+    storm.stop_servers(result, timeout=300)
+    waits, errors = result.waits, result.errors
+    within = len(waits) == count and max(waits) < 60
+    figure.rows = [
+        Row(
+            f"each engineer's wait to a working server ({len(waits)} of {count} got one)",
+            waits or [float("nan")],
+            "s",
+            "all < 60 s",
+            verdict(within and not errors),
+        ),
+        Row("engineers who saw an error (5xx or no server)", [float(len(errors))], "count", "0"),
+    ]
+    if waits:
+        figure.rows.insert(1, Row("slowest wait", [max(waits)], "s"))
+    figure.notes += [f"{name}: {'; '.join(found[:3])}" for name, found in sorted(errors.items())]
+    return figure
 
 
 # --- login ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ NOTES = Path(__file__).with_name("notes.md")
 
 
 def number(value: float, unit: str) -> str:
-    if unit == "events/s":
+    if unit in ("events/s", "count"):
         return f"{value:,.0f}"
     if unit == "x":
         return f"{value:.2f}"
