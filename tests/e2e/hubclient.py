@@ -110,13 +110,13 @@ class HubUser:
 
     # --- the hub's REST API, with the browser's cookie ---
 
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+    def api(self, method: str, path: str, timeout: float = TIMEOUT, **kwargs) -> requests.Response:
         headers = {"X-XSRFToken": self.session.cookies.get("_xsrf", path="/hub/") or ""}
         return self.session.request(
             method,
             f"{self.hub_url}/hub/api{path}",
             headers=headers,
-            timeout=TIMEOUT,
+            timeout=timeout,
             allow_redirects=False,
             **kwargs,
         )

@@ -29,6 +29,7 @@ class Engineer:
     user: HubUser
     ready_after: float | None = None  # seconds from the release to a working server
     errors: list[str] = field(default_factory=list)
+    step: str = "not released"  # what they were doing, for the error message
 
     def watch(self, response: requests.Response, *_args, **_kwargs) -> None:
         """A requests hook on every answer of the session: remember server errors."""
@@ -40,19 +41,24 @@ class Engineer:
         try:
             self._storm(password, released, deadline)
         except Exception as error:  # every failure is a result of the storm, kept
-            self.errors.append(f"{type(error).__name__}: {error}")
+            self.errors.append(f"{self.step}: {type(error).__name__}: {error}")
 
     def _storm(self, password: str, released: float, deadline: float) -> None:
         user = self.user
+        self.step = "signing in"
         answer = user.sign_in(password)
         if not answer.is_redirect:
             raise RuntimeError(f"sign-in ended at {answer.status_code} {answer.url}")
+        self.step = "asking for a token"
         token = user.new_token("login storm")
-        started = user.api("POST", f"/users/{user.name}/server")
+        self.step = "starting the server"
+        # The hub answers once the server is up or after its slow_spawn_timeout (10 s): 202.
+        started = user.api("POST", f"/users/{user.name}/server", timeout=60)
         if started.status_code not in (201, 202):
             raise RuntimeError(f"start: {started.status_code} {started.text[:200]}")
         status = f"{user.hub_url}/user/{user.name}/api/status"
         headers = {"Authorization": f"token {token}"}
+        self.step = "waiting for the server"
         while time.monotonic() < deadline:
             try:
                 reply = user.session.get(status, headers=headers, timeout=10, allow_redirects=False)
