@@ -134,7 +134,8 @@ class HubUser:
         return bool(model["servers"].get("", {}).get("ready"))
 
     def stop_server(self, timeout: float = 60) -> None:
-        answer = self.api("DELETE", f"/users/{self.name}/server")
+        # The hub answers once the server stopped or after its slow_stop_timeout (10 s): 202.
+        answer = self.api("DELETE", f"/users/{self.name}/server", timeout=timeout)
         assert answer.status_code in (202, 204), answer.text
         wait_for(
             lambda: not self.api("GET", f"/users/{self.name}").json()["servers"],
