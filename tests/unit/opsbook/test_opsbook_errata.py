@@ -143,12 +143,12 @@ def test_read_index_gives_versions_per_package_in_dpkg_order(repo: str) -> None:
         "libc6": ["2.36-9+deb12u9", "2.36-9+deb12u14", "2.36-9+deb12u15"],  # u9 < u14
         "nginx": ["1.26.0-1"],
     }
-    assert read_index(repo, "stable") == {"libc6": ["2.36-9+deb12u15"]}
+    assert read_index(repo, "staging") == {"libc6": ["2.36-9+deb12u15"]}
 
 
 def test_read_index_asks_the_debian_path(fake_server: FakeServer, repo: str) -> None:
-    read_index(repo + "/", "stable")
-    assert fake_server.requests[-1].path == "/debian/dists/stable/main/binary-amd64/Packages"
+    read_index(repo + "/", "staging")
+    assert fake_server.requests[-1].path == "/debian/dists/staging/main/binary-amd64/Packages"
 
 
 def test_unknown_suite_says_what_was_expected(repo: str) -> None:
@@ -174,7 +174,7 @@ def test_slow_repository_times_out(fake_server: FakeServer) -> None:
     fake_server.responder = slow
     started = time.monotonic()
     with pytest.raises(ErrataError, match=r"did not answer .* in 0.2 s"):
-        read_index(fake_server.url, "stable", timeout=0.2)
+        read_index(fake_server.url, "staging", timeout=0.2)
     assert time.monotonic() - started < 1
 
 
