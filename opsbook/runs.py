@@ -795,6 +795,8 @@ class RunSession:
         session.wait_for_approval(1800)        # production: until someone else approves it
         found = session.pre_checks(...)        # check.yml + health gate; failed: run FAILED
         found.raise_if_failed()
+        session.promote(chosen)                # the runs service promotes them into the suite
+                                               # of the run's environment (after approval)
         session.record_errata(approved)        # the errata reviewed and promoted, in the record
         session.patch(...); session.wait()     # the rolling patch of the ledger's batches
         if session.awaiting_post_checks:       # every batch done, the run still RUNNING
