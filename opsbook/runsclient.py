@@ -38,6 +38,10 @@ class RunsError(OpsbookError):
         return self.reply.code
 
 
+# Seconds a promotion may take to answer: the service's ssh to the repository host (30 s at most),
+# signing included, with room to spare.
+PROMOTION_TIMEOUT = 60.0
+
 # The service's own 502/503 that are answers, not "not now": the package repository failed or is
 # unreachable (a promotion); retrying would only hide the reason.
 FINAL_CODES = frozenset({"repository_failed", "repository_unreachable"})
@@ -97,8 +101,17 @@ class RunsClient:
 
     # --- transport ---
 
-    def call(self, method: str, path: str, body: wire.Wire | None, reply: type[W]) -> W:
-        """One API call, retried while the service does not answer; refusals raise RunsError."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: wire.Wire | None,
+        reply: type[W],
+        *,
+        timeout: float | None = None,
+    ) -> W:
+        """One API call, retried while the service does not answer; refusals raise RunsError.
+        `timeout`: seconds for one answer, when the service's work takes longer than most."""
         url = f"{self.url.rstrip('/')}/{wire.API_PATH}/{path}"
         headers = {"Authorization": f"token {self.token}"}
         payload = body.to_dict() if body is not None else None
@@ -107,7 +120,7 @@ class RunsClient:
         while True:
             try:
                 answer = self.session.request(
-                    method, url, json=payload, headers=headers, timeout=self.timeout
+                    method, url, json=payload, headers=headers, timeout=timeout or self.timeout
                 )
             except requests.RequestException as error:
                 problem = f"{type(error).__name__}: {error}"
@@ -270,7 +283,11 @@ class RunsClient:
             run_id=run_id,
             reason=reason,
         )
-        return self.call("POST", wire.ROUTE_PROMOTIONS, body, wire.Promotion)
+        # The service answers once the repository host has signed the suite: wait for that,
+        # or a retry would report the versions it just promoted as "unchanged".
+        return self.call(
+            "POST", wire.ROUTE_PROMOTIONS, body, wire.Promotion, timeout=PROMOTION_TIMEOUT
+        )
 
     def promotions(
         self, *, environment: str | None = None, run_id: int | None = None
