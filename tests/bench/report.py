@@ -161,7 +161,7 @@ def patch_details(figure: Figure) -> list[str]:
             "",
             "| step | hand-written | bare plays |",
             "| --- | --- | --- |",
-            f"| `promote-errata.yml` | {step_median(handwritten_steps, 'promote')} "
+            f"| promotion (runs API) | {step_median(handwritten_steps, 'promote')} "
             f"| {step_median(steps, 'promote')} |",
             f"| `handwritten-patch.yml` (every batch) | {step_median(handwritten_steps, 'patch')} "
             "| - |",

@@ -175,7 +175,7 @@ class RunsAppTest(AsyncHTTPTestCase):
     def test_health_needs_no_sign_in(self):
         code, data = self.call("GET", "health", who=None)
         assert code == 200
-        assert Health.from_dict(data) == Health(status="ok", schema_version=4, database="sqlite")
+        assert Health.from_dict(data) == Health(status="ok", schema_version=5, database="sqlite")
 
     def test_not_signed_in(self):
         reply = self.error("GET", "runs", who=None)

@@ -863,10 +863,10 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     # and it carries on: sequence numbers continue, the stack is still taken
     assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
     assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
-    assert reopened.schema_version() == 4
+    assert reopened.schema_version() == 5
 
 
-def test_a_schema_1_database_is_migrated_to_4_and_its_runs_go_on(database_url, open_store, clock):
+def test_a_schema_1_database_is_migrated_to_5_and_its_runs_go_on(database_url, open_store, clock):
     """Schema 1 (before runs.options): made by hand, with a run in progress, then opened."""
     engine = create_engine(database_url)
     try:
@@ -908,14 +908,14 @@ def test_a_schema_1_database_is_migrated_to_4_and_its_runs_go_on(database_url, o
         engine.dispose()
 
     store = open_store()
-    assert store.schema_version() == 4
+    assert store.schema_version() == 5
     run = store.get_run(run_id)
     assert run.options == RunOptions()  # a schema-1 run: the defaults
     assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3"]]
     run_batch(store, run_id, ALICE, 1)
     assert refused(start, store, BOB).code is ErrorCode.RUN_ACTIVE  # still holds its stack
     assert start(store, runbook="reboot").options == RunOptions(batch_size=2)
-    assert open_store().schema_version() == 4  # opening again changes nothing
+    assert open_store().schema_version() == 5  # opening again changes nothing
 
 
 def test_list_runs_active_first_then_recent(store):
@@ -1137,7 +1137,7 @@ def test_the_owner_may_abort_a_run_awaiting_approval(store):
     assert refused(store.approve, run.id, BOB, "x").code is ErrorCode.RUN_FINISHED
 
 
-def test_a_schema_3_database_is_migrated_to_4(database_url, open_store, clock):
+def test_a_schema_3_database_is_migrated_to_5(database_url, open_store, clock):
     engine = create_engine(database_url)
     try:
         for table in metadata.sorted_tables:
@@ -1158,8 +1158,8 @@ def test_a_schema_3_database_is_migrated_to_4(database_url, open_store, clock):
     finally:
         engine.dispose()
     store = open_store()
-    assert store.schema_version() == 4
+    assert store.schema_version() == 5
     run = start(store, ALICE, stack="db")
     assert run.state is RunState.AWAITING_APPROVAL
     assert store.approve(run.id, BOB, "ok").state is RunState.RUNNING
-    assert open_store().schema_version() == 4
+    assert open_store().schema_version() == 5
