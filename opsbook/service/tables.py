@@ -11,6 +11,10 @@
 - `approvals` records every decision on a run's approval request (who, approve or reject, why,
   when). `round` numbers the requests of a run: a re-plan asks again (round + 1) and only the
   current round's approvals count, while the earlier ones stay in the ledger.
+- `silences` records every Alertmanager silence the service set for a batch (its ID, the hosts and
+  exporter instances it covers, until when) and its end: when it was expired and why (the batch
+  finished, a takeover, the lease ran out ...), or, while Alertmanager refuses, the last error and
+  how often it was tried (the sweeper tries again). `expired_at` NULL: still in force.
 - `runs_schema` holds the schema version: a newer database than the code stops the service.
 """
 
@@ -31,7 +35,8 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 4  # 2: runs.options; 3: certificates; 4: approvals (table and runs columns)
+SCHEMA_VERSION = 6  # 2: runs.options; 3: certificates; 4: approvals (table and runs columns);
+# 6: silences (5 is another branch's: the lead renumbers at merge)
 
 NAME = 255  # user, host, runbook and stack names
 metadata = MetaData()
@@ -167,4 +172,24 @@ certificates = Table(
     Column("issued_at", DateTime, nullable=False),
     Index("ix_certificates_user_issued", "user", "issued_at"),
     Index("ix_certificates_run", "run_id"),
+)
+
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("silence_id", String(100), nullable=False),  # Alertmanager's silenceID
+    Column("hosts", JSON, nullable=False),
+    Column("instances", JSON, nullable=False),  # the exporter instances its matcher names
+    Column("set_by", String(NAME), nullable=False),  # whose batch start set it
+    Column("set_at", DateTime, nullable=False),
+    Column("ends_at", DateTime, nullable=False),  # its ceiling, should nobody expire it
+    Column("expire_why", Text),  # set once it is to end (also while expiring fails)
+    Column("expired_at", DateTime),  # NULL: in force
+    Column("expire_attempts", Integer, nullable=False, default=0),
+    Column("expire_error", Text),  # the last failure to expire it, until it is expired
+    Index("ix_silences_run_batch", "run_id", "batch"),
+    Index("ix_silences_expired_at", "expired_at"),
 )
