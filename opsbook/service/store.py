@@ -597,7 +597,7 @@ class Store:
                 if silence is not None:
                     seq = self._record_silence(conn, run_id, seq, number, silence)
                     again = f"batch {number} started again"
-                    seq = self._end_silences(conn, run_id, seq, again, keep=silence["silence_id"])
+                    self._end_silences(conn, run_id, seq, again, keep=silence["silence_id"])
             except BaseException:
                 if silence is not None:
                     self._forget_silence(silence["silence_id"])

@@ -401,3 +401,13 @@ def test_the_setting_defaults_to_the_demos_alertmanager_and_is_checked() -> None
     ] == ("https://am.example")
     with pytest.raises(SettingsError, match="RUNS_ALERTMANAGER_URL: expected an http"):
         load(token | {"RUNS_ALERTMANAGER_URL": "alertmanager:9093"})
+
+
+def test_a_batch_started_again_with_more_hosts_replaces_its_silence(store, alertmanager) -> None:
+    run = start(store)
+    first = store.start_batch(run.id, ALICE, 1, ["web-1"]).batches[0].silence
+    second = store.start_batch(run.id, ALICE, 1, ["web-1", "web-2"]).batches[0].silence
+    assert alertmanager.active == [second.id]
+    assert alertmanager.covers(second.id, WEB) == {"web-1:9100", "web-2:9100"}
+    (expired,) = events_of(store, run.id, "silence_expired")
+    assert expired.data == {"silence_id": first.id, "why": "batch 1 started again", "attempts": 1}
