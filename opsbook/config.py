@@ -8,15 +8,17 @@ letting a play or a health gate fail later in a way that hides the cause.
 | variable | meaning | default |
 | --- | --- | --- |
 | OPSBOOK_PROMETHEUS_URL | Prometheus, for health gates and graphs | required |
-| OPSBOOK_ALERTMANAGER_URL | Alertmanager, for silencing a batch | required |
 | OPSBOOK_PACKAGE_REPO_URL | the Debian repository hosts update from (errata) | required |
 | OPSBOOK_ANSIBLE_DIR | playbooks/ and inventories/ | required |
 | OPSBOOK_INVENTORY | the Ansible inventory (file or folder) | <ansible dir>/inventories/demo |
 | OPSBOOK_RUNS_DIR | where each play's record (events, stdout) is kept | ~/.opsbook/runs |
 | ANSIBLE_CONFIG | Ansible's own; if set, the file must exist | unset |
-| JUPYTERHUB_USER | who is running (silences' createdBy) | USER, else the login name |
+| JUPYTERHUB_USER | who is running | USER, else the login name |
 | OPSBOOK_SSH_CERTIFICATES | get an SSH certificate before each play (on/off) | on |
 | OPSBOOK_SSH_DIR | the container's key pair and certificate (opsbook.sshcert) | /run/opsbook/ssh |
+
+No Alertmanager: the runs service silences each batch's hosts itself (engineers' containers do not
+reach Alertmanager).
 
 OPSBOOK_SSH_CERTIFICATES=off is only for fleets whose hosts take no certificate: the unit tests'
 fake fleet (connection local). Everywhere else every play first makes sure the container holds a
@@ -35,7 +37,6 @@ from urllib.parse import urlsplit
 from opsbook.errors import ConfigError
 
 PROMETHEUS_URL = "OPSBOOK_PROMETHEUS_URL"
-ALERTMANAGER_URL = "OPSBOOK_ALERTMANAGER_URL"
 PACKAGE_REPO_URL = "OPSBOOK_PACKAGE_REPO_URL"
 ANSIBLE_DIR = "OPSBOOK_ANSIBLE_DIR"
 INVENTORY = "OPSBOOK_INVENTORY"
@@ -53,7 +54,6 @@ PLAYBOOKS = "playbooks"
 
 _URL_EXAMPLES = {
     PROMETHEUS_URL: "http://prometheus:9090",
-    ALERTMANAGER_URL: "http://alertmanager:9093",
     PACKAGE_REPO_URL: "http://pkgrepo/debian",
 }
 
@@ -63,7 +63,6 @@ class Settings:
     """Where the services, the playbooks and the inventory are, and who is running."""
 
     prometheus_url: str
-    alertmanager_url: str
     package_repo_url: str
     ansible_dir: Path
     inventory: Path
@@ -91,7 +90,6 @@ class Settings:
             raise ConfigError(problems)
         return cls(
             prometheus_url=urls[PROMETHEUS_URL],
-            alertmanager_url=urls[ALERTMANAGER_URL],
             package_repo_url=urls[PACKAGE_REPO_URL],
             ansible_dir=ansible_dir,
             inventory=inventory,
@@ -119,7 +117,6 @@ class Settings:
                 f"playbooks:    {self.playbooks_dir}",
                 f"runs kept in: {self.runs_dir}",
                 f"Prometheus:   {self.prometheus_url}",
-                f"Alertmanager: {self.alertmanager_url}",
                 f"packages:     {self.package_repo_url}",
                 "SSH:          "
                 + (

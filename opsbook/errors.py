@@ -22,10 +22,6 @@ class HealthError(OpsbookError):
     """A health check or gate is set up wrongly, or a Prometheus range query cannot be answered."""
 
 
-class SilenceError(OpsbookError):
-    """An Alertmanager silence cannot be built, created or expired."""
-
-
 class PlayError(OpsbookError):
     """A playbook run cannot be started as asked (missing playbook, unwritable runs folder ...)."""
 

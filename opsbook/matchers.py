@@ -1,8 +1,9 @@
-"""Label matchers that select exactly a set of hosts, for Prometheus queries and Alertmanager.
+"""Label matchers that select exactly a set of hosts, for Prometheus queries.
 
-Both speak Go's RE2 regexes and anchor a label regex at both ends, so an alternation of escaped
-values matches those values and nothing else: 'web-1:9100' never also matches 'web-1:91000', and a
-dot in a host name matches only a dot.
+Prometheus speaks Go's RE2 regexes and anchors a label regex at both ends, so an alternation of
+escaped values matches those values and nothing else: 'web-1:9100' never also matches
+'web-1:91000', and a dot in a host name matches only a dot. (Alertmanager does the same: the runs
+service's silences follow this rule, in opsbook.service.silences.)
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
-"""The rolling patch of a stack: batch after batch, each silenced, patched and health-gated.
+"""The rolling patch of a stack: batch after batch, each silenced (by the runs service), patched
+and health-gated.
 
 For each batch of the plan, in order (batches are numbered from 1, here as everywhere a person or
 the runs service sees them):
 1. ``observer.batch_starting(number, hosts)``: the place where a run can be paused or handed
-   over (raise Paused or StopRun there and the run ends cleanly before the batch);
+   over (raise Paused or StopRun there and the run ends cleanly before the batch). The runs
+   driver (opsbook.runs.Ledger) starts the batch at the runs service there, which silences
+   exactly the batch's hosts in Alertmanager (not in check mode) and expires the silence when the
+   batch ends, however it ends; it returns the silence's ID. This module, and the engineer's
+   container, never talk to Alertmanager;
 2. ``before_play()``, if given: the credential step (the runs driver passes the SSH certificate's,
    opsbook.sshcert; this module makes no HTTP call of its own for it). If it raises, the batch's
    hosts are not started and the run stops there: no play runs without a credential;
-   then an Alertmanager silence of exactly the batch's exporter instances (not in check mode);
 3. the patch play on the batch's hosts, every ansible-runner event passed to
    ``observer.event`` as it happens: if that raises, the play is cancelled and the run stops
    (no host is patched whose events cannot be recorded);
@@ -15,17 +19,17 @@ the runs service sees them):
    rebooted need a few seconds to come back, so the gate is asked again every `gate_interval`
    seconds until it passes or `gate_timeout` runs out; the last answer decides, and no answer
    is a failed gate. Each answer goes to ``observer.gate_result``;
-5. the silence is expired, whatever happened (an error, an interrupt);
-6. ``observer.batch_finished(number, batch_result)``.
+5. ``observer.batch_finished(number, batch_result)`` (the runs service expires the batch's
+   silence when it hears of it, or when the run's lease runs out should this process die).
 The run stops at the first failed gate, when more hosts have failed the play than `max_fail`
 allows, when the play is cancelled or times out, or when anything above raises. A host that
 failed the play but still passes the gate counts against `max_fail` only; the gate covers every
 host of the batch. After the last batch (or the stop), ``observer.finished(rolling_result)``.
 
 Check mode (``check=True``) is a dry run: the play runs with --check, so nothing is installed
-and nothing reboots. No silence is set (nothing will alert, and a silence would hide real
-alerts), and the gate is asked once per batch, without waiting: there is nothing to come back,
-but a dry run still proves that Prometheus answers and the hosts are healthy now.
+and nothing reboots. The runs service sets no silence for it (nothing will alert, and a silence
+would hide real alerts), and the gate is asked once per batch, without waiting: there is nothing
+to come back, but a dry run still proves that Prometheus answers and the hosts are healthy now.
 
 Hosts end in one of four states (RollingResult): done (play ok and gate passed), failed (play
 failed, host unreachable, no result for it, or gate failed), in doubt (the play was cut short:
@@ -42,13 +46,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from opsbook import health, silences
+from opsbook import health
 from opsbook.config import Settings
 from opsbook.errors import BatchError, InventoryError, OpsbookError, PlayError
 from opsbook.health import Check, GateResult
@@ -88,8 +91,9 @@ class RunObserver(Protocol):
     batch_starting or batch_finished stops it cleanly at that batch boundary.
     """
 
-    def batch_starting(self, number: int, hosts: Sequence[str]) -> None:
-        """Batch `number` (from 1) is about to start; raise StopRun (Paused) to stop before it."""
+    def batch_starting(self, number: int, hosts: Sequence[str]) -> str | None:
+        """Batch `number` (from 1) is about to start; raise StopRun (Paused) to stop before it.
+        Returns the ID of the Alertmanager silence the runs service set for it, if any."""
 
     def event(self, event: RunnerEvent) -> None:
         """One ansible-runner event of the batch's play; raising cancels the play."""
@@ -113,8 +117,8 @@ class RollingPlan:
     """A run's hosts in the batches they are patched in, and their exporter instances.
 
     stack, environment, production and batches are the run's, as the runs service resolved and
-    planned them (opsbook.runs.plan_of); instances (host -> exporter instance, for the gate and
-    the silences) come from the inventory. batches[0] is batch 1.
+    planned them (opsbook.runs.plan_of); instances (host -> exporter instance, for the gate) come
+    from the inventory. batches[0] is batch 1.
     """
 
     stack: str
@@ -152,11 +156,12 @@ class BatchResult:
     """What happened to one batch.
 
     play_status: ansible-runner's (successful, failed, canceled, timeout), or 'not started'
-      (the silence could not be set) or 'interrupted' (the play was stopped by an interrupt or
+      (no credential for it) or 'interrupted' (the play was stopped by an interrupt or
       by an observer that could not record its events).
     play: the play's result per host (partial if the play was cut short).
     gate: the last answer of the health gate (None if it was not asked); gate_attempts: how many.
-    silence_id: the batch's Alertmanager silence (None in check mode or if none was set).
+    silence_id: the Alertmanager silence the runs service set for the batch, as its batch start
+      answered (None in check mode, or without the runs service).
     record: the play's folder under the runs folder (events, stdout).
     note: why the batch did not end normally, if it did not.
     number: the batch's number in the plan, from 1.
@@ -404,18 +409,6 @@ def _wait(seconds: float, cancel: threading.Event | None) -> bool:
     return cancel.wait(seconds)
 
 
-# How long a batch's play may take when no play_timeout is given: apt, a reboot (patch.yml waits
-# up to 10 minutes for a host), and room to spare.
-PLAY_ALLOWANCE = timedelta(minutes=20)
-
-
-def silence_ceiling(gate_timeout: float, play_timeout: float | None) -> timedelta:
-    """How long a batch's silence lasts should nobody expire it (the kernel died mid-batch):
-    the batch's longest expected time, so that alerts come back soon after, not in hours."""
-    play = timedelta(seconds=play_timeout) if play_timeout else PLAY_ALLOWANCE
-    return play + timedelta(seconds=gate_timeout + 60)
-
-
 def rolling_patch(
     plan: RollingPlan,
     settings: Settings,
@@ -430,8 +423,6 @@ def rolling_patch(
     extravars: Mapping[str, Any] | None = None,
     observer: RunObserver | None = None,
     cancel: threading.Event | None = None,
-    created_by: str | None = None,
-    silence_for: timedelta | None = None,
     play_timeout: float | None = None,
     inventory: Inventory | None = None,
     before_play: Callable[[], object] | None = None,
@@ -443,19 +434,16 @@ def rolling_patch(
     gate_timeout / gate_interval: seconds; see wait_for_gate. After a play that changed
       something, the gate also requires a scrape newer than the play's end (freshness_check).
     cancel: set it (a widget's Stop button) to stop the play in flight and the run.
-    created_by: the silences' author (default settings.user). silence_for: each silence's
-      ceiling, should this process die mid-batch (default: silence_ceiling); normally it is
-      expired at the batch's end.
     play_timeout: seconds after which a batch's play is stopped (its hosts are then in doubt).
     inventory: the run's Inventory, loaded once per run (default: settings.inventory, loaded once
       here).
-    before_play: called before each batch's silence and play (opsbook.runs passes
+    before_play: called before each batch's play (opsbook.runs passes
       sshcert.certificate_step: a current SSH certificate, the run's when it is production); if it
       raises, that batch's hosts are not started and the run stops, saying why.
     Returns the RollingResult. It raises only for a wrong argument, a missing playbook or a host
     without an exporter instance in the plan (all before anything runs), and
-    for a KeyboardInterrupt, which is re-raised after the play has stopped, the silence has
-    expired and observer.finished has heard of it (the summary is added to it as a note).
+    for a KeyboardInterrupt, which is re-raised after the play has stopped and observer.finished
+    has heard of it (the summary is added to it as a note).
     """
     if not 1 <= start_batch <= len(plan.batches):
         raise BatchError(
@@ -489,8 +477,6 @@ def rolling_patch(
         extravars=dict(extravars or {}),
         observer=observer if observer is not None else NullObserver(),
         cancel=cancel,
-        created_by=created_by or settings.user,
-        silence_for=silence_for or silence_ceiling(gate_timeout, play_timeout),
         play_timeout=play_timeout,
         before_play=before_play,
     )
@@ -512,8 +498,6 @@ class _Run:
     extravars: dict[str, Any]
     observer: RunObserver
     cancel: threading.Event | None
-    created_by: str
-    silence_for: timedelta
     play_timeout: float | None
     before_play: Callable[[], object] | None = None
     batches: list[BatchResult] = field(default_factory=list)
@@ -572,14 +556,14 @@ class _Run:
             return f"cancelled before {which}", number, None
         hosts = self.plan.batch(number)
         try:
-            self.observer.batch_starting(number, list(hosts))
+            silence_id = self.observer.batch_starting(number, list(hosts))
         except StopRun as stop:
             verb = "paused" if isinstance(stop, Paused) else "stopped"
             return f"{verb} before {which}: {stop}", number, None
         except Exception as error:
             return f"before {which}: the observer failed: {_describe(error)}", number, error
         failed_before = sum(len(batch.play_failures) for batch in self.batches)
-        batch, failure = self._patch(number, hosts)
+        batch, failure = self._patch(number, hosts, silence_id)
         self.batches.append(batch)
         stop_after: StopRun | None = None
         observer_error: Exception | None = None
@@ -620,14 +604,13 @@ class _Run:
         return None, None, None
 
     def _patch(
-        self, number: int, hosts: tuple[str, ...]
+        self, number: int, hosts: tuple[str, ...], silence_id: str | None
     ) -> tuple[BatchResult, BaseException | None]:
-        """Silence, play, gate, unsilence; never raises: what went wrong is returned."""
+        """Credential, play, gate; never raises: what went wrong is returned."""
         started_at = datetime.now(UTC)
         events: list[RunnerEvent] = []
         gates: list[GateResult] = []
         status = PLAY_NOT_STARTED
-        silence_id: str | None = None
         play: PlayResult | None = None
         failure: BaseException | None = None
 
@@ -642,22 +625,21 @@ class _Run:
         try:
             if self.before_play is not None:
                 self.before_play()
-            with self._silence(number, hosts) as silence_id:
-                status = PLAY_INTERRUPTED
-                play = run_play(
-                    self.playbook,
-                    self.inventory,
-                    runs_dir=self.settings.runs_dir,
-                    hosts=list(hosts),
-                    extravars=self.extravars,
-                    check=self.check,
-                    on_event=on_event,
-                    cancel=self.cancel,
-                    timeout=self.play_timeout,
-                )
-                status = play.status
-                if status in _PLAY_ENDED:
-                    self._gate(hosts, play, on_gate)
+            status = PLAY_INTERRUPTED
+            play = run_play(
+                self.playbook,
+                self.inventory,
+                runs_dir=self.settings.runs_dir,
+                hosts=list(hosts),
+                extravars=self.extravars,
+                check=self.check,
+                on_event=on_event,
+                cancel=self.cancel,
+                timeout=self.play_timeout,
+            )
+            status = play.status
+            if status in _PLAY_ENDED:
+                self._gate(hosts, play, on_gate)
         except BaseException as caught:  # KeyboardInterrupt too: _batch re-raises it
             failure = caught
         note = ""
@@ -693,20 +675,6 @@ class _Run:
             fresh_after=datetime.now(UTC) if changed and not self.check else None,
             cancel=self.cancel,
             on_result=on_gate,
-        )
-
-    def _silence(self, number: int, hosts: tuple[str, ...]) -> Any:
-        if self.check:
-            return nullcontext(None)
-        return silences.silenced(
-            self.settings.alertmanager_url,
-            [self.plan.instances[host] for host in hosts],
-            duration=self.silence_for,
-            created_by=self.created_by,
-            comment=(
-                f"opsbook: rolling patch of {self.plan.stack}, batch {number} of "
-                f"{len(self.plan.batches)} ({', '.join(hosts)})"
-            ),
         )
 
 

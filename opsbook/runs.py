@@ -242,7 +242,10 @@ class Ledger(NullObserver):
         self._paused = False
         self._lock = threading.Lock()
 
-    def batch_starting(self, number: int, hosts: Sequence[str]) -> None:
+    def batch_starting(self, number: int, hosts: Sequence[str]) -> str | None:
+        """Start the batch at the runs service, which silences exactly its hosts in
+        Alertmanager (not in check mode; no answer from Alertmanager: the batch does not start)
+        and expires the silence when the batch ends; returns that silence's ID."""
         self.send_events()
         self._check_lease()
         if self.keeper.handoff is not None:
@@ -255,6 +258,7 @@ class Ledger(NullObserver):
         self._gate = None
         self.run = self.client.start_batch(self.run.id, self._batch, hosts)
         self.forward.batch_starting(number, hosts)
+        return silence_of(self.run, number)
 
     def event(self, event: RunnerEvent) -> None:
         self.forward.event(event)
@@ -327,6 +331,13 @@ class Ledger(NullObserver):
             raise LeaseLost(self.keeper.lost)
 
 
+def silence_of(run: wire.Run, number: int) -> str | None:
+    """The ID of the Alertmanager silence the runs service set for batch `number`'s last start
+    (None: check mode, or the batch has not started)."""
+    batch = next((batch for batch in run.batches if batch.number == number), None)
+    return batch.silence.id if batch is not None and batch.silence is not None else None
+
+
 def run_options(**values: Any) -> wire.RunOptions:
     """A runbook's parameters as the run's options, checked: OptionsError names every bad one.
 
@@ -365,7 +376,7 @@ def plan_of(run: wire.Run, inventory: Inventory) -> RollingPlan:
     """The run's plan as the ledger has it, as a rolling plan; nothing is re-planned here.
 
     Stack, environment, production and batches are the run's; each host's exporter instance
-    (for the health gate and the silences) comes from `inventory`, the one the runbook loaded,
+    (for the health gate) comes from `inventory`, the one the runbook loaded,
     which also refuses a host it does not have (InventoryError).
     """
     batches = plan_batches_of(run)

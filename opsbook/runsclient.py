@@ -60,6 +60,16 @@ class LedgerUnavailable(OpsbookError):
     """The runs service did not answer within the retry budget."""
 
 
+def _unavailable(answer: requests.Response) -> str:
+    """Why the service says "not now": its status, and its own message if it sent one (a batch
+    it did not start because Alertmanager did not answer names Alertmanager's setting)."""
+    try:
+        reply = wire.ErrorReply.from_body(answer.json())
+    except (ValueError, wire.WireError):
+        return f"HTTP {answer.status_code}"
+    return f"HTTP {answer.status_code}: {reply.message}"
+
+
 def _run(run_id: int) -> str:
     return wire.ROUTE_RUN.format(run_id=run_id)
 
@@ -127,7 +137,7 @@ class RunsClient:
             else:
                 if answer.status_code not in RETRY_STATUSES or _final(answer):
                     return self._read(answer, reply)
-                problem = f"HTTP {answer.status_code}"
+                problem = _unavailable(answer)
             if time.monotonic() + pause > deadline:
                 raise LedgerUnavailable(
                     f"the runs service at {self.url} did not answer {method} {path} for "

@@ -433,9 +433,12 @@ class RollingView(RunObserver):
         states = {batch_result.outcome(host) for host in batch_result.hosts}
         worst = next(s for s in (FAILED, IN_DOUBT, NOT_STARTED, DONE) if s in states)
         self.states[number] = worst
-        self.details[number] = batch_result.note or (
+        details = batch_result.note or (
             f"{batch_result.gate_attempts} gate answer(s)" if batch_result.gate else ""
         )
+        if batch_result.silence_id:  # set and expired by the runs service
+            details = f"{details} (silence {batch_result.silence_id})".strip()
+        self.details[number] = details
         self.progress.value = sum(1 for state in self.states.values() if state == DONE)
         self._render()
 

@@ -164,7 +164,6 @@ def server_settings(s: Settings) -> dict[str, Any]:
         # What the opsbook package in the container reads.
         "environment": {
             "OPSBOOK_PROMETHEUS_URL": s["PROMETHEUS_URL"],
-            "OPSBOOK_ALERTMANAGER_URL": s["ALERTMANAGER_URL"],
             "OPSBOOK_PACKAGE_REPO_URL": s["PACKAGE_REPO_URL"],
             "OPSBOOK_RUNS_URL": f"{s['RUNS_SERVICE_URL']}/services/runs",
             # The same service as engineers' browsers reach it (links a runbook prints).

@@ -260,12 +260,6 @@ SETTINGS: tuple[Setting, ...] = (
         "http://prometheus:9090",
     ),
     Setting(
-        "ALERTMANAGER_URL",
-        url,
-        "Alertmanager, as engineers' containers reach it.",
-        "http://alertmanager:9093",
-    ),
-    Setting(
         "PACKAGE_REPO_URL",
         url,
         "The local package repository (errata), as engineers' containers reach it.",

@@ -513,6 +513,22 @@ class ApprovalView(Wire):
 
 
 @wire
+class SilenceView(Wire):
+    """The Alertmanager silence the runs service set for a batch's attempt: exactly its hosts'
+    exporter instances, from the batch's start until its end (`expired_at`, `why`), or at the
+    latest until `ends_at` should the service die. None on a batch of a check-mode run."""
+
+    id: str  # Alertmanager's silenceID
+    hosts: list[str]
+    instances: list[str]
+    set_at: str
+    ends_at: str
+    expired_at: str | None = None  # None: in force
+    why: str | None = None  # why it ended (or is to end, while Alertmanager refuses)
+    expire_error: str | None = None  # the last failure to expire it; the service tries again
+
+
+@wire
 class BatchView(Wire):
     number: int  # from 1
     hosts: list[str]
@@ -524,6 +540,7 @@ class BatchView(Wire):
     finished_at: str | None = None
     gate_passed: bool | None = None
     gate_message: str | None = None
+    silence: SilenceView | None = None  # the last attempt's silence (None: none was set)
 
 
 @wire
@@ -613,7 +630,8 @@ class Event(Wire):
     kind: EventKind
     type: str  # runner event name, or start, note, handoff, accept, takeover, pause, resume,
     # batch_started, batch_finished, gate, lease_expired, abort, finish, handoff_cancelled,
-    # parameters, approval_requested, approved, rejected, approval_expired
+    # parameters, approval_requested, approved, rejected, approval_expired, silence_set,
+    # silence_expired, silence_expire_failed
     batch: int | None = None
     host: str | None = None
     task: str | None = None

@@ -23,6 +23,7 @@ from opsbook.service.notify import Notifier
 from opsbook.service.oncall import HubOncall
 from opsbook.service.promotions import SshPromoter
 from opsbook.service.settings import SettingsError, approval_policy, load, masked_database_url
+from opsbook.service.silences import Alertmanager
 from opsbook.service.ssh_ca import CaKeyError, CertificateAuthority
 from opsbook.service.store import Store, StoreError
 
@@ -136,6 +137,7 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         store = Store(
             settings["RUNS_DATABASE_URL"],
             fleet=inventory.current,
+            alertmanager=Alertmanager(settings["RUNS_ALERTMANAGER_URL"]),
             lease_seconds=settings["RUNS_LEASE_SECONDS"],
             approval=approval_policy(settings),
         )
@@ -149,6 +151,13 @@ def main(environ: Mapping[str, str] | None = None) -> int:
             "gave %d running run(s) a fresh lease: no kernel could renew while we were down",
             renewed,
         )
+    # Silences this service set whose batch is no longer in flight (it stopped mid-way): expired
+    # now, not at their ceiling; one Alertmanager does not answer for is tried again every sweep.
+    log.info(
+        "silences at %s; %d left over from before the start expired",
+        settings["RUNS_ALERTMANAGER_URL"],
+        store.sweep_silences(),
+    )
     try:
         asyncio.run(serve(settings, store, ssh_ca))
     finally:

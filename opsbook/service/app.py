@@ -738,10 +738,15 @@ def _log_request(handler: web.RequestHandler) -> None:
 
 
 def start_sweeper(ctx: Context, every_seconds: float) -> PeriodicCallback:
-    """Orphan runs whose lease ran out, abort those whose approval expired, every few seconds,
-    and announce them."""
+    """Every few seconds: expire the silences whose batch is no longer in flight (again, those
+    Alertmanager did not expire before), orphan runs whose lease ran out (their silences end
+    too), abort those whose approval expired, and announce them."""
 
     async def sweep() -> None:
+        try:
+            await ctx.call(ctx.store.sweep_silences)
+        except Exception:
+            log.exception("silence sweep failed; will try again")
         try:
             with_events = await ctx.call(_expire_with_events, ctx.store)
         except Exception:

@@ -9,6 +9,9 @@ Nothing a client sends about a stack's hosts or environment is believed.
 Inventory conventions (ansible/inventories/demo follows them): every child of the group `stacks`
 is a stack; every child of `environments` is an environment; all the hosts of a stack are in one
 environment. An environment is production unless declared otherwise (opsbook.contract.stacks).
+A host's node exporter, whose `instance` label a batch's silence matches, is its variable
+`opsbook_exporter`, else `<host>:9100`: the toolkit's rule (opsbook.inventory), which the health
+gate asks Prometheus with.
 
 The inventory is read again when one of its files changes (their sizes and modification times are
 compared before each use), so a host that leaves a stack is seen by the next start, accept or
@@ -37,6 +40,9 @@ from opsbook.service.rules import Refused, bad_request
 
 STACKS_GROUP = "stacks"
 ENVIRONMENTS_GROUP = "environments"
+META = "_meta"  # ansible-inventory --list's host variables: {"hostvars": {host: {var: value}}}
+EXPORTER_VAR = "opsbook_exporter"
+DEFAULT_EXPORTER_PORT = 9100
 READ_TIMEOUT = 60.0  # seconds ansible-inventory may take
 
 
@@ -72,6 +78,21 @@ class Fleet:
     source: str
     stacks: Mapping[str, Stack]  # by name, as written in the inventory
     nonproduction: frozenset[str] = field(default_factory=frozenset)
+    exporters: Mapping[str, str] = field(default_factory=dict)  # host -> its opsbook_exporter
+
+    def instances(self, hosts: Sequence[str]) -> dict[str, str]:
+        """Each host's node exporter instance (what a silence matches); Refused (409) naming a
+        host that is in no stack any more: its silence would match nothing."""
+        known = {host for stack in self.stacks.values() for host in stack.hosts}
+        gone = [host for host in hosts if host not in known]
+        if gone:
+            raise Refused(
+                409,
+                ErrorCode.PLAN_CHANGED,
+                f"{', '.join(gone)} is in no stack of the inventory {self.source} any more, so "
+                "no silence can be set for it. Re-plan the run from the inventory (replan).",
+            )
+        return {host: self.exporters.get(host, f"{host}:{DEFAULT_EXPORTER_PORT}") for host in hosts}
 
     def resolve(self, name: str) -> Stack:
         """The stack called exactly `name`, ready for a run; Refused (400) naming what is wrong."""
@@ -103,7 +124,8 @@ class Fleet:
 def fleet_from_groups(
     groups: Mapping[str, Any], nonproduction: frozenset[str], source: str = "inventory"
 ) -> Fleet:
-    """A Fleet from `ansible-inventory --list`'s groups ({group: {hosts: [], children: []}})."""
+    """A Fleet from `ansible-inventory --list`'s groups ({group: {hosts: [], children: []}}),
+    and the hosts' exporters from its `_meta.hostvars`."""
     for needed in (STACKS_GROUP, ENVIRONMENTS_GROUP):
         if needed not in groups:
             raise InventoryUnreadable(
@@ -144,7 +166,13 @@ def fleet_from_groups(
             environment=environment,
             production=is_production(environment, nonproduction),
         )
-    return Fleet(source=source, stacks=stacks, nonproduction=nonproduction)
+    hostvars = (groups.get(META) or {}).get("hostvars") or {}
+    exporters = {
+        host: str(variables[EXPORTER_VAR])
+        for host, variables in hostvars.items()
+        if isinstance(variables, Mapping) and variables.get(EXPORTER_VAR)
+    }
+    return Fleet(source=source, stacks=stacks, nonproduction=nonproduction, exporters=exporters)
 
 
 def _children(groups: Mapping[str, Any], group: str) -> list[str]:
@@ -240,7 +268,8 @@ def _signature(path: Path) -> tuple:
 
 
 def read_groups(path: Path) -> Mapping[str, Any]:
-    """The inventory's groups, as ansible-core parses them (`ansible-inventory --list`)."""
+    """The inventory's groups, as ansible-core parses them (`ansible-inventory --list`), and
+    under `_meta` the hosts' variables."""
     if not path.exists():
         raise InventoryUnreadable("no such file or folder")
     beside = Path(sys.executable).with_name("ansible-inventory")  # the same venv as ours
@@ -274,8 +303,7 @@ def read_groups(path: Path) -> Mapping[str, Any]:
         listing = json.loads(done.stdout)
     except ValueError as error:
         raise InventoryUnreadable(f"ansible-inventory gave no JSON ({error})") from None
-    listing.pop("_meta", None)
-    return listing
+    return listing  # with _meta: the hosts' variables (their exporters)
 
 
 def _first_error(stderr: str) -> str:

@@ -109,7 +109,7 @@ ANNOUNCED = frozenset(
 
 
 def _is_failure(event: Event) -> bool:
-    if event.type in ("lease_expired", "abort"):
+    if event.type in ("lease_expired", "abort", "silence_expire_failed"):
         return True
     if event.type == "gate":
         return not event.data.get("passed", True)

@@ -222,6 +222,13 @@ SETTINGS: tuple[Setting, ...] = (
         "1800",
     ),
     Setting(
+        "RUNS_ALERTMANAGER_URL",
+        _api_url,
+        "Alertmanager, as the runs service reaches it: each batch's hosts are silenced there "
+        "while the batch runs (engineers do not reach it). No answer: the batch does not start.",
+        "http://alertmanager:9093",
+    ),
+    Setting(
         "RUNS_WEBHOOK_URL",
         _optional_api_url,
         "Slack-compatible incoming webhook for start, approval requested, approved, rejected, "

@@ -64,6 +64,7 @@ from opsbook.contract.wire import (
     Run,
     RunOptions,
     RunState,
+    SilenceView,
     WireError,
     parse_wire_time,
     wire_time,
@@ -79,6 +80,8 @@ from opsbook.service.rules import (
     RunFacts,
     bad_request,
 )
+from opsbook.service.silences import SETTING as ALERTMANAGER_SETTING
+from opsbook.service.silences import SilenceApi, SilenceError, ceiling, silence_body
 from opsbook.service.ssh_ca import CertificateAuthority, check_public_key, key_id, principals
 from opsbook.service.tables import (
     SCHEMA_VERSION,
@@ -91,6 +94,7 @@ from opsbook.service.tables import (
     promotions,
     runs,
     schema,
+    silences,
 )
 
 log = logging.getLogger("opsbook.runs")
@@ -167,20 +171,25 @@ def make_engine(url: str) -> Engine:
 
 class Store:
     """The ledger. `fleet` gives the inventory's stacks as they are now (fleet.InventorySource's
-    `current`); `approval` which runs wait for approval (by default every production run, one
-    approver, 30 minutes); `now` is injectable so tests can let leases run out without waiting."""
+    `current`); `alertmanager` is where batches' silences are set and expired
+    (silences.Alertmanager at RUNS_ALERTMANAGER_URL); `approval` which runs wait for approval (by
+    default every production run, one approver, 30 minutes); `now` is injectable so tests can let
+    leases run out without waiting."""
 
     def __init__(
         self,
         url: str,
         *,
         fleet: Callable[[], Fleet],
+        alertmanager: SilenceApi,
         lease_seconds: int = 60,
         approval: ApprovalPolicy | None = None,
         now: Callable[[], datetime] = _now,
     ) -> None:
         self.url = url
-        self.fleet = fleet
+        self._read_fleet = fleet
+        self.alertmanager = alertmanager
+        self._last_fleet: Fleet | None = None  # the inventory as last read, for silences
         self.lease_seconds = lease_seconds
         self.approval = approval or ApprovalPolicy()
         self.now = now
@@ -249,6 +258,8 @@ class Store:
                 conn.execute(insert(schema).values(version=4, created_at=_db(_now())))
             if version < 5:  # schema 5: the promotions table (create_all made it)
                 conn.execute(insert(schema).values(version=5, created_at=_db(_now())))
+            if version < 6:  # schema 6: the silences table (create_all made it)
+                conn.execute(insert(schema).values(version=6, created_at=_db(_now())))
 
     def schema_version(self) -> int:
         with self._read() as conn:
@@ -585,52 +596,76 @@ class Store:
                 and all(batch_hosts[h] is HostState.RUNNING for h in chosen)
             ):
                 return self._load(conn, run_id)  # the same start again: a client's retry
-            now = _db(self.now())
-            conn.execute(
-                update(hosts)
-                .where(hosts.c.run_id == run_id, hosts.c.name.in_(chosen))
-                .values(
-                    state=HostState.RUNNING,
-                    attempts=hosts.c.attempts + 1,
-                    updated_by=caller.name,
-                    updated_at=now,
-                    message=None,
-                    activity=None,
-                )
-            )
-            conn.execute(
-                update(batches)
-                .where(batches.c.run_id == run_id, batches.c.number == number)
-                .values(
-                    state=BatchState.RUNNING,
-                    attempts=batches.c.attempts + 1,
-                    started_by=caller.name,
-                    started_at=now,
-                    finished_by=None,
-                    finished_at=None,
-                    gate_passed=None,
-                    gate_message=None,
-                )
-            )
-            # a batch started: an approval no longer expires
-            conn.execute(
-                update(runs)
-                .where(runs.c.id == run_id)
-                .values(current_batch=number, approval_expires_at=None)
-            )
-            again = states[number - 1] is not BatchState.PENDING
-            self._record(
-                conn,
-                run_id,
-                row["last_seq"],
-                caller.name,
-                "batch_started",
-                batch=number,
-                message=f"{caller.name} {'re' if again else ''}started batch {number}: "
-                + ", ".join(chosen),
-                data={"hosts": chosen, "again": again},
-            )
+            # Before anything is written: no silence, no batch (the transaction is not committed).
+            silence = self._set_silence(row, number, chosen, caller.name)
+            try:
+                seq = self._record_batch_start(conn, row, caller, number, chosen, states)
+                if silence is not None:
+                    seq = self._record_silence(conn, run_id, seq, number, silence)
+                    again = f"batch {number} started again"
+                    self._end_silences(conn, run_id, seq, again, keep=silence["silence_id"])
+            except BaseException:
+                if silence is not None:
+                    self._forget_silence(silence["silence_id"])
+                raise
             return self._load(conn, run_id)
+
+    def _record_batch_start(
+        self,
+        conn: Connection,
+        row: RowMapping,
+        caller: Caller,
+        number: int,
+        chosen: list[str],
+        states: list[BatchState],
+    ) -> int:
+        """The batch's hosts and the batch running, and its `batch_started` event (its seq)."""
+        run_id = row["id"]
+        now = _db(self.now())
+        conn.execute(
+            update(hosts)
+            .where(hosts.c.run_id == run_id, hosts.c.name.in_(chosen))
+            .values(
+                state=HostState.RUNNING,
+                attempts=hosts.c.attempts + 1,
+                updated_by=caller.name,
+                updated_at=now,
+                message=None,
+                activity=None,
+            )
+        )
+        conn.execute(
+            update(batches)
+            .where(batches.c.run_id == run_id, batches.c.number == number)
+            .values(
+                state=BatchState.RUNNING,
+                attempts=batches.c.attempts + 1,
+                started_by=caller.name,
+                started_at=now,
+                finished_by=None,
+                finished_at=None,
+                gate_passed=None,
+                gate_message=None,
+            )
+        )
+        # a batch started: an approval no longer expires
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(current_batch=number, approval_expires_at=None)
+        )
+        again = states[number - 1] is not BatchState.PENDING
+        return self._record(
+            conn,
+            run_id,
+            row["last_seq"],
+            caller.name,
+            "batch_started",
+            batch=number,
+            message=f"{caller.name} {'re' if again else ''}started batch {number}: "
+            + ", ".join(chosen),
+            data={"hosts": chosen, "again": again},
+        )
 
     def finish_batch(
         self, run_id: int, caller: Caller, number: int, results: Sequence[HostResult]
@@ -681,7 +716,7 @@ class Store:
             counts: dict[str, int] = {}
             for result in by_host.values():
                 counts[result.state.value] = counts.get(result.state.value, 0) + 1
-            self._record(
+            seq = self._record(
                 conn,
                 run_id,
                 row["last_seq"],
@@ -692,6 +727,7 @@ class Store:
                 + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
                 data={"results": {h: r.state.value for h, r in by_host.items()}},
             )
+            self._end_silences(conn, run_id, seq, f"batch {number} finished")
             return self._load(conn, run_id)
 
     def record_gate(self, run_id: int, caller: Caller, number: int, report: GateReport) -> Run:
@@ -788,7 +824,7 @@ class Store:
                 if state is RunState.HANDED_OFF
                 else "the run pauses at the end of the batch in flight"
             )
-            self._record(
+            seq = self._record(
                 conn,
                 run_id,
                 row["last_seq"],
@@ -798,6 +834,8 @@ class Store:
                 + (f". Note: {note.strip()}" if note.strip() else ""),
                 data={"to": to, "note": _text(note.strip())},
             )
+            if state is RunState.HANDED_OFF:  # paused: no batch of it runs now
+                self._end_silences(conn, run_id, seq, f"the run was handed off to {to}")
             return self._load(conn, run_id)
 
     def pause(self, run_id: int, caller: Caller) -> Run:
@@ -819,7 +857,8 @@ class Store:
                 if state is RunState.HANDED_OFF
                 else f"{caller.name} paused the run"
             )
-            self._record(conn, run_id, row["last_seq"], caller.name, "pause", message=message)
+            seq = self._record(conn, run_id, row["last_seq"], caller.name, "pause", message=message)
+            self._end_silences(conn, run_id, seq, f"{caller.name} paused the run")
             return self._load(conn, run_id)
 
     def accept(self, run_id: int, caller: Caller) -> Run:
@@ -868,7 +907,7 @@ class Store:
                 )
             )
             in_doubt = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
-            self._record(
+            seq = self._record(
                 conn,
                 run_id,
                 row["last_seq"],
@@ -878,6 +917,8 @@ class Store:
                 message=f"{caller.name} took over the run from {facts.owner}: {reason}{in_doubt}",
                 data={"from": facts.owner, "reason": _text(reason), "in_doubt": doubtful},
             )
+            why = f"{caller.name} took the run over from {facts.owner}"
+            self._end_silences(conn, run_id, seq, why)
             return self._load(conn, run_id)
 
     def replan(self, run_id: int, caller: Caller, reason: str) -> Run:
@@ -1034,7 +1075,7 @@ class Store:
             doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=False)
             self._close(conn, run_id, outcome, summary)
             in_doubt = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
-            self._record(
+            seq = self._record(
                 conn,
                 run_id,
                 row["last_seq"],
@@ -1045,6 +1086,7 @@ class Store:
                 + in_doubt,
                 data={"outcome": outcome.value, "in_doubt": doubtful},
             )
+            self._end_silences(conn, run_id, seq, f"the run was finished ({outcome.value})")
             return self._load(conn, run_id)
 
     def abort(self, run_id: int, caller: Caller, reason: str) -> Run:
@@ -1053,7 +1095,7 @@ class Store:
             doubtful = self._interrupt(conn, run_id, facts, caller.name, keep_current=False)
             self._close(conn, run_id, RunState.ABORTED, reason)
             in_doubt = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
-            self._record(
+            seq = self._record(
                 conn,
                 run_id,
                 row["last_seq"],
@@ -1062,6 +1104,7 @@ class Store:
                 message=f"{caller.name} aborted the run: {reason}{in_doubt}",
                 data={"reason": _text(reason), "in_doubt": doubtful},
             )
+            self._end_silences(conn, run_id, seq, f"{caller.name} aborted the run")
             return self._load(conn, run_id)
 
     # --- approvals --------------------------------------------------------------------------------
@@ -1264,7 +1307,7 @@ class Store:
                     update(runs).where(runs.c.id == run_id).values(state=RunState.ORPHANED)
                 )
                 batch = row["current_batch"]
-                self._record(
+                seq = self._record(
                     conn,
                     run_id,
                     row["last_seq"],
@@ -1278,6 +1321,7 @@ class Store:
                     + ". An on-call engineer can take it over.",
                     data={"owner": row["owner"], "lease_expired_at": wire_time(expired)},
                 )
+                self._end_silences(conn, run_id, seq, f"{row['owner']}'s lease ran out")
                 orphaned.append(self._load(conn, run_id))
         return orphaned
 
@@ -1293,6 +1337,213 @@ class Store:
                 .values(lease_expires_at=renewed)
             )
             return result.rowcount or 0
+
+    # --- silences (opsbook.service.silences) ------------------------------------------------------
+
+    def _set_silence(
+        self, row: RowMapping, number: int, chosen: Sequence[str], actor: str
+    ) -> dict[str, Any] | None:
+        """Silence exactly `chosen`'s exporter instances in Alertmanager, for at most the batch's
+        ceiling; None for a check-mode run (nothing changes, so nothing will alert, and a
+        silence would only hide real alerts). Fail closed: no silence, no batch (503 naming
+        Alertmanager's setting; nothing is recorded and no host is touched)."""
+        options = RunOptions.from_dict(row["options"] or {})
+        if options.check_mode:
+            return None
+        instances = self._fleet_for_silences().instances(chosen)
+        now = self.now()
+        ends = now + ceiling(options.gate_timeout)
+        hosts_text = ", ".join(chosen)
+        body = silence_body(
+            instances.values(),
+            starts_at=now,
+            ends_at=ends,
+            created_by=actor,
+            comment=f"opsbook run {row['id']} ({row['runbook']} of {row['stack']}), batch "
+            f"{number}: {hosts_text}. Set by the runs service; expired when the batch ends.",
+        )
+        try:
+            silence_id = self.alertmanager.create(body)
+        except SilenceError as error:
+            raise Refused(
+                503,
+                ErrorCode.UNAVAILABLE,
+                f"batch {number} of run {row['id']} did not start: its hosts ({hosts_text}) "
+                f"could not be silenced: {error}. Nothing was recorded and no host was touched; "
+                f"start the batch again once Alertmanager answers (the runs service reaches it "
+                f"at {ALERTMANAGER_SETTING}={self.alertmanager.url}).",
+                run_id=row["id"],
+            ) from None
+        return {
+            "silence_id": silence_id,
+            "hosts": list(chosen),
+            "instances": [instances[host] for host in chosen],
+            "set_by": actor,
+            "set_at": now,
+            "ends_at": ends,
+        }
+
+    def fleet(self) -> Fleet:
+        """The inventory's stacks now (Refused, 503, while it cannot be read)."""
+        self._last_fleet = self._read_fleet()
+        return self._last_fleet
+
+    def _fleet_for_silences(self) -> Fleet:
+        """The inventory now, or, while it cannot be read, as last read: the runs already under
+        way go on (the README's promise), silenced as their hosts' exporters were last known.
+        Not read since the start: refused (503) naming the inventory."""
+        try:
+            return self.fleet()
+        except Refused:
+            if self._last_fleet is None:
+                raise
+            return self._last_fleet
+
+    def _record_silence(
+        self, conn: Connection, run_id: int, last_seq: int, number: int, silence: dict[str, Any]
+    ) -> int:
+        """The silence in the ledger: its row, and the run's `silence_set` event (its seq)."""
+        conn.execute(
+            insert(silences).values(
+                run_id=run_id,
+                batch=number,
+                silence_id=silence["silence_id"],
+                hosts=silence["hosts"],
+                instances=silence["instances"],
+                set_by=silence["set_by"],
+                set_at=_db(silence["set_at"]),
+                ends_at=_db(silence["ends_at"]),
+                expire_attempts=0,
+            )
+        )
+        return self._record(
+            conn,
+            run_id,
+            last_seq,
+            SYSTEM_ACTOR,
+            "silence_set",
+            kind=EventKind.SYSTEM,
+            batch=number,
+            message=f"silenced {', '.join(silence['instances'])} in Alertmanager for batch "
+            f"{number} (silence {silence['silence_id']}, until the batch ends, at the latest "
+            f"{silence['ends_at']:%H:%M:%S} UTC)",
+            data={
+                "silence_id": silence["silence_id"],
+                "hosts": silence["hosts"],
+                "instances": silence["instances"],
+                "ends_at": wire_time(silence["ends_at"]),
+            },
+        )
+
+    def _forget_silence(self, silence_id: str) -> None:
+        """A silence set for a batch start that was then not recorded: expire it again."""
+        try:
+            self.alertmanager.expire(silence_id)
+        except SilenceError as error:
+            log.error("silence %s of a failed batch start is left in place: %s", silence_id, error)
+
+    def _end_silences(
+        self, conn: Connection, run_id: int, last_seq: int, why: str, *, keep: str | None = None
+    ) -> int:
+        """Expire every silence of the run still in force (but `keep`), recording each: the
+        batch ended, the run changed hands or stopped. A failure does not stop the action: it is
+        recorded, and the sweeper tries again. Returns the run's last seq."""
+        query = select(silences).where(silences.c.run_id == run_id, silences.c.expired_at.is_(None))
+        for silence in conn.execute(query.order_by(silences.c.id)).mappings().all():
+            if silence["silence_id"] != keep:
+                last_seq, _ = self._expire_silence(conn, silence, last_seq, why)
+        return last_seq
+
+    def _expire_silence(
+        self, conn: Connection, silence: RowMapping, last_seq: int, why: str
+    ) -> tuple[int, bool]:
+        """Expire one silence and record it (or its first failure); the run's last seq, and
+        whether it is expired now."""
+        why = silence["expire_why"] or why  # a retry keeps the reason it was first ended for
+        attempts = silence["expire_attempts"] + 1
+        what = f"silence {silence['silence_id']} of batch {silence['batch']} "
+        what += f"({', '.join(silence['hosts'])})"
+        try:
+            self.alertmanager.expire(silence["silence_id"])
+        except SilenceError as error:
+            conn.execute(
+                update(silences)
+                .where(silences.c.id == silence["id"])
+                .values(expire_why=why, expire_attempts=attempts, expire_error=_text(str(error)))
+            )
+            if attempts > 1:
+                return last_seq, False  # recorded at the first failure; the row has the latest
+            lapses = _aware(silence["ends_at"])
+            seq = self._record(
+                conn,
+                silence["run_id"],
+                last_seq,
+                SYSTEM_ACTOR,
+                "silence_expire_failed",
+                kind=EventKind.SYSTEM,
+                batch=silence["batch"],
+                message=f"{what} could not be expired ({why}): {error}. The runs service tries "
+                f"again every sweep; at the latest it lapses at {lapses:%H:%M:%S} UTC",
+                data={"silence_id": silence["silence_id"], "why": why, "error": str(error)},
+            )
+            return seq, False
+        conn.execute(
+            update(silences)
+            .where(silences.c.id == silence["id"])
+            .values(
+                expired_at=_db(self.now()),
+                expire_why=why,
+                expire_attempts=attempts,
+                expire_error=None,
+            )
+        )
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        seq = self._record(
+            conn,
+            silence["run_id"],
+            last_seq,
+            SYSTEM_ACTOR,
+            "silence_expired",
+            kind=EventKind.SYSTEM,
+            batch=silence["batch"],
+            message=f"{what} expired: {why}{tries}",
+            data={"silence_id": silence["silence_id"], "why": why, "attempts": attempts},
+        )
+        return seq, True
+
+    def sweep_silences(self) -> int:
+        """Expire the silences still in force whose batch is no longer in flight: those whose
+        expiry failed before (tried again, with their first reason), and leftovers (the service
+        stopped between setting one and its batch's end). Called by the sweeper and once at
+        start-up. Returns how many were expired."""
+        with self._read() as conn:
+            due = sorted(
+                set(
+                    conn.execute(
+                        select(silences.c.run_id).where(silences.c.expired_at.is_(None))
+                    ).scalars()
+                )
+            )
+        expired = 0
+        for run_id in due:
+            with self._write() as conn:
+                row = self._lock(conn, run_id)
+                query = select(silences).where(
+                    silences.c.run_id == run_id, silences.c.expired_at.is_(None)
+                )
+                seq = row["last_seq"]
+                for silence in conn.execute(query.order_by(silences.c.id)).mappings().all():
+                    in_flight = (
+                        row["state"] == RunState.RUNNING
+                        and row["current_batch"] == silence["batch"]
+                        and silence["expire_why"] is None
+                    )
+                    if in_flight:
+                        continue
+                    why = f"its batch is no longer in flight (the run is {row['state']})"
+                    seq, done = self._expire_silence(conn, silence, seq, why)
+                    expired += done
+        return expired
 
     # --- SSH certificates -------------------------------------------------------------------------
 
@@ -1692,6 +1943,10 @@ class Store:
         query = select(hosts).where(hosts.c.run_id.in_(ids)).order_by(hosts.c.position)
         for host in conn.execute(query).mappings():
             host_rows[host["run_id"]].append(host)
+        last_silence: dict[tuple[int, int], RowMapping] = {}  # (run, batch): its last attempt's
+        query = select(silences).where(silences.c.run_id.in_(ids)).order_by(silences.c.id)
+        for silence in conn.execute(query).mappings():
+            last_silence[(silence["run_id"], silence["batch"])] = silence
         rounds = {row["id"]: row["approval_round"] or 0 for row in rows}
         decisions: dict[int, list[ApprovalView]] = {run_id: [] for run_id in ids}
         query = select(approvals).where(approvals.c.run_id.in_(ids)).order_by(approvals.c.id)
@@ -1706,7 +1961,9 @@ class Store:
                     )
                 )
         return [
-            _run_view(row, batch_rows[row["id"]], host_rows[row["id"]], decisions[row["id"]])
+            _run_view(
+                row, batch_rows[row["id"]], host_rows[row["id"]], decisions[row["id"]], last_silence
+            )
             for row in rows
         ]
 
@@ -1794,6 +2051,7 @@ def _run_view(
     batch_rows: list[RowMapping],
     host_rows: list[RowMapping],
     decisions: list[ApprovalView],
+    last_silence: Mapping[tuple[int, int], RowMapping],
 ) -> Run:
     members: dict[int, list[str]] = {}
     for host in host_rows:
@@ -1830,6 +2088,7 @@ def _run_view(
                 finished_at=_wire(batch["finished_at"]),
                 gate_passed=batch["gate_passed"],
                 gate_message=batch["gate_message"],
+                silence=_silence_view(last_silence.get((row["id"], batch["number"]))),
             )
             for batch in batch_rows
         ],
@@ -1850,6 +2109,21 @@ def _run_view(
         approvals_needed=row["approvals_needed"] or 0,
         approval_expires_at=_wire(row["approval_expires_at"]),
         approval_requested_by=row["approval_requested_by"],
+    )
+
+
+def _silence_view(row: RowMapping | None) -> SilenceView | None:
+    if row is None:
+        return None
+    return SilenceView(
+        id=row["silence_id"],
+        hosts=list(row["hosts"]),
+        instances=list(row["instances"]),
+        set_at=_wire(row["set_at"]) or "",
+        ends_at=_wire(row["ends_at"]) or "",
+        expired_at=_wire(row["expired_at"]),
+        why=row["expire_why"],
+        expire_error=row["expire_error"],
     )
 
 

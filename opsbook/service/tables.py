@@ -15,6 +15,10 @@
   the environment, the versions it added (`promoted`) and those the suite had already
   (`unchanged`), who asked, when, why and for which run. Only promotions the repository confirmed
   are recorded.
+- `silences` records every Alertmanager silence the service set for a batch (its ID, the hosts and
+  exporter instances it covers, until when) and its end: when it was expired and why (the batch
+  finished, a takeover, the lease ran out ...), or, while Alertmanager refuses, the last error and
+  how often it was tried (the sweeper tries again). `expired_at` NULL: still in force.
 - `runs_schema` holds the schema version: a newer database than the code stops the service.
 """
 
@@ -35,8 +39,8 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 5  # 2: runs.options; 3: certificates; 4: approvals (table and runs columns);
-# 5: promotions
+SCHEMA_VERSION = 6  # 2: runs.options; 3: certificates; 4: approvals (table and runs columns);
+# 5: promotions; 6: silences
 
 NAME = 255  # user, host, runbook and stack names
 metadata = MetaData()
@@ -187,4 +191,25 @@ promotions = Table(
     Column("reason", Text),
     Index("ix_promotions_environment_at", "environment", "at"),
     Index("ix_promotions_run", "run_id"),
+)
+
+
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("silence_id", String(100), nullable=False),  # Alertmanager's silenceID
+    Column("hosts", JSON, nullable=False),
+    Column("instances", JSON, nullable=False),  # the exporter instances its matcher names
+    Column("set_by", String(NAME), nullable=False),  # whose batch start set it
+    Column("set_at", DateTime, nullable=False),
+    Column("ends_at", DateTime, nullable=False),  # its ceiling, should nobody expire it
+    Column("expire_why", Text),  # set once it is to end (also while expiring fails)
+    Column("expired_at", DateTime),  # NULL: in force
+    Column("expire_attempts", Integer, nullable=False, default=0),
+    Column("expire_error", Text),  # the last failure to expire it, until it is expired
+    Index("ix_silences_run_batch", "run_id", "batch"),
+    Index("ix_silences_expired_at", "expired_at"),
 )

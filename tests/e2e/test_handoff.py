@@ -230,6 +230,9 @@ def test_a_run_whose_container_died_mid_batch_is_taken_over_and_finished(
         60,
         "the run orphaned once alice's lease ran out",
     )
+    # the silence of her dead kernel's batch (db-2) ended with her lease, not at its ceiling
+    interrupted = ledger.run(run.id).batches[1].silence
+    assert interrupted.why == "alice's lease ran out" and interrupted.expired_at is not None
 
     run_runbook(
         bob,
@@ -249,6 +252,7 @@ def test_a_run_whose_container_died_mid_batch_is_taken_over_and_finished(
     assert "db-2" in takeover.data["in_doubt"]
     assert installed("opsbook-demo-agent") == {host: "2.3.1" for host in DB}
     assert all(h.state is wire.HostState.OK for h in run.hosts)  # none left untracked
+    assert all(b.silence.expired_at for b in run.batches)  # each batch's silence: ended
     assert [a.approver for a in run.approvals] == ["bob"]  # taken over: still approved
     engineers["alice"].stop_server()
 
@@ -283,6 +287,9 @@ def test_restarting_the_runs_service_mid_run_loses_no_event(stack, engineers, le
     assert len(ledger_runner_events(ledger, run.id)) == produced
     assert installed("opsbook-demo-agent") == {host: "2.4.0" for host in DB}
     assert installed("opsbook-demo-db") == {host: "1.0.1" for host in DB}
+    # the restart expired no silence of the batch in flight early, and every one is over now
+    silences = [b.silence for b in run.batches]
+    assert all(s.why == f"batch {n} finished" for n, s in enumerate(silences, start=1))
 
 
 def test_the_team_heard_of_each_step_on_the_webhook(ledger):

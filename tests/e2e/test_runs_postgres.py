@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,8 +59,14 @@ def _module(path: Path) -> object:
     return module
 
 
+# The in-memory Alertmanager the store's tests silence batches at, importable as they import it.
+sys.modules.setdefault("fake_alertmanager", _module(SERVICE_TESTS / "fake_alertmanager.py"))
+FakeAlertmanager = sys.modules["fake_alertmanager"].FakeAlertmanager
+
+
 def _load_store_tests() -> dict[str, object]:
-    """The store's unit tests and the fixtures they use (theirs, and the test inventory)."""
+    """The store's unit tests and the fixtures they use (theirs, the test inventory and the
+    in-memory Alertmanager)."""
     store_tests = vars(_module(SERVICE_TESTS / "test_runs_store.py"))
     wanted = {"clock", "open_store", "store"}
     found = {
@@ -67,7 +74,9 @@ def _load_store_tests() -> dict[str, object]:
         for name, value in store_tests.items()
         if name.startswith("test_") or name in wanted
     }
-    found["inventory"] = vars(_module(SERVICE_TESTS / "conftest.py"))["inventory"]
+    conftest = vars(_module(SERVICE_TESTS / "conftest.py"))
+    found["inventory"] = conftest["inventory"]
+    found["alertmanager"] = conftest["alertmanager"]
     return found
 
 
@@ -160,7 +169,11 @@ def service(request, tmp_path) -> Iterator[tuple[str, Store]]:
         url = request.getfixturevalue("database_url")
     # A stack of 50 hosts, in staging, as the inventory would give it.
     bench = Stack(name="bench", hosts=HOSTS, environment="staging", production=False)
-    store = Store(url, fleet=lambda: Fleet(source="bench", stacks={"bench": bench}))
+    store = Store(
+        url,
+        fleet=lambda: Fleet(source="bench", stacks={"bench": bench}),
+        alertmanager=FakeAlertmanager(),
+    )
     ctx = Context(
         store=store,
         identity=BenchIdentity(),

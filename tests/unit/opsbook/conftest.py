@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from opsbook_fakes import FakeServer, running_server
+from opsbook_fleet import demo_fleet
 from opsbook_runs_service import Service
 
 
@@ -28,9 +29,11 @@ def closed_port_url() -> str:
 
 
 @pytest.fixture
-def runs_service(tmp_path: Path) -> Iterator[Service]:
-    """The real runs service app on loopback (only the hub's token check stood in)."""
-    service = Service(tmp_path / "runs.sqlite")
+def runs_service(tmp_path: Path, fake_server: FakeServer) -> Iterator[Service]:
+    """The real runs service app on loopback (only the hub's token check stood in); it silences
+    batches at `fake_server`, a demo fleet's Alertmanager unless a test gives it a fleet."""
+    fake_server.responder = demo_fleet()
+    service = Service(tmp_path / "runs.sqlite", alertmanager_url=fake_server.url)
     service.start()
     yield service
     service.stop()

@@ -5,7 +5,8 @@ FakeFleet answers, from one in-memory state, what a runbook asks of the fleet's 
   incoming, staging and production (one per environment: web-* are staging, db-* production);
 - Prometheus: instant queries (/api/v1/query) and range queries (/api/v1/query_range) of up,
   node_load1 and node_filesystem_avail_bytes, selected by the query's instance matcher;
-- Alertmanager: creating and expiring silences (/api/v2/silences, /api/v2/silence/{id}).
+- Alertmanager: creating and expiring silences (/api/v2/silences, /api/v2/silence/{id}), as the
+  runs service does for each batch (engineers' kernels never call it).
 and, under /test/, what the test playbooks in data/fleet/playbooks call in place of a real host:
 - GET /test/installed?host=H: the host's packages, shaped like ansible.builtin.package_facts;
 - POST /test/upgrade {"host": H}: install the newest version of each installed package in the
@@ -260,7 +261,6 @@ def fleet_environment(url: str, runs_dir: Path) -> dict[str, str]:
     """What the hub would give an engineer's container, pointing at the fake fleet at `url`."""
     return {
         "OPSBOOK_PROMETHEUS_URL": url,
-        "OPSBOOK_ALERTMANAGER_URL": url,
         "OPSBOOK_PACKAGE_REPO_URL": f"{url}/debian",
         "OPSBOOK_ANSIBLE_DIR": str(FLEET_DIR),
         "OPSBOOK_RUNS_DIR": str(runs_dir),

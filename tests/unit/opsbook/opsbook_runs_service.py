@@ -5,8 +5,10 @@ every runs scope; erin, an engineer of `ops` only, reads and writes non-producti
 viewer, only reads). The on-call group is alice and bob unless told otherwise. The store is the
 real one on the SQLite file given, resolving stacks from the test fleet's inventory (staging is the
 one non-production environment, as in the demo); its clock can be moved by hand (lease expiry
-without waiting). It has an SSH certificate authority of a freshly generated ed25519 key (what
-__main__ loads from RUNS_SSH_CA_KEY), unless told `ssh_ca=None`.
+without waiting). It silences batches through the real Alertmanager client, at the URL given
+(the fake fleet's server: opsbook_fleet answers Alertmanager's silences API). It has an SSH
+certificate authority of a freshly generated ed25519 key (what __main__ loads from
+RUNS_SSH_CA_KEY), unless told `ssh_ca=None`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
 from opsbook.service.promotions import Outcome, Pair, Promoter
 from opsbook.service.rules import ApprovalPolicy, Caller, Refused
+from opsbook.service.silences import Alertmanager
 from opsbook.service.ssh_ca import CertificateAuthority
 from opsbook.service.store import Store
 
@@ -79,6 +82,7 @@ class Service:
         database: Path,
         inventory: Path = INVENTORY,
         *,
+        alertmanager_url: str,
         ssh_ca: CertificateAuthority | str | None = "generate",
         approval: ApprovalPolicy | None = None,
         oncall: tuple[str, ...] = ONCALL,
@@ -92,6 +96,7 @@ class Service:
         self.store = Store(
             f"sqlite:///{database}",
             fleet=self.inventory.current,
+            alertmanager=Alertmanager(alertmanager_url),
             lease_seconds=30,
             now=self.clock,
             approval=approval,  # None: the default, every production run needs one approver

@@ -23,8 +23,7 @@ def ansible_dir(tmp_path: Path) -> Path:
 def env(ansible_dir: Path) -> dict[str, str]:
     """What the hub gives an engineer's container (hub/opsbook_hub/configure.py)."""
     return {
-        "OPSBOOK_PROMETHEUS_URL": "http://prometheus:9090",
-        "OPSBOOK_ALERTMANAGER_URL": "http://alertmanager:9093/",
+        "OPSBOOK_PROMETHEUS_URL": "http://prometheus:9090/",
         "OPSBOOK_PACKAGE_REPO_URL": "http://pkgrepo/debian",
         "OPSBOOK_ANSIBLE_DIR": str(ansible_dir),
         "ANSIBLE_CONFIG": str(ansible_dir / "ansible.cfg"),
@@ -41,8 +40,8 @@ def problems(environ: dict[str, str]) -> dict[str, str]:
 
 def test_the_hubs_environment_gives_every_setting(env: dict[str, str], ansible_dir: Path) -> None:
     settings = Settings.from_env(env)
-    assert settings.prometheus_url == "http://prometheus:9090"
-    assert settings.alertmanager_url == "http://alertmanager:9093"  # trailing slash dropped
+    assert settings.prometheus_url == "http://prometheus:9090"  # trailing slash dropped
+    assert not hasattr(settings, "alertmanager_url")  # the runs service silences batches
     assert settings.package_repo_url == "http://pkgrepo/debian"
     assert settings.ansible_dir == ansible_dir
     assert settings.inventory == ansible_dir / "inventories" / "demo"
@@ -73,7 +72,6 @@ def test_missing_settings_are_each_named(env: dict[str, str]) -> None:
     found = problems({"HOME": env["HOME"]})
     assert set(found) == {
         "OPSBOOK_PROMETHEUS_URL",
-        "OPSBOOK_ALERTMANAGER_URL",
         "OPSBOOK_PACKAGE_REPO_URL",
         "OPSBOOK_ANSIBLE_DIR",
     }
@@ -99,8 +97,8 @@ def test_one_line_per_bad_variable_in_the_message(env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("OPSBOOK_ALERTMANAGER_URL", "ftp://alertmanager", "expected an http(s) URL such as"),
-        ("OPSBOOK_ALERTMANAGER_URL", "http://", "expected an http(s) URL such as"),
+        ("OPSBOOK_PROMETHEUS_URL", "ftp://prometheus", "expected an http(s) URL such as"),
+        ("OPSBOOK_PROMETHEUS_URL", "http://", "expected an http(s) URL such as"),
         ("OPSBOOK_PACKAGE_REPO_URL", "http://pkgrepo/debian?x=1", "without ?query or #fragment"),
         ("OPSBOOK_ANSIBLE_DIR", "ansible", "expected an absolute path, got 'ansible'"),
         ("OPSBOOK_ANSIBLE_DIR", "/nonexistent/ansible", "'/nonexistent/ansible' is not a folder"),

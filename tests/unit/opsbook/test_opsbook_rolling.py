@@ -1,9 +1,11 @@
-"""The rolling patch: batch order, silences, health gates, stops, resumes, and the observer.
+"""The rolling patch: batch order, health gates, stops, resumes, and the observer.
 
-Prometheus and Alertmanager are the fake fleet on a loopback HTTP server, so the gate and the
-silences run their real code. The logic tests replace only run_play by FakePlays (an in-process
-play that emits ansible-runner-shaped events), to stay fast; the tests at the end run the test
-playbooks in data/fleet for real with ansible-runner.
+Prometheus is the fake fleet on a loopback HTTP server, so the gate runs its real code. Silences
+are the runs service's (its tests, tests/unit/service): here the observer's batch start says
+which silence covers the batch, and the rolling patch never calls Alertmanager itself. The logic
+tests replace only run_play by FakePlays (an in-process play that emits ansible-runner-shaped
+events), to stay fast; the tests at the end run the test playbooks in data/fleet for real with
+ansible-runner.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,6 @@ from opsbook.rolling import (
     RunObserver,
     StopRun,
     rolling_patch,
-    silence_ceiling,
     wait_for_gate,
 )
 from opsbook.sshcert import CertificateError
@@ -55,9 +56,10 @@ class Recorder(RunObserver):
         if (name, number) in self.raise_at:
             raise self.raise_at[(name, number)]
 
-    def batch_starting(self, number: int, hosts: Sequence[str]) -> None:
+    def batch_starting(self, number: int, hosts: Sequence[str]) -> str | None:
         self.calls.append(("batch_starting", number, tuple(hosts)))
         self._maybe_raise("batch_starting", number)
+        return f"silence-of-batch-{number}"  # as the runs service's answer would name it
 
     def event(self, event: dict[str, Any]) -> None:
         self.calls.append(("event", event["event"], event["event_data"].get("host")))
@@ -217,7 +219,7 @@ def test_a_plan_is_the_runs_batches_numbered_from_1() -> None:
 
 
 @pytest.mark.usefixtures("plays")
-def test_batches_run_in_order_each_silenced_patched_gated(
+def test_batches_run_in_order_each_patched_and_gated_under_the_services_silence(
     fleet: FakeFleet, settings: Settings
 ) -> None:
     promote_all(fleet)
@@ -226,23 +228,14 @@ def test_batches_run_in_order_each_silenced_patched_gated(
     assert result.complete and result.stopped is None and result.resume_from is None
     assert result.done == ["web-1", "web-2", "web-3"]
     assert result.failed == result.in_doubt == result.not_started == []
-    # silence, patch, expire, one batch after the other
-    assert fleet.log == [
-        "silence web-1:9100",
-        "upgrade web-1",
-        "expire silence-1",
-        "silence web-2:9100",
-        "upgrade web-2",
-        "expire silence-2",
-        "silence web-3:9100",
-        "upgrade web-3",
-        "expire silence-3",
+    assert fleet.log == ["upgrade web-1", "upgrade web-2", "upgrade web-3"]
+    # the silence each batch start answered with; Alertmanager never heard from the toolkit
+    assert [batch.silence_id for batch in result.batches] == [
+        "silence-of-batch-1",
+        "silence-of-batch-2",
+        "silence-of-batch-3",
     ]
-    assert fleet.active_silences == []
-    assert [batch.silence_id for batch in result.batches] == ["silence-1", "silence-2", "silence-3"]
-    body = fleet.silence_bodies["silence-2"]
-    assert body["createdBy"] == "alice"
-    assert body["comment"] == "opsbook: rolling patch of web, batch 2 of 3 (web-2)"
+    assert fleet.silences == {}
     assert fleet.installed["web-3"]["opsbook-demo-base"] == "1.1"
     assert observer.result == result
 
@@ -308,7 +301,6 @@ def test_stops_at_the_first_failed_gate(fleet: FakeFleet, settings: Settings) ->
     assert result.resume_from == 2
     assert (result.done, result.failed, result.not_started) == (["web-1"], ["web-2"], ["web-3"])
     assert result.batches[1].gate_attempts > 1  # asked again until gate_timeout ran out
-    assert fleet.active_silences == []
     assert "upgrade web-3" not in fleet.log
     summary = result.summary()
     assert summary.startswith("Rolling patch of web (staging): STOPPED: batch 2 of 3: health gate")
@@ -325,7 +317,6 @@ def test_no_answer_from_prometheus_is_a_failed_gate(fleet: FakeFleet, settings: 
     assert result.stopped == "batch 1 of 3: health gate failed for web-1"
     assert result.failed == ["web-1"]
     assert "kept answering with server errors" in result.summary()
-    assert fleet.active_silences == []
 
 
 def test_max_fail_counts_hosts_that_failed_the_play(
@@ -337,7 +328,6 @@ def test_max_fail_counts_hosts_that_failed_the_play(
     assert result.stopped == "batch 3 of 3: 2 hosts failed the play, more than max_fail=1"
     assert (result.done, result.failed) == (["web-2"], ["web-1", "web-3"])
     assert "web-1: failed at task 'upgrade': web-1 failed" in result.summary()
-    assert fleet.active_silences == []
     tolerated = rolling_patch(web_plan(), settings, max_fail=2, **FAST)
     assert tolerated.complete
     assert tolerated.summary().startswith(
@@ -366,7 +356,6 @@ def test_a_cancelled_play_leaves_its_hosts_in_doubt(
     assert result.not_started == ["web-3"]
     assert result.batches[0].gate is None  # not asked of a play that did not end
     assert result.resume_from == 1
-    assert fleet.active_silences == []
 
 
 def test_cancel_event_stops_before_the_next_batch(settings: Settings, plays: FakePlays) -> None:
@@ -402,7 +391,6 @@ def test_paused_before_a_batch_runs_nothing_more(
         "batch_starting 2",
         "finished paused before batch 2 of 3: handed to bob",
     ]
-    assert fleet.active_silences == []
 
 
 def test_stop_after_a_batch_and_resume_from_there(settings: Settings, plays: FakePlays) -> None:
@@ -464,7 +452,6 @@ def test_events_that_cannot_be_recorded_stop_the_run(
     assert result.batches[0].play_status == "interrupted"
     assert result.batches[0].record == plays.tmp_path / "play-1"
     assert "upgrade web-1" not in fleet.log  # the play stopped before it patched
-    assert fleet.active_silences == []
     assert observer.names()[-2:] == ["batch_finished 1", f"finished {result.stopped}"]
     with pytest.raises(RollingStopped) as raised:
         result.raise_if_stopped()
@@ -479,7 +466,6 @@ def test_an_observer_failing_on_the_gate_stops_the_run(
     result = rolling_patch(web_plan(), settings, observer=observer, **FAST)
     assert result.stopped == "batch 1 of 3: after the play: RuntimeError: disk full"
     assert result.not_started == ["web-2", "web-3"]
-    assert fleet.active_silences == []
 
 
 @pytest.mark.usefixtures("plays")
@@ -493,47 +479,13 @@ def test_an_observer_failing_on_batch_finished_stops_the_run(settings: Settings)
     assert result.resume_from == 1
 
 
-def test_silence_refused_means_no_patch(
-    fake_server: FakeServer, fleet: FakeFleet, settings: Settings, plays: FakePlays
-) -> None:
-    def refuse(request: Request) -> tuple[int, Any]:
-        if request.path == "/api/v2/silences":
-            return 400, "bad matchers"
-        return fleet(request)
-
-    fake_server.responder = refuse
-    result = rolling_patch(web_plan(), settings, **FAST)
-    assert result.stopped.startswith("batch 1 of 3: before the play: Alertmanager at")
-    assert "refused the silence: HTTP 400" in result.stopped
-    assert result.not_started == ["web-1", "web-2", "web-3"]
-    assert result.batches[0].play_status == "not started"
-    assert plays.calls == []
-
-
-def test_a_silence_that_cannot_be_expired_stops_the_run(
-    fake_server: FakeServer, fleet: FakeFleet, settings: Settings, plays: FakePlays
-) -> None:
-    def keep(request: Request) -> tuple[int, Any]:
-        if request.method == "DELETE":
-            return 500, "cluster not ready"
-        return fleet(request)
-
-    fake_server.responder = keep
-    result = rolling_patch(web_plan(), settings, **FAST)
-    assert result.stopped.startswith("batch 1 of 3: after the play: Alertmanager at")
-    assert "did not expire silence silence-1" in result.stopped
-    assert result.done == ["web-1"]  # patched and healthy; the run stops all the same
-    assert len(plays.calls) == 1
-
-
-def test_interrupt_expires_the_silence_reports_and_reraises(
+def test_interrupt_reports_and_reraises(
     fleet: FakeFleet, settings: Settings, plays: FakePlays
 ) -> None:
     plays.interrupt_on = "web-2"
     observer = Recorder()
     with pytest.raises(KeyboardInterrupt) as raised:
         rolling_patch(web_plan(), settings, observer=observer, **FAST)
-    assert fleet.active_silences == []
     assert observer.result is not None
     assert observer.result.stopped == "interrupted (KeyboardInterrupt) in batch 2"
     assert observer.result.in_doubt == ["web-2"]
@@ -615,15 +567,8 @@ def test_real_rolling_patch(fleet: FakeFleet, settings: Settings) -> None:
     assert result.complete, result.summary()
     assert result.done == ["web-1", "web-2", "web-3"]
     log = fleet.log
-    assert log[0] == "silence web-1:9100|web-2:9100"
-    assert sorted(log[1:3]) == ["upgrade web-1", "upgrade web-2"]  # in parallel
-    assert log[3:] == [
-        "expire silence-1",
-        "silence web-3:9100",
-        "upgrade web-3",
-        "expire silence-2",
-    ]
-    assert fleet.active_silences == []
+    assert sorted(log[:2]) == ["upgrade web-1", "upgrade web-2"]  # in parallel
+    assert log[2:] == ["upgrade web-3"]
     first = result.batches[0]
     assert first.play_status == "successful"
     assert first.play["web-1"].changed == 1
@@ -641,7 +586,6 @@ def test_real_failed_host_stops_the_run(fleet: FakeFleet, settings: Settings) ->
     assert result.failed == ["web-1"]
     assert result.not_started == ["web-2", "web-3"]
     assert "Status code was 500" in result.batches[0].reasons()["web-1"]
-    assert fleet.active_silences == []
 
 
 def test_real_check_mode_changes_nothing(fleet: FakeFleet, settings: Settings) -> None:
@@ -662,18 +606,8 @@ def test_real_play_cancelled_when_events_cannot_be_recorded(
     assert result.in_doubt == ["web-1", "web-2", "web-3"]
     assert result.batches[0].record is not None
     assert result.batches[0].record.parent == settings.runs_dir
-    assert fleet.active_silences == []
 
 
-def test_a_dead_batchs_silence_ends_soon_after_the_batch_would_have() -> None:
-    assert silence_ceiling(120, None) == timedelta(minutes=20, seconds=180)
-    assert silence_ceiling(30, 300) == timedelta(seconds=390)
-
-
-# the credential step
-
-
-@pytest.mark.usefixtures("plays")
 def test_before_play_runs_before_each_batch_and_its_failure_stops_the_run_unplayed(
     fleet: FakeFleet, settings: Settings
 ) -> None:
@@ -694,6 +628,8 @@ def test_before_play_runs_before_each_batch_and_its_failure_stops_the_run_unplay
     assert result.done == ["web-1"] and result.not_started == ["web-2", "web-3"]
     assert result.resume_from == 2
     batch_2 = result.batches[1]
-    assert batch_2.play_status == "not started" and batch_2.silence_id is None
-    assert not [line for line in fleet.log if "web-2" in line]  # neither silenced nor patched
-    assert not fleet.active_silences
+    assert batch_2.play_status == "not started"
+    # started at the service (which silenced it, and expires that when it hears the batch
+    # finished), but not patched
+    assert batch_2.silence_id == "silence-of-batch-2"
+    assert not [line for line in fleet.log if "web-2" in line]

@@ -692,3 +692,34 @@ def test_the_post_checks_run_inside_the_run_before_it_is_finished(
     assert "web-1: opsbook-demo-base: installed version unknown" in final.summary
     with pytest.raises(OpsbookError, match="no post-checks now"):
         session.post_checks(settings, Inventory.load(INVENTORY))
+
+
+def test_a_batch_alertmanager_cannot_silence_does_not_start_and_the_runbook_says_why(
+    runs_service, fake_server, tmp_path
+):
+    """The runs service silences each batch; without an answer from Alertmanager the batch does
+    not start, and what the runbook shows names the service's setting and Alertmanager's URL."""
+    fake_server.responder = lambda request: (500, "cluster not ready")  # Alertmanager sick
+    session = RunSession.start(
+        client(runs_service, retry_for=1), runbook="patching", stack="web", options=OPTIONS
+    )
+    result = session.patch(lifecycle_settings(tmp_path), Inventory.load(INVENTORY)).wait(60)
+    assert not result.complete and result.not_started == ["web-1", "web-2"]
+    assert result.stopped.startswith("before batch 1 of 2: the observer failed: ")
+    assert "batch 1 of run 1 did not start" in result.stopped
+    assert f"RUNS_ALERTMANAGER_URL={fake_server.url}" in result.stopped
+    run = client(runs_service).run(session.run.id)
+    assert run.batches[0].state is wire.BatchState.PENDING  # nothing recorded as started
+    assert not [r for r in fake_server.requests if r.path.startswith("/test/")]  # no play
+
+
+def test_the_batch_start_answer_names_the_silence_the_patch_reports(runs_service, tmp_path):
+    session = RunSession.start(
+        client(runs_service), runbook="patching", stack="web", options=wire.RunOptions(batch_size=2)
+    )
+    ledger = Ledger(session.client, session.run, keeper=session.keeper)
+    silence_id = ledger.batch_starting(1, ["web-1", "web-2"])
+    assert silence_id is not None
+    assert runs.silence_of(ledger.run, 1) == silence_id
+    assert ledger.run.batches[0].silence.instances == ["web-1:9100", "web-2:9100"]
+    session.keeper.stop()

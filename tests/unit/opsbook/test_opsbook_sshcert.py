@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from opsbook_fakes import FakeServer
 from opsbook_fleet import FLEET_DIR, FLEET_URL_VARIABLE, demo_fleet, fleet_environment
 from opsbook_runs_service import Service, approved
 
@@ -31,10 +32,10 @@ INVENTORY = FLEET_DIR / "inventories" / "demo"
 
 
 @pytest.fixture
-def ca_service(tmp_path: Path) -> Iterator[Service]:
+def ca_service(tmp_path: Path, fake_server: FakeServer) -> Iterator[Service]:
     """The runs service with a certificate authority (what __main__ loads from RUNS_SSH_CA_KEY)."""
     ca = CertificateAuthority(ed25519.Ed25519PrivateKey.generate(), minutes=15)
-    service = Service(tmp_path / "runs.sqlite", ssh_ca=ca)
+    service = Service(tmp_path / "runs.sqlite", alertmanager_url=fake_server.url, ssh_ca=ca)
     service.start()
     yield service
     service.stop()
@@ -42,9 +43,9 @@ def ca_service(tmp_path: Path) -> Iterator[Service]:
 
 
 @pytest.fixture
-def no_ca_service(tmp_path: Path) -> Iterator[Service]:
+def no_ca_service(tmp_path: Path, fake_server: FakeServer) -> Iterator[Service]:
     """The runs service without a certificate authority (RUNS_SSH_CA_KEY never loaded)."""
-    service = Service(tmp_path / "no-ca.sqlite", ssh_ca=None)
+    service = Service(tmp_path / "no-ca.sqlite", alertmanager_url=fake_server.url, ssh_ca=None)
     service.start()
     yield service
     service.stop()
@@ -245,4 +246,6 @@ def test_a_run_whose_certificate_is_refused_stops_before_its_play(
     result = session.patch(settings, Inventory.load(INVENTORY), before_play=refused).wait(60)
     assert not result.complete
     assert "before the play: the runs service refused an SSH certificate" in result.stopped
-    assert result.not_started == ["db-1"] and fleet.log == []
+    assert result.not_started == ["db-1"]
+    # the service silenced db-1 at the batch's start and expired that at its end: nothing else
+    assert fleet.log == ["silence db-1:9100", "expire silence-1"]

@@ -20,6 +20,7 @@ import copy
 from typing import Any
 
 import pytest
+from fake_alertmanager import FakeAlertmanager
 
 from opsbook.contract.wire import ErrorCode
 from opsbook.service.fleet import Fleet, fleet_from_groups
@@ -95,3 +96,9 @@ class FakeInventory:
 def inventory() -> FakeInventory:
     """A fresh copy of INVENTORY for each test."""
     return FakeInventory()
+
+
+@pytest.fixture
+def alertmanager() -> FakeAlertmanager:
+    """Where the store sets and expires batches' silences (in memory)."""
+    return FakeAlertmanager()

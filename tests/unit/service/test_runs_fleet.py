@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fake_alertmanager import FakeAlertmanager
 
 from opsbook.contract.scopes import SCOPE_READ, SCOPE_WRITE
 from opsbook.contract.wire import BatchOrder, ErrorCode, RunOptions
@@ -277,12 +278,13 @@ def test_without_an_inventory_the_ledger_still_reads_and_new_runs_get_503(tmp_pa
     """The service starts without a readable inventory: its status page and the runs already in
     the ledger are read as usual; starting a run is refused naming the file; nothing recorded."""
     url = f"sqlite:///{tmp_path / 'runs.sqlite'}"
-    good = Store(url, fleet=inventory.current)
+    good = Store(url, fleet=inventory.current, alertmanager=FakeAlertmanager())
     run = good.create_run(ERIN, runbook="patching", stack="web")
     good.close()
 
     missing = tmp_path / "inventory" / "hosts.yml"
-    store = Store(url, fleet=InventorySource(missing, frozenset({"staging"})).current)
+    source = InventorySource(missing, frozenset({"staging"}))
+    store = Store(url, fleet=source.current, alertmanager=FakeAlertmanager())
     try:
         assert [r.id for r in store.list_runs()] == [run.id]
         assert store.get_run(run.id).stack == "web"

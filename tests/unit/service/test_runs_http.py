@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from fake_alertmanager import FakeAlertmanager
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import RequestHandler
 
@@ -95,9 +96,11 @@ class RunsAppTest(AsyncHTTPTestCase):
 
     def setUp(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
+        self.alertmanager = FakeAlertmanager()
         self.store = Store(
             f"sqlite:///{Path(self.tmp.name) / 'runs.sqlite'}",
             fleet=self.inventory.current,
+            alertmanager=self.alertmanager,
             lease_seconds=60,
         )
         self.notifier = RecordingNotifier()
@@ -175,7 +178,7 @@ class RunsAppTest(AsyncHTTPTestCase):
     def test_health_needs_no_sign_in(self):
         code, data = self.call("GET", "health", who=None)
         assert code == 200
-        assert Health.from_dict(data) == Health(status="ok", schema_version=5, database="sqlite")
+        assert Health.from_dict(data) == Health(status="ok", schema_version=6, database="sqlite")
 
     def test_not_signed_in(self):
         reply = self.error("GET", "runs", who=None)

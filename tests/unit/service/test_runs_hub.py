@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from fake_alertmanager import FakeAlertmanager
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import RequestHandler, create_signed_value
 
@@ -129,7 +130,11 @@ class HubClientsTest(AsyncHTTPTestCase):
         )
         hub_auth = make_hub_auth(settings)
         self.ctx = Context(
-            store=Store(settings["RUNS_DATABASE_URL"], fleet=self.inventory.current),
+            store=Store(
+                settings["RUNS_DATABASE_URL"],
+                fleet=self.inventory.current,
+                alertmanager=FakeAlertmanager(),
+            ),
             identity=HubIdentity(hub_auth),
             oncall=HubOncall(settings["JUPYTERHUB_API_URL"], SERVICE_TOKEN, "oncall"),
             notifier=Notifier(f"http://127.0.0.1:{port}/hook", public_url="https://ops.example"),

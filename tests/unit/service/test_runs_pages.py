@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from fake_alertmanager import FakeAlertmanager
 
 from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_READ, SCOPE_TAKEOVER, SCOPE_WRITE
 from opsbook.contract.wire import EventIn, HostResult, HostState, RunOptions, RunState
@@ -21,7 +22,11 @@ EVIL = "<script>alert('x')</script>"
 
 @pytest.fixture
 def store(tmp_path, inventory):
-    store = Store(f"sqlite:///{tmp_path / 'runs.sqlite'}", fleet=inventory.current)
+    store = Store(
+        f"sqlite:///{tmp_path / 'runs.sqlite'}",
+        fleet=inventory.current,
+        alertmanager=FakeAlertmanager(),
+    )
     yield store
     store.close()
 

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from fake_alertmanager import FakeAlertmanager
 from sqlalchemy import create_engine, insert, inspect
 from tornado.testing import AsyncHTTPTestCase
 from tornado.web import RequestHandler
@@ -120,7 +121,13 @@ def open_store(database_url, clock, inventory) -> Iterator[Callable[[], Store]]:
     opened: list[Store] = []
 
     def open_() -> Store:
-        store = Store(database_url, fleet=inventory.current, lease_seconds=60, now=clock)
+        store = Store(
+            database_url,
+            fleet=inventory.current,
+            alertmanager=FakeAlertmanager(),
+            lease_seconds=60,
+            now=clock,
+        )
         opened.append(store)
         return store
 
@@ -551,10 +558,10 @@ def test_a_schema_2_database_is_migrated_to_5(database_url, open_store, user_pub
         engine.dispose()
 
     store = open_store()
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
     issued = store.issue_certificate(ERIN, user_pub, ca=ca)
     assert [row["serial"] for row in store.certificates()] == [issued.serial]
-    assert open_store().schema_version() == 5  # opening again changes nothing
+    assert open_store().schema_version() == 6  # opening again changes nothing
 
 
 # --- the CA key -----------------------------------------------------------------------------------
@@ -680,7 +687,9 @@ class CertificateHttpTest(AsyncHTTPTestCase):
     def setUp(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
         self.store = Store(
-            f"sqlite:///{Path(self.tmp.name) / 'runs.sqlite'}", fleet=self.inventory.current
+            f"sqlite:///{Path(self.tmp.name) / 'runs.sqlite'}",
+            fleet=self.inventory.current,
+            alertmanager=FakeAlertmanager(),
         )
         self.ca = CertificateAuthority(ed25519.Ed25519PrivateKey.generate(), minutes=15)
         self.key = public_line(ed25519.Ed25519PrivateKey.generate())

@@ -71,13 +71,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def open_store(database_url: str, clock: Clock, inventory) -> Iterator[Callable[..., Store]]:
+def open_store(
+    database_url: str, clock: Clock, inventory, alertmanager
+) -> Iterator[Callable[..., Store]]:
     """Open the ledger (again): every call is like a start of the service."""
     opened: list[Store] = []
 
     def open_(**options) -> Store:
         options.setdefault("lease_seconds", 60)
         options.setdefault("fleet", inventory.current)
+        options.setdefault("alertmanager", alertmanager)
         store = Store(database_url, now=clock, **options)
         opened.append(store)
         return store
@@ -359,8 +362,11 @@ def test_a_lease_that_runs_out_orphans_the_run(store, clock):
     clock.advance(2)
     (orphan,) = store.expire_leases()
     assert orphan.state is RunState.ORPHANED and orphan.owner == "alice"
-    last = store.last_events(run.id, 1)[0]
-    assert (last.type, last.kind, last.actor) == ("lease_expired", EventKind.SYSTEM, "runs")
+    lease, silence = store.last_events(run.id, 2)
+    assert (lease.type, lease.kind, lease.actor) == ("lease_expired", EventKind.SYSTEM, "runs")
+    # the batch in flight had its hosts silenced: nobody runs it now, so their alerts are back
+    assert (silence.type, silence.actor) == ("silence_expired", "runs")
+    assert "alice's lease ran out" in silence.message
     assert store.expire_leases() == []  # once
     # the kernel that lost it finds out at its next renewal or event
     error = refused(store.renew_lease, run.id, ALICE)
@@ -863,7 +869,7 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     # and it carries on: sequence numbers continue, the stack is still taken
     assert reopened.pause(run.id, ALICE).last_seq == before.last_seq + 1
     assert refused(start, reopened, BOB).code is ErrorCode.RUN_ACTIVE
-    assert reopened.schema_version() == 5
+    assert reopened.schema_version() == 6
 
 
 def test_a_schema_1_database_is_migrated_to_5_and_its_runs_go_on(database_url, open_store, clock):
@@ -908,14 +914,14 @@ def test_a_schema_1_database_is_migrated_to_5_and_its_runs_go_on(database_url, o
         engine.dispose()
 
     store = open_store()
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
     run = store.get_run(run_id)
     assert run.options == RunOptions()  # a schema-1 run: the defaults
     assert [b.hosts for b in run.batches] == [["web-1", "web-2"], ["web-3"]]
     run_batch(store, run_id, ALICE, 1)
     assert refused(start, store, BOB).code is ErrorCode.RUN_ACTIVE  # still holds its stack
     assert start(store, runbook="reboot").options == RunOptions(batch_size=2)
-    assert open_store().schema_version() == 5  # opening again changes nothing
+    assert open_store().schema_version() == 6  # opening again changes nothing
 
 
 def test_list_runs_active_first_then_recent(store):
@@ -1158,8 +1164,8 @@ def test_a_schema_3_database_is_migrated_to_5(database_url, open_store, clock):
     finally:
         engine.dispose()
     store = open_store()
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
     run = start(store, ALICE, stack="db")
     assert run.state is RunState.AWAITING_APPROVAL
     assert store.approve(run.id, BOB, "ok").state is RunState.RUNNING
-    assert open_store().schema_version() == 5
+    assert open_store().schema_version() == 6
