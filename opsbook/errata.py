@@ -1,10 +1,14 @@
 """Errata: package versions published to the team's repository that a stack has not installed yet.
 
-The package repository (OPSBOOK_PACKAGE_REPO_URL) is a Debian repository with two suites:
+The package repository (OPSBOOK_PACKAGE_REPO_URL) is a Debian repository with a suite per
+environment besides ``incoming``:
 - ``incoming``: every version published, i.e. the errata waiting for review;
-- ``stable``: the versions approved for the fleet; hosts update from this suite only.
-Approving an erratum is promoting its version from incoming to stable (promote-errata.yml on the
-repository host); the rolling patch then installs it.
+- ``<environment>`` (``staging``, ``production`` ...): the versions approved for that
+  environment; its hosts update from this suite only.
+Approving an erratum for a stack is promoting its version from incoming into the suite of the
+stack's environment. That is an action of the runs service, inside the run (RunSession.promote):
+it checks who may change which suite (production: only inside an approved production run) and
+performs the promotion on the repository host itself; no engineer's container can.
 
 An erratum concerns a stack when a version in incoming is newer than what one of the stack's
 hosts has installed. What each host has installed comes from the package_facts task of
@@ -16,24 +20,19 @@ lists and compares versions for people to review; hosts' apt verifies what it in
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
-from opsbook import sshcert
 from opsbook.debversion import DebianVersion, version_key
 from opsbook.errors import ErrataError, VersionError
 from opsbook.inventory import natural_key
-from opsbook.plays import PlayResult, RunnerEvent, run_play
+from opsbook.plays import PlayResult
 
 INCOMING = "incoming"
-STABLE = "stable"
-PROMOTE_PLAYBOOK = "promote-errata.yml"
 
 _FIELD = re.compile(r"^(?P<name>[^\s:][^:]*):[ \t]*(?P<value>.*)$")
 
@@ -43,7 +42,8 @@ class Erratum:
     """One package version waiting for some of a stack's hosts.
 
     hosts_affected: each host of the stack with an older version installed, and that version.
-    approved: the version is in the stable suite, so the next rolling patch installs it.
+    approved: the version is in the suite of the stack's environment, so the next rolling patch
+      installs it.
     description: the index's one-line Description. severity, advisory, needs_reboot: from the
       index's Opsbook-Severity, Opsbook-Advisory and Opsbook-Reboot fields, where the
       repository has them (the demo's does); blank or False otherwise.
@@ -128,7 +128,8 @@ def read_packages(
     if response.status_code == 404:
         raise ErrataError(
             f"no suite '{suite}' at {repo_url} (HTTP 404 for {url}); expected a Debian "
-            f"repository with the suites {INCOMING} and {STABLE}"
+            f"repository with the suite {INCOMING} and one per environment (is '{suite}' "
+            "among the repository's OPSBOOK_REPO_SUITES?)"
         )
     if not response.ok:
         raise ErrataError(f"package repository answered HTTP {response.status_code} for {url}")
@@ -193,15 +194,21 @@ def list_errata(
     installed: Mapping[str, Mapping[str, str]],
     hosts: Sequence[str],
     *,
+    environment: str,
     timeout: float = 5.0,
 ) -> list[Erratum]:
     """The errata for these hosts (a stack's): every incoming version newer than one installed.
 
     One Erratum per package version, in package then version order; several versions of a
     package newer than a host's are each an erratum (approving the newest is enough for apt).
+    `approved`: in the suite of `environment` (the stack's, as the runs service resolves it).
     Every host must be in `installed`: a host whose packages are unknown could need anything, so
     that is an ErrataError rather than an empty answer.
     """
+    if not environment.strip() or environment == INCOMING:
+        raise ErrataError(
+            f"environment: expected the stack's environment (its suite), got {environment!r}"
+        )
     if not hosts:
         raise ErrataError("no hosts given; expected the stack's hosts")
     unknown = [host for host in hosts if host not in installed]
@@ -213,9 +220,9 @@ def list_errata(
     published: dict[tuple[str, DebianVersion], dict[str, str]] = {}
     for stanza in read_packages(repo_url, INCOMING, timeout=timeout):
         published.setdefault((stanza["Package"], DebianVersion.parse(stanza["Version"])), stanza)
-    stable = {
+    approved = {
         (stanza["Package"], DebianVersion.parse(stanza["Version"]))
-        for stanza in read_packages(repo_url, STABLE, timeout=timeout)
+        for stanza in read_packages(repo_url, environment, timeout=timeout)
     }
     errata = []
     for (package, version), stanza in sorted(published.items(), key=lambda item: item[0]):
@@ -230,7 +237,7 @@ def list_errata(
                     package=package,
                     new_version=stanza["Version"],
                     hosts_affected=affected,
-                    approved=(package, version) in stable,
+                    approved=(package, version) in approved,
                     description=stanza.get("Description", "").split("\n")[0],
                     severity=stanza.get("Opsbook-Severity", ""),
                     advisory=stanza.get("Opsbook-Advisory", ""),
@@ -303,41 +310,3 @@ def not_applied(
                     f"expected {erratum.new_version} or newer"
                 )
     return missing
-
-
-def promote(
-    errata: Sequence[Erratum],
-    *,
-    inventory: str | os.PathLike[str],
-    ansible_dir: str | os.PathLike[str],
-    runs_dir: str | os.PathLike[str],
-    check: bool = False,
-    on_event: Callable[[RunnerEvent], None] | None = None,
-    cancel: threading.Event | None = None,
-    timeout: float | None = None,
-    before_play: Callable[[], object] | None = None,
-) -> PlayResult:
-    """Approve errata: run promote-errata.yml (on the group 'repo') to copy them into stable.
-
-    The playbook gets the extra var ``errata: [{package, version}, ...]``. Returns the play's
-    result; its status says whether the promotion worked. check: a dry run (--check).
-    before_play: called first; None: the container's SSH certificate as the environment says
-    (opsbook.sshcert.certificate_step: the package repository accepts the `repo` principal of
-    every engineer's certificate). Without one the play does not start (CertificateError).
-    """
-    if not errata:
-        raise ErrataError("no errata to promote; expected at least one")
-    if before_play is None:
-        before_play = sshcert.certificate_step()
-    before_play()
-    playbook = os.path.join(ansible_dir, "playbooks", PROMOTE_PLAYBOOK)
-    return run_play(
-        playbook,
-        inventory,
-        runs_dir=runs_dir,
-        extravars={"errata": [{"package": e.package, "version": e.new_version} for e in errata]},
-        check=check,
-        on_event=on_event,
-        cancel=cancel,
-        timeout=timeout,
-    )

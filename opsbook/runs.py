@@ -806,6 +806,8 @@ class RunSession:
         session.wait_for_approval(1800)        # production: until someone else approves it
         found = session.pre_checks(...)        # check.yml + health gate; failed: run FAILED
         found.raise_if_failed()
+        session.promote(chosen)                # the runs service promotes them into the suite
+                                               # of the run's environment (after approval)
         session.record_errata(approved)        # the errata reviewed and promoted, in the record
         session.patch(...); session.wait()     # the rolling patch of the ledger's batches
         if session.awaiting_post_checks:       # every batch done, the run still RUNNING
@@ -1220,6 +1222,27 @@ class RunSession:
         if not found.passed:
             self._close(wire.RunState.FAILED, f"nothing was changed.\n{found.report()}")
         return found
+
+    def promote(self, errata: Sequence[Erratum], reason: str = "") -> wire.Promotion:
+        """Promote errata into the suite of the run's environment, through the runs service and
+        as part of this run (its run_id): the service checks that you may (production: you own
+        the approved, running run and hold its lease) and performs it on the repository host;
+        the ledger records it with the versions. Not before approval, nor in check mode (a dry
+        run changes no suite). RunsError with the service's reason if it was refused or failed."""
+        self._require_approved("promotion")
+        if self.options.check_mode:
+            raise OpsbookError(
+                f"run {self.run.id} is a dry run (check mode): no errata are promoted; the "
+                "ErrataTable says what would be"
+            )
+        if not errata:
+            raise OpsbookError("no errata to promote; expected at least one")
+        return self.client.promote_errata(
+            self.run.environment,
+            [(erratum.package, erratum.new_version) for erratum in errata],
+            run_id=self.run.id,
+            reason=reason or f"{self.run.runbook} on {self.run.stack}",
+        )
 
     def record_errata(self, approved: Iterable[Erratum]) -> wire.Run:
         """The errata approved for this run (reviewed and promoted after it started), in the

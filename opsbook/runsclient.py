@@ -38,6 +38,24 @@ class RunsError(OpsbookError):
         return self.reply.code
 
 
+# Seconds a promotion may take to answer: the service's ssh to the repository host (30 s at most),
+# signing included, with room to spare.
+PROMOTION_TIMEOUT = 60.0
+
+# The service's own 502/503 that are answers, not "not now": the package repository failed or is
+# unreachable (a promotion); retrying would only hide the reason.
+FINAL_CODES = frozenset({"repository_failed", "repository_unreachable"})
+
+
+def _final(answer: requests.Response) -> bool:
+    try:
+        body = answer.json()
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    return isinstance(error, dict) and error.get("code") in FINAL_CODES
+
+
 class LedgerUnavailable(OpsbookError):
     """The runs service did not answer within the retry budget."""
 
@@ -93,8 +111,17 @@ class RunsClient:
 
     # --- transport ---
 
-    def call(self, method: str, path: str, body: wire.Wire | None, reply: type[W]) -> W:
-        """One API call, retried while the service does not answer; refusals raise RunsError."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: wire.Wire | None,
+        reply: type[W],
+        *,
+        timeout: float | None = None,
+    ) -> W:
+        """One API call, retried while the service does not answer; refusals raise RunsError.
+        `timeout`: seconds for one answer, when the service's work takes longer than most."""
         url = f"{self.url.rstrip('/')}/{wire.API_PATH}/{path}"
         headers = {"Authorization": f"token {self.token}"}
         payload = body.to_dict() if body is not None else None
@@ -103,12 +130,12 @@ class RunsClient:
         while True:
             try:
                 answer = self.session.request(
-                    method, url, json=payload, headers=headers, timeout=self.timeout
+                    method, url, json=payload, headers=headers, timeout=timeout or self.timeout
                 )
             except requests.RequestException as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
-                if answer.status_code not in RETRY_STATUSES:
+                if answer.status_code not in RETRY_STATUSES or _final(answer):
                     return self._read(answer, reply)
                 problem = _unavailable(answer)
             if time.monotonic() + pause > deadline:
@@ -241,11 +268,48 @@ class RunsClient:
         """An SSH user certificate for `public_key` (one OpenSSH line, never the private key).
 
         The service chooses its principals from the caller's scopes: the non-production
-        environments and the package repository; with `run_id`, also that run's environment,
+        environments; with `run_id`, also that run's environment,
         if the caller owns it, it is production, running and its lease holds (else 409, why).
         opsbook.sshcert.ensure_certificate is what plays call."""
         body = wire.CertificateRequest(public_key=public_key, run_id=run_id)
         return self.call("POST", wire.ROUTE_SSH_CERTIFICATE, body, wire.Certificate)
+
+    def promote_errata(
+        self,
+        environment: str,
+        errata: Sequence[tuple[str, str]],
+        *,
+        run_id: int | None = None,
+        reason: str = "",
+    ) -> wire.Promotion:
+        """Promote (package, version) pairs into `environment`'s suite of the package repository:
+        the service checks who may (production: only the owner of the approved, running
+        production run `run_id` of that environment) and performs it on the repository host;
+        the answer says what was promoted and what was there already (403/409 why not; 502/503
+        if the repository failed or is unreachable: then nothing was promoted)."""
+        body = wire.PromotionRequest(
+            environment=environment,
+            errata=[wire.ErratumVersion(package=p, version=v) for p, v in errata],
+            run_id=run_id,
+            reason=reason,
+        )
+        # The service answers once the repository host has signed the suite: wait for that,
+        # or a retry would report the versions it just promoted as "unchanged".
+        return self.call(
+            "POST", wire.ROUTE_PROMOTIONS, body, wire.Promotion, timeout=PROMOTION_TIMEOUT
+        )
+
+    def promotions(
+        self, *, environment: str | None = None, run_id: int | None = None
+    ) -> wire.PromotionList:
+        """The recorded promotions, newest first (of one environment, or one run)."""
+        query = {
+            key: value
+            for key, value in (("environment", environment), ("run_id", run_id))
+            if value is not None
+        }
+        path = wire.ROUTE_PROMOTIONS + (f"?{urlencode(query)}" if query else "")
+        return self.call("GET", path, None, wire.PromotionList)
 
     def ssh_ca(self) -> wire.SshCa:
         """The user CA's public key (what the fleet's sshd trusts); no sign-in needed."""

@@ -254,9 +254,9 @@ class ErrataTable:
 
     Ticked at the start: the errata `approve` names (see errata.choose) and those already
     approved (their box is locked). The button, or calling `promote()` from the next cell,
-    promotes the ticked errata not yet approved through `on_promote` (errata.promote, bound to
-    the session's settings by the runbook), and shows the play's outcome. With check=True
-    (on_promote makes a dry run) nothing counts as approved afterwards.
+    promotes the ticked errata not yet approved through `on_promote` (RunSession.promote: the
+    runs service promotes them into the suite of the run's environment) and shows what the
+    service did. With check=True (a dry run) nothing is promoted: it says what would be.
     """
 
     def __init__(
@@ -264,7 +264,7 @@ class ErrataTable:
         errata: Sequence[Erratum],
         *,
         approve: str | Sequence[str] | None = "all",
-        on_promote: Callable[[list[Erratum]], PlayResult] | None = None,
+        on_promote: Callable[[list[Erratum]], wire.Promotion] | None = None,
         check: bool = False,
     ) -> None:
         self.errata = list(errata)
@@ -286,7 +286,7 @@ class ErrataTable:
         )
         self.button.on_click(lambda _: self._clicked())
         self.status = widgets.HTML()
-        self.result: PlayResult | None = None
+        self.result: wire.Promotion | None = None
         self.rows = widgets.VBox()
         self.widget = widgets.VBox([self.rows, widgets.HBox([self.button, self.status])])
         self._render()
@@ -300,14 +300,22 @@ class ErrataTable:
         return [erratum for erratum in self.selected() if erratum.spec not in self.approved]
 
     def approved_errata(self) -> list[Erratum]:
-        """The errata in stable now: approved before, or promoted here."""
+        """The errata in the environment's suite now: approved before, or promoted here."""
         return [erratum for erratum in self.errata if erratum.spec in self.approved]
 
-    def promote(self) -> PlayResult | None:
-        """Promote what is ticked and not yet approved; None if there is nothing to promote."""
+    def promote(self) -> wire.Promotion | None:
+        """Promote what is ticked and not yet approved; None if nothing was (nothing to do, or
+        check mode). A refusal or a failure of the service raises (RunsError, with its reason)
+        after the status line says it; nothing counts as approved then."""
         chosen = self.to_promote()
         if not chosen:
             self.status.value = "nothing to promote: every ticked erratum is approved"
+            return None
+        if self.check:
+            specs = ", ".join(erratum.spec for erratum in chosen)
+            self.status.value = html.escape(
+                f"check mode: would promote {len(chosen)} errata ({specs}); nothing changed"
+            )
             return None
         if self.on_promote is None:
             raise OpsbookError("this errata table was made without on_promote; cannot promote")
@@ -315,19 +323,21 @@ class ErrataTable:
         self.button.disabled = True
         try:
             result = self.on_promote(chosen)
+        except OpsbookError as error:
+            self.status.value = f"{_badge(FAILED)}: {html.escape(str(error))}"
+            raise
         finally:
             self.button.disabled = False
         self.result = result
-        if result.status == "successful" and self.check:
-            self.status.value = f"check mode: would promote {len(chosen)} errata; nothing changed"
-        elif result.status == "successful":
-            self.approved |= {erratum.spec for erratum in chosen}
-            self.status.value = f"promoted {len(chosen)} errata to stable"
-        else:
-            self.status.value = (
-                f"{_badge(FAILED)}: promote-errata.yml {html.escape(result.status)}; "
-                f"see {html.escape(str(result.private_data_dir))}"
-            )
+        done = {f"{e.package}={e.version}" for e in (*result.promoted, *result.unchanged)}
+        self.approved |= {erratum.spec for erratum in chosen if erratum.spec in done}
+        self.status.value = html.escape(
+            f"promoted {len(result.promoted)} errata to {result.environment} (promotion "
+            f"{result.id}"
+            + (f", run {result.run_id}" if result.run_id else "")
+            + ")"
+            + (f"; {len(result.unchanged)} were there already" if result.unchanged else "")
+        )
         self._render()
         return result
 

@@ -9,12 +9,16 @@
    of a browser error, and a refresh that cannot reach the provider keeps the current session (the
    team can still work on running servers during an SSO outage; revocation needs the provider to
    know about it anyway, and happens at the first refresh once it answers).
+   The check is asked once for everybody: when a whole team signs in at once (the start of an
+   incident), thirty checks would add thirty requests to a provider that is already busy and,
+   each with its own deadline, turn a slow answer into "the provider is down" for most of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
@@ -61,7 +65,27 @@ class OpsbookAuthenticator(GenericOAuthenticator):
         3.0, help="Seconds to wait for the provider before saying it is down."
     ).tag(config=True)
 
+    provider_up_for = Float(
+        10.0,
+        help="Seconds an answer from the provider counts, so that logins arriving together check "
+        "it once. A failed check is never reused: the next login asks again.",
+    ).tag(config=True)
+
+    _provider_seen_at = -float("inf")  # time.monotonic() of the provider's last answer
+    _provider_check: asyncio.Future[bool] | None = None  # the check in flight, shared
+
     async def provider_answers(self) -> bool:
+        """Whether the provider answers: recently seen, or one check shared by every login that
+        asks while it is in flight."""
+        if time.monotonic() - self._provider_seen_at < self.provider_up_for:
+            return True
+        if self._provider_check is None:
+            check = asyncio.ensure_future(self._ask_provider())
+            check.add_done_callback(lambda _: setattr(self, "_provider_check", None))
+            self._provider_check = check
+        return await asyncio.shield(self._provider_check)
+
+    async def _ask_provider(self) -> bool:
         """Any HTTP answer from the token endpoint's server means the provider is up."""
         request = HTTPRequest(
             self.token_url,
@@ -74,6 +98,7 @@ class OpsbookAuthenticator(GenericOAuthenticator):
         except Exception as error:  # any failure to get an answer at all
             self.log.warning("Identity provider at %s does not answer: %s", self.token_url, error)
             return False
+        self._provider_seen_at = time.monotonic()
         return True
 
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:

@@ -122,6 +122,10 @@ def _default_url(policy: GroupPolicy) -> Callable[[Any], str | None]:
     return default_url
 
 
+# Seconds a server may take to start, and then to answer (start_timeout, http_timeout).
+SPAWN_PATIENCE = 180
+
+
 def configure_spawner(c: Config, s: Settings) -> None:
     c.JupyterHub.spawner_class = "opsbook_hub.spawner.OpsbookDockerSpawner"
     spawner = c.DockerSpawner
@@ -171,6 +175,11 @@ def server_settings(s: Settings) -> dict[str, Any]:
         },
         "notebook_dir": HOME,
         "default_url": "/lab",
+        # A login storm on a small machine: thirty servers starting together need ~1 CPU-second
+        # each, so the last may listen after a minute; JupyterHub's defaults (60 s to start, 30 s
+        # to answer) would turn that wait into failed spawns. A hung start still fails, later.
+        "start_timeout": SPAWN_PATIENCE,
+        "http_timeout": SPAWN_PATIENCE,
         # The server's own token (JUPYTERHUB_API_TOKEN, what runbooks call the runs service
         # with): the default server scopes, plus the runs service's, as far as the user holds them.
         "server_token_scopes": [

@@ -41,10 +41,10 @@ COPY host/opsbook-fleet-start host/opsbook-node-textfile host/opsbook-exporter /
 COPY host/apt-opsbook.conf /etc/apt/apt.conf.d/90opsbook-textfile
 
 ARG STACK
-# Version 1 of the stack's demo packages, then the fleet's repository as the only apt source: no
-# host reaches the internet for a patch. The install asked for a reboot; the image has not "booted".
+# Version 1 of the stack's demo packages, and no apt source at all: the start script writes the
+# only one at boot, the fleet's repository in the suite of OPSBOOK_ENVIRONMENT (no host reaches
+# the internet for a patch). The install asked for a reboot; the image has not "booted".
 COPY --from=debs /debs /tmp/debs
-COPY host/opsbook-demo.list /etc/apt/sources.list.d/opsbook-demo.list
 RUN case "$STACK" in \
       web|db) ;; \
       *) echo "STACK: expected web or db (--build-arg STACK=web), got '$STACK'" >&2; exit 1 ;; \
@@ -53,7 +53,7 @@ RUN case "$STACK" in \
  && dpkg -i $(cat "baseline-$STACK.list") \
  && rm -rf /tmp/debs /run/reboot-required /run/reboot-required.pkgs \
  && rm -f /etc/apt/sources.list /etc/apt/sources.list.d/debian.sources \
- && test "$(ls /etc/apt/sources.list.d/)" = opsbook-demo.list \
+ && test -z "$(ls /etc/apt/sources.list.d/)" \
  && echo "$STACK" >/etc/opsbook/stack
 
 ENV OPSBOOK_STACK=$STACK

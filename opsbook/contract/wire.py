@@ -36,6 +36,7 @@ ROUTE_BATCH = "runs/{run_id}/batches/{number}/{step}"
 ROUTE_ACTION = "runs/{run_id}/{action}"
 ROUTE_SSH_CERTIFICATE = "ssh/certificate"  # POST CertificateRequest -> Certificate
 ROUTE_SSH_CA = "ssh/ca"  # GET (no sign-in) -> SshCa
+ROUTE_PROMOTIONS = "errata/promotions"  # POST PromotionRequest -> Promotion; GET -> PromotionList
 BATCH_STEPS = ("start", "finish", "gate")
 RUN_ACTIONS = (
     "lease",
@@ -126,6 +127,11 @@ class ErrorCode(StrEnum):
     APPROVAL_EXPIRED = "approval_expired"  # 409: the request (or the approval, if the run never
     # started a batch) is older than RUNS_APPROVAL_TTL; the message names when it expired
     UNAVAILABLE = "unavailable"  # 503: the hub, the database or the inventory cannot be read
+    REPOSITORY_FAILED = "repository_failed"  # 502: the package repository refused or failed a
+    # promotion; the message has its reason; nothing is recorded as promoted
+    REPOSITORY_UNREACHABLE = "repository_unreachable"  # 503: no package repository configured,
+    # or its host did not answer; nothing is recorded as promoted. Not retried by the client (a
+    # 502/503 without a service error body is a proxy's "not now", and is)
     INTERNAL = "internal"  # 500: a bug in the service; its log has the details
 
 
@@ -452,6 +458,29 @@ class ApprovalDecision(Wire):
 
 
 @wire
+class ErratumVersion(Wire):
+    """One package version, as the package repository names it."""
+
+    package: str
+    version: str
+
+
+@wire
+class PromotionRequest(Wire):
+    """POST api/errata/promotions: approve package versions for one environment, i.e. add them
+    to that environment's suite of the package repository (its hosts update from it). Into a
+    non-production environment: custom:runs:write. Into production: only with `run_id`, an
+    approved production run on a stack of that environment, running, called by its owner while
+    the lease holds. The service performs it on the repository host; all or nothing."""
+
+    environment: str
+    errata: list[ErratumVersion]
+    run_id: int | None = None  # the run it is part of (required for production): recorded
+    # with the promotion and as the run's `errata_promoted` event
+    reason: str = ""
+
+
+@wire
 class FinishRequest(Wire):
     outcome: RunState  # completed or failed
     summary: str = ""
@@ -675,6 +704,28 @@ class SshCa(Wire):
     """GET api/ssh/ca (no sign-in): the user CA's public key, for hosts' TrustedUserCAKeys."""
 
     user_ca: str  # one OpenSSH public key line
+
+
+@wire
+class Promotion(Wire):
+    """A promotion as the ledger has it: what the repository added (`promoted`) and what its
+    suite had already (`unchanged`), who asked, when, and for which run."""
+
+    id: int
+    environment: str
+    promoted: list[ErratumVersion]
+    unchanged: list[ErratumVersion]
+    by: str
+    at: str
+    run_id: int | None = None
+    reason: str = ""
+
+
+@wire
+class PromotionList(Wire):
+    """GET api/errata/promotions[?environment=E&run_id=N&limit=M]: the latest first."""
+
+    promotions: list[Promotion]
 
 
 @wire

@@ -21,6 +21,7 @@ from opsbook.service.fleet import InventorySource
 from opsbook.service.identity import HubIdentity, make_hub_auth
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import HubOncall
+from opsbook.service.promotions import SshPromoter
 from opsbook.service.settings import SettingsError, approval_policy, load, masked_database_url
 from opsbook.service.silences import Alertmanager
 from opsbook.service.ssh_ca import CaKeyError, CertificateAuthority
@@ -33,6 +34,16 @@ def _fail(lines: str) -> int:
     for line in lines.splitlines():
         print(f"opsbook runs: {line}", file=sys.stderr)
     return 1
+
+
+def promoter(settings: dict, ssh_ca: CertificateAuthority) -> SshPromoter | None:
+    """The errata promoter, if RUNS_PACKAGE_REPO_SSH names the repository host."""
+    target = settings["RUNS_PACKAGE_REPO_SSH"]
+    if target is None:
+        log.info("errata promotions: off (RUNS_PACKAGE_REPO_SSH is empty)")
+        return None
+    log.info("errata promotions on %s, its host certificate checked against the host CA", target)
+    return SshPromoter(ssh_ca, target, settings["RUNS_SSH_HOST_CA"])
 
 
 async def serve(settings: dict, store: Store, ssh_ca: CertificateAuthority) -> None:
@@ -53,6 +64,7 @@ async def serve(settings: dict, store: Store, ssh_ca: CertificateAuthority) -> N
         prefix=prefix,
         hub_auth=hub_auth,
         ssh_ca=ssh_ca,
+        promoter=promoter(settings, ssh_ca),
     )
     # The OAuth cookie only holds a hub token: a new secret per start means browsers go through
     # the hub's OAuth once more (invisibly) after a restart; notebooks use tokens and never notice.

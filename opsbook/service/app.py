@@ -42,6 +42,8 @@ from opsbook.contract.wire import (
     Me,
     NoteIn,
     ParametersUpdate,
+    PromotionList,
+    PromotionRequest,
     ReasonRequest,
     ReplanRequest,
     RunList,
@@ -54,6 +56,7 @@ from opsbook.service import pages
 from opsbook.service.identity import Identity
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import Oncall
+from opsbook.service.promotions import Promoter
 from opsbook.service.rules import (
     Caller,
     Refused,
@@ -82,6 +85,7 @@ class Context:
     prefix: str = "/services/runs/"
     hub_auth: Any = None  # HubOAuth in the real service; None with a fake identity
     ssh_ca: CertificateAuthority | None = None  # None: no certificates (503); __main__ loads it
+    promoter: Promoter | None = None  # None: no errata promotions (503); RUNS_PACKAGE_REPO_SSH
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="runs-db")
     )
@@ -458,6 +462,51 @@ def _certificate_authority(ctx: Context) -> CertificateAuthority:
     return ctx.ssh_ca
 
 
+class PromotionsHandler(ApiHandler):
+    """POST api/errata/promotions: promote errata into an environment's suite, if the rules let
+    the caller (store.check_promotion), on the repository host (promotions.py), then record what
+    the repository did. GET: the recorded promotions, newest first (?environment=&run_id=)."""
+
+    async def get(self) -> None:
+        self.who()
+        run_id = self.get_query_argument("run_id", None)
+        promotions = await self.ctx.call(
+            self.ctx.store.promotions,
+            environment=self.get_query_argument("environment", None),
+            run_id=self.int_arg("run_id", 0) if run_id else None,
+            limit=self.int_arg("limit", 100),
+        )
+        self.reply(PromotionList(promotions=promotions))
+
+    async def post(self) -> None:
+        caller = self.who()
+        request = self.body(PromotionRequest)
+        pairs = [(item.package, item.version) for item in request.errata]
+        store = self.ctx.store
+        await self.ctx.call(
+            store.check_promotion, caller, request.environment, pairs, request.run_id
+        )
+        if self.ctx.promoter is None:
+            raise Refused(
+                503,
+                ErrorCode.REPOSITORY_UNREACHABLE,
+                "this runs service promotes no errata: it has no package repository "
+                "(setting RUNS_PACKAGE_REPO_SSH); ask its administrator",
+            )
+        outcome = await self.ctx.call(
+            self.ctx.promoter.promote, request.environment, pairs, by=caller.name
+        )
+        promotion = await self.ctx.act(
+            store.record_promotion,
+            caller,
+            request.environment,
+            outcome,
+            run_id=request.run_id,
+            reason=request.reason,
+        )
+        self.reply(promotion, 201)
+
+
 class NotFoundApiHandler(ApiHandler):
     async def prepare(self) -> None:
         raise Refused(
@@ -635,6 +684,7 @@ def make_app(ctx: Context, *, cookie_secret: bytes | None = None) -> web.Applica
         wire.ROUTE_ACTION: ActionHandler,
         wire.ROUTE_SSH_CERTIFICATE: SshCertificateHandler,
         wire.ROUTE_SSH_CA: SshCaHandler,
+        wire.ROUTE_PROMOTIONS: PromotionsHandler,
     }
     handlers: list[Any] = [
         (p, IndexPage, {"ctx": ctx}),

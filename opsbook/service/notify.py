@@ -94,7 +94,17 @@ class Notifier:
 
 
 ANNOUNCED = frozenset(
-    {"start", "handoff", "accept", "takeover", "finish", "approved", "rejected", "approval_expired"}
+    {
+        "start",
+        "handoff",
+        "accept",
+        "takeover",
+        "finish",
+        "approved",
+        "rejected",
+        "approval_expired",
+        "errata_promoted",
+    }
 )
 
 

@@ -8,6 +8,10 @@ bob, not by you (alice)"), because the client shows these messages to engineers 
 Order of checks, so that the answer is the most useful one: the scope the action needs (403, naming
 it), then whether the run is finished (409), then ownership and state (409).
 
+Errata promotions (`check_promotion`): into a non-production environment with the write scope;
+into production only for an approved, running production run of that environment, by its owner
+while the lease holds.
+
 Approvals (four eyes on production): `ApprovalPolicy` says how many approvers a run needs in its
 environment, and `check_decision` who may approve or reject it: a holder of the production scope
 (the on-call group) other than the engineer who requested the run and the one who owns it now,
@@ -584,6 +588,102 @@ def check_certificate_run(run: RunFacts, caller: Caller, now: datetime) -> None:
             ErrorCode.WRONG_STATE,
             f"run {run.id} is {run.state.value}, not running; its hosts need a running run "
             f"for a certificate.{hint}",
+            run_id=run.id,
+        )
+
+
+# --- errata promotions ---------------------------------------------------------------------------
+
+
+def check_promotion(
+    caller: Caller,
+    *,
+    environment: str,
+    production: bool,
+    run: RunFacts | None,
+    run_environment: str | None,
+    now: datetime,
+) -> None:
+    """Whether `caller` may promote errata into `environment`'s suite now; Refused if not.
+
+    Why here and not in the runbook: the suite is what every host of the environment installs
+    next, so a promotion into production is a production change and needs what a production
+    change needs: an approved production run of that environment that the caller owns and
+    drives now (running, lease held, production scope still held). Into a non-production
+    environment the write scope is enough. A run given for a non-production promotion must be
+    of that environment and not finished (it is recorded with the promotion)."""
+    doing = f"promote errata into {environment}"
+    require(caller, SCOPE_WRITE, doing)
+    if production:
+        require(
+            caller,
+            SCOPE_PRODUCTION,
+            f"{doing}: a production environment (every environment not declared "
+            "non-production is); on-call engineers promote into it inside an approved run",
+        )
+        if run is None:
+            raise Refused(
+                409,
+                ErrorCode.WRONG_STATE,
+                f"{caller.name} may not {doing} without a run: {environment} is production, so "
+                "its errata are promoted only inside an approved production run of that "
+                "environment, by its owner. Start the run (patching.ipynb), get it approved, "
+                "and promote from it (run_id).",
+            )
+    if run is None:
+        return
+    _check_promotion_run(run, caller, environment, run_environment, production, now)
+
+
+def _check_promotion_run(
+    run: RunFacts,
+    caller: Caller,
+    environment: str,
+    run_environment: str | None,
+    production: bool,
+    now: datetime,
+) -> None:
+    doing = f"promote errata into {environment} for run {run.id}"
+    if run_environment != environment:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} is on a stack of {run_environment}, not {environment}: "
+            f"{caller.name} may not {doing}. Promote into {run_environment} for it, or name a "
+            f"run of {environment}.",
+            run_id=run.id,
+        )
+    if run.state in FINISHED_STATES:
+        raise already_finished(run, "nothing may be promoted for it any more. Start a new run.")
+    if not production:
+        return
+    if caller.name != run.owner:
+        raise Refused(
+            409,
+            ErrorCode.NOT_OWNER,
+            f"run {run.id} is owned by {run.owner}, not by you ({caller.name}); only the owner "
+            f"of a running production run may promote errata into {environment} for it.",
+            run_id=run.id,
+        )
+    if run.state is RunState.AWAITING_APPROVAL:
+        raise awaiting_approval(run, "have errata promoted into production")
+    expired = run.lease_expires_at is not None and run.lease_expires_at <= now
+    if run.state is RunState.ORPHANED or (run.state is RunState.RUNNING and expired):
+        raise Refused(
+            409,
+            ErrorCode.LEASE_EXPIRED,
+            f"run {run.id}: your lease ran out"
+            + (f" at {_clock(run.lease_expires_at)}" if run.lease_expires_at else "")
+            + "; nothing is promoted into production for it. Take it over again (with a "
+            "reason) first.",
+            run_id=run.id,
+        )
+    if run.state is not RunState.RUNNING:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            f"run {run.id} is {run.state.value}, not running; promotions into production need "
+            "a running, approved run. Resume it (or accept it) first.",
             run_id=run.id,
         )
 

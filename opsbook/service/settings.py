@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
 from opsbook.contract.settings import (
     Setting,
     SettingsError,
@@ -28,6 +31,7 @@ from opsbook.contract.settings import (
 )
 from opsbook.contract.settings import load as load_settings
 from opsbook.contract.stacks import NONPRODUCTION_SETTING, environment_names
+from opsbook.service.promotions import repo_host
 from opsbook.service.rules import ApprovalPolicy
 
 __all__ = [
@@ -101,6 +105,22 @@ def source_addresses(raw: str) -> tuple[str, ...]:
                 "or empty for no source-address restriction"
             ) from None
     return tuple(dict.fromkeys(found))
+
+
+def optional_host_ca(raw: str) -> str:
+    """One OpenSSH public key line (the host CA's, as in host_ca.pub; comment dropped), or empty."""
+    line = raw.strip()
+    if not line:
+        return ""
+    words = line.split()
+    try:
+        load_ssh_public_key(" ".join(words[:2]).encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm, IndexError):
+        raise ValueError(
+            "one OpenSSH public key line such as 'ssh-ed25519 AAAA... host-ca' (host_ca.pub), "
+            "or empty"
+        ) from None
+    return " ".join(words[:2])
 
 
 def approval_environments(raw: str) -> ApprovalPolicy:
@@ -248,6 +268,22 @@ SETTINGS: tuple[Setting, ...] = (
         "source-address), separated by spaces or commas; empty: no restriction.",
         "",
     ),
+    Setting(
+        "RUNS_PACKAGE_REPO_SSH",
+        repo_host,
+        "Where the service promotes errata: the package repository's sshd as user@host[:port] "
+        "(the demo: opsbook@pkgrepo). The service signs itself a one-minute certificate per "
+        "promotion (principal errata-<environment>, forced command opsbook-repo promote). "
+        "Empty: no promotions (503 naming this setting).",
+        "",
+    ),
+    Setting(
+        "RUNS_SSH_HOST_CA",
+        optional_host_ca,
+        "The host CA's public key (compose passes SSH_HOST_CA_PUBLIC_KEY): the repository host "
+        "must show a host certificate it signed. Required with RUNS_PACKAGE_REPO_SSH.",
+        "",
+    ),
     Setting("RUNS_PORT", bounded_int(1, 65535), "Port the service listens on.", "8000"),
 )
 
@@ -257,7 +293,15 @@ SECRET_NAMES = frozenset({"JUPYTERHUB_API_TOKEN"})
 
 def load(environ: Mapping[str, str]) -> dict[str, Any]:
     """Parse every setting; raise SettingsError with one line per bad or missing one."""
-    return load_settings(SETTINGS, environ, secret_names=SECRET_NAMES)
+    settings = load_settings(SETTINGS, environ, secret_names=SECRET_NAMES)
+    if settings["RUNS_PACKAGE_REPO_SSH"] is not None and not settings["RUNS_SSH_HOST_CA"]:
+        # Fail closed: without the host CA the service could not tell the repository host from
+        # an impostor, and would hand it the packages to promote.
+        raise SettingsError(
+            "RUNS_SSH_HOST_CA: required, not set (RUNS_PACKAGE_REPO_SSH is set: the host CA's "
+            "public key, secrets/ssh/host_ca.pub, checks the repository host's certificate)"
+        )
+    return settings
 
 
 def masked_database_url(url: str) -> str:

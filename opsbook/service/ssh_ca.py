@@ -9,8 +9,9 @@ An engineer's container makes its own key pair at start (kept in memory-backed s
 the public half; the service answers with an OpenSSH user certificate:
 
 - principals chosen here, never by the caller (`principals`): every non-production environment of
-  the inventory plus `repo` (the package repository) for holders of custom:runs:write, and a
-  production run's environment for that run's owner while the run is running and its lease holds;
+  the inventory for holders of custom:runs:write, and a production run's environment for that
+  run's owner while the run is running and its lease holds; never the package repository's
+  `errata-<environment>` principals, which only the service's own certificates carry;
 - KeyID `opsbook:<user>` or `opsbook:<user>:run-<id>` (sshd logs it with every login), a random
   63-bit serial (the ledger records it), validity from a minute ago (clock skew) to
   RUNS_SSH_CERT_MINUTES from now;
@@ -18,6 +19,11 @@ the public half; the service answers with an OpenSSH user certificate:
   none, or source-address when RUNS_SSH_SOURCE_ADDRESSES names the engineers' networks.
 
 Keys accepted, from the caller and for the CA itself: ed25519, or RSA of at least 3072 bits.
+
+The service also signs certificates for itself (`sign_command`): a one-off key, one principal, a
+forced command (critical option force-command) and no extension at all (no pty, no forwarding),
+valid for a minute; that is how it promotes errata on the package repository's host
+(promotions.py) without any long-lived key.
 """
 
 from __future__ import annotations
@@ -42,10 +48,10 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_key,
 )
 
+from opsbook.contract.wire import ErrorCode
 from opsbook.service.fleet import Fleet
-from opsbook.service.rules import bad_request
+from opsbook.service.rules import Refused, bad_request
 
-REPO_PRINCIPAL = "repo"  # the package repository host (pkgrepo) accepts this one
 KEY_ID_PREFIX = "opsbook"
 MIN_RSA_BITS = 3072
 MAX_PUBLIC_KEY = 16_384  # characters of an OpenSSH public key line (an RSA-16384 key fits)
@@ -137,12 +143,21 @@ def nonproduction_environments(fleet: Fleet) -> list[str]:
 
 
 def principals(fleet: Fleet, run_environment: str | None = None) -> list[str]:
-    """What a holder of custom:runs:write may log in as: the non-production environments and
-    `repo`; plus `run_environment`, the environment of the production run the caller owns (the
-    caller of this function has checked that: rules.check_certificate_run)."""
-    chosen = [*nonproduction_environments(fleet), REPO_PRINCIPAL]
+    """What a holder of custom:runs:write may log in as: the non-production environments; plus
+    `run_environment`, the environment of the production run the caller owns (the caller of this
+    function has checked that: rules.check_certificate_run). Nothing else: the package
+    repository admits only the service's own certificates (sign_command)."""
+    chosen = nonproduction_environments(fleet)
     if run_environment and run_environment not in chosen:
         chosen.append(run_environment)
+    if not chosen:
+        raise Refused(
+            409,
+            ErrorCode.WRONG_STATE,
+            "no host would let this certificate in: the inventory has no non-production "
+            "environment, and no production run was named; ask with the run_id of your running "
+            "production run",
+        )
     return chosen
 
 
@@ -235,6 +250,46 @@ class CertificateAuthority:
             builder = builder.add_critical_option(
                 b"source-address", ",".join(self.source_addresses).encode()
             )
+        return self._issue(builder, key_id, serial, names, after, before)
+
+    def sign_command(
+        self,
+        user_key: ed25519.Ed25519PublicKey,
+        *,
+        key_id: str,
+        principal: str,
+        command: str,
+        now: datetime,
+        validity: timedelta = timedelta(minutes=1),
+    ) -> Issued:
+        """A certificate for the service itself: one principal, `command` forced whatever the
+        client asks (force-command), no extension (no pty, agent, port or X11 forwarding, no
+        user rc), valid from a minute ago (skew) to `validity` from now."""
+        serial = secrets.randbits(63)
+        after = (now - CLOCK_SKEW).replace(microsecond=0)
+        before = (now + validity).replace(microsecond=0)
+        builder = (
+            SSHCertificateBuilder()
+            .public_key(user_key)
+            .serial(serial)
+            .type(SSHCertificateType.USER)
+            .key_id(key_id.encode())
+            .valid_principals([principal.encode()])
+            .valid_after(int(after.timestamp()))
+            .valid_before(int(before.timestamp()))
+            .add_critical_option(b"force-command", command.encode())
+        )
+        return self._issue(builder, key_id, serial, (principal,), after, before)
+
+    def _issue(
+        self,
+        builder: SSHCertificateBuilder,
+        key_id: str,
+        serial: int,
+        names: tuple[str, ...],
+        after: datetime,
+        before: datetime,
+    ) -> Issued:
         certificate = builder.sign(self._key)
         line = f"{certificate.public_bytes().decode()} {key_id}"
         return Issued(

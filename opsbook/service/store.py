@@ -38,8 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from opsbook.contract.scopes import SCOPE_PRODUCTION
-from opsbook.contract.stacks import stack_key
+from opsbook.contract.scopes import SCOPE_PRODUCTION, SCOPE_WRITE
+from opsbook.contract.stacks import is_production, stack_key
 from opsbook.contract.wire import (
     FINISHED_STATES,
     AppendResult,
@@ -48,6 +48,7 @@ from opsbook.contract.wire import (
     BatchState,
     BatchView,
     Certificate,
+    ErratumVersion,
     ErrorCode,
     Event,
     EventIn,
@@ -59,6 +60,7 @@ from opsbook.contract.wire import (
     HostState,
     HostView,
     LeaseGrant,
+    Promotion,
     Run,
     RunOptions,
     RunState,
@@ -69,6 +71,7 @@ from opsbook.contract.wire import (
 )
 from opsbook.service import rules
 from opsbook.service.fleet import Fleet, Stack, plan_batches
+from opsbook.service.promotions import Outcome, check_pairs
 from opsbook.service.rules import (
     Action,
     ApprovalPolicy,
@@ -88,6 +91,7 @@ from opsbook.service.tables import (
     events,
     hosts,
     metadata,
+    promotions,
     runs,
     schema,
     silences,
@@ -252,6 +256,8 @@ class Store:
                     if name not in have:  # NULL in the runs before: they need no approval
                         conn.execute(text(f"ALTER TABLE runs ADD COLUMN {name} {kind}"))
                 conn.execute(insert(schema).values(version=4, created_at=_db(_now())))
+            if version < 5:  # schema 5: the promotions table (create_all made it)
+                conn.execute(insert(schema).values(version=5, created_at=_db(_now())))
             if version < 6:  # schema 6: the silences table (create_all made it)
                 conn.execute(insert(schema).values(version=6, created_at=_db(_now())))
 
@@ -1643,7 +1649,137 @@ class Store:
             for row in rows
         ]
 
+    # --- errata promotions ------------------------------------------------------------------------
+
+    def check_promotion(
+        self, caller: Caller, environment: str, pairs: Sequence[tuple[str, str]], run_id: int | None
+    ) -> None:
+        """Whether `caller` may promote `pairs` into `environment` now (rules.check_promotion);
+        Refused if not. The environment must be one of the inventory's; whether it is production
+        is decided here, from the setting, never from the caller."""
+        rules.require(caller, SCOPE_WRITE, f"promote errata into {environment}")
+        check_pairs(environment, pairs)
+        fleet = self.fleet()
+        known = sorted({stack.environment for stack in fleet.stacks.values() if stack.environment})
+        if environment not in known:
+            raise bad_request(
+                f"environment: no environment {environment!r} in the inventory; its "
+                f"environments: {', '.join(known) or 'none'}"
+            )
+        production = is_production(environment, fleet.nonproduction)
+        if run_id is not None and not 0 < run_id <= 2**31 - 1:
+            raise Refused(404, ErrorCode.NOT_FOUND, f"there is no run {run_id}", run_id=run_id)
+        with self._read() as conn:
+            row = self._row(conn, run_id) if run_id is not None else None
+        rules.check_promotion(
+            caller,
+            environment=environment,
+            production=production,
+            run=_facts(row) if row is not None else None,
+            run_environment=row["environment"] if row is not None else None,
+            now=self.now(),
+        )
+
+    def record_promotion(
+        self,
+        caller: Caller,
+        environment: str,
+        outcome: Outcome,
+        *,
+        run_id: int | None = None,
+        reason: str = "",
+    ) -> Promotion:
+        """Record a promotion the repository confirmed, and with a run, its `errata_promoted`
+        event (the run's row locked, as for every event). Recorded even if the run changed since
+        the check: the suite did change, and the ledger says what happened."""
+        now = self.now()
+        promoted = [{"package": p, "version": v} for p, v in outcome.promoted]
+        unchanged = [{"package": p, "version": v} for p, v in outcome.unchanged]
+        with self._write() as conn:
+            row = self._lock(conn, run_id) if run_id is not None else None
+            new_id = conn.execute(
+                insert(promotions).values(
+                    environment=environment,
+                    promoted=promoted,
+                    unchanged=unchanged,
+                    by=caller.name,
+                    at=_db(now),
+                    run_id=run_id,
+                    reason=_text(reason.strip()) or None,
+                )
+            ).inserted_primary_key[0]
+            if row is not None:
+                listed = ", ".join(f"{p}={v}" for p, v in outcome.promoted) or "nothing new"
+                self._record(
+                    conn,
+                    row["id"],
+                    row["last_seq"],
+                    caller.name,
+                    "errata_promoted",
+                    message=f"errata promoted into {environment}: {listed}"
+                    + (
+                        f" (already there: {', '.join(f'{p}={v}' for p, v in outcome.unchanged)})"
+                        if outcome.unchanged
+                        else ""
+                    ),
+                    data={
+                        "promotion": new_id,
+                        "environment": environment,
+                        "promoted": promoted,
+                        "unchanged": unchanged,
+                    },
+                )
+        log.info(
+            "promotion %d into %s by %s (run %s): promoted %s; unchanged %s",
+            new_id,
+            environment,
+            caller.name,
+            run_id if run_id is not None else "-",
+            ",".join(f"{p}={v}" for p, v in outcome.promoted) or "-",
+            ",".join(f"{p}={v}" for p, v in outcome.unchanged) or "-",
+        )
+        return self.promotions(promotion_id=new_id)[0]
+
+    def promotions(
+        self,
+        *,
+        environment: str | None = None,
+        run_id: int | None = None,
+        promotion_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Promotion]:
+        """The recorded promotions, newest first."""
+        query = select(promotions)
+        if environment is not None:
+            query = query.where(promotions.c.environment == environment)
+        if run_id is not None:
+            query = query.where(promotions.c.run_id == run_id)
+        if promotion_id is not None:
+            query = query.where(promotions.c.id == promotion_id)
+        query = query.order_by(promotions.c.id.desc()).limit(max(1, min(limit, MAX_PAGE)))
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            Promotion(
+                id=row["id"],
+                environment=row["environment"],
+                promoted=[ErratumVersion(**item) for item in row["promoted"]],
+                unchanged=[ErratumVersion(**item) for item in row["unchanged"]],
+                by=row["by"],
+                at=_wire(row["at"]) or "",
+                run_id=row["run_id"],
+                reason=row["reason"] or "",
+            )
+            for row in rows
+        ]
+
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _row(self, conn: Connection, run_id: int) -> RowMapping:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise Refused(404, ErrorCode.NOT_FOUND, f"there is no run {run_id}", run_id=run_id)
+        return row
 
     @contextmanager
     def _acting(

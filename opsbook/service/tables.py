@@ -11,6 +11,10 @@
 - `approvals` records every decision on a run's approval request (who, approve or reject, why,
   when). `round` numbers the requests of a run: a re-plan asks again (round + 1) and only the
   current round's approvals count, while the earlier ones stay in the ledger.
+- `promotions` records every errata promotion the service performed on the package repository:
+  the environment, the versions it added (`promoted`) and those the suite had already
+  (`unchanged`), who asked, when, why and for which run. Only promotions the repository confirmed
+  are recorded.
 - `silences` records every Alertmanager silence the service set for a batch (its ID, the hosts and
   exporter instances it covers, until when) and its end: when it was expired and why (the batch
   finished, a takeover, the lease ran out ...), or, while Alertmanager refuses, the last error and
@@ -36,7 +40,7 @@ from sqlalchemy import (
 )
 
 SCHEMA_VERSION = 6  # 2: runs.options; 3: certificates; 4: approvals (table and runs columns);
-# 6: silences (5 is another branch's: the lead renumbers at merge)
+# 5: promotions; 6: silences
 
 NAME = 255  # user, host, runbook and stack names
 metadata = MetaData()
@@ -172,6 +176,21 @@ certificates = Table(
     Column("issued_at", DateTime, nullable=False),
     Index("ix_certificates_user_issued", "user", "issued_at"),
     Index("ix_certificates_run", "run_id"),
+)
+
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("environment", String(NAME), nullable=False),
+    Column("promoted", JSON, nullable=False),  # [{package, version}]
+    Column("unchanged", JSON, nullable=False),  # [{package, version}]
+    Column("by", String(NAME), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),  # NULL: no run (non-production only)
+    Column("reason", Text),
+    Index("ix_promotions_environment_at", "environment", "at"),
+    Index("ix_promotions_run", "run_id"),
 )
 
 silences = Table(

@@ -3,13 +3,14 @@ back, remove everything the bench made, time the image builds, write docs/benchm
 
     python -m tests.bench [--skip-builds] [--report-only] [--only spawn,login,...]
 
---only measures some figures (spawn spawn10 login gate certs approval runs patch images) into
+--only measures some figures (spawn spawn10 storm login gate certs approval runs patch images) into
 build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md is only written
 from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
 
 Settings (environment): BENCH_QUIET_TIMEOUT (s to wait for a quiet machine, 2700), BENCH_BUSY_OK=1
 (measure even if it never got quiet, saying so), BENCH_SPAWNS (5), BENCH_TEN_ROUNDS (3),
-BENCH_LOGINS (20), BENCH_GATES (20), BENCH_EVENTS (10000), BENCH_PAGES (20), BENCH_PATCH_PAIRS (3).
+BENCH_STORM (30), BENCH_LOGINS (20), BENCH_GATES (20), BENCH_EVENTS (10000), BENCH_PAGES (20),
+BENCH_PATCH_PAIRS (3).
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
                 lambda: figures.spawn_ten(stack, setting("BENCH_TEN_ROUNDS", 3))
             )
             done.append(ten)
+        if wanted("storm"):
+            done.append(timed(lambda: figures.login_storm(stack, setting("BENCH_STORM", 30))))
         if wanted("login"):
             done.append(timed(lambda: figures.login(stack, setting("BENCH_LOGINS", 20))))
         if wanted("approval"):
@@ -177,6 +180,7 @@ def order(figs: list[Figure]) -> list[Figure]:
     wanted = [
         "spawn",
         "spawn10",
+        "storm",
         "login",
         "patch",
         "certs",

@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tests.e2e.stack import ROOT, StackConfig, compose, docker
+from tests.e2e.stack import ROOT, StackConfig, compose, docker, engineer_accounts
 
-BENCH_ENGINEERS = tuple(f"bench-{n:02d}" for n in range(1, 11))
+# Thirty for the login storm; the first ten also for "ten at once".
+BENCH_ACCOUNTS = engineer_accounts("bench", 30)
+BENCH_ENGINEERS = tuple(account["username"] for account in BENCH_ACCOUNTS)
 
 BENCH = StackConfig(
     project="opsbook-bench",
@@ -24,15 +26,7 @@ BENCH = StackConfig(
     idp_port=int(os.environ.get("OPSBOOK_BENCH_IDP_PORT", "29000")),
     prometheus_port=int(os.environ.get("OPSBOOK_BENCH_PROMETHEUS_PORT", "29090")),
     # Everything else as a user's deployment from .env.example.
-    extra_accounts=tuple(
-        {
-            "username": name,
-            "name": f"Bench Engineer {name[-2:]}",
-            "email": f"{name}@opsbook.example",
-            "groups": ["ops"],
-        }
-        for name in BENCH_ENGINEERS
-    ),
+    extra_accounts=BENCH_ACCOUNTS,
 )
 RESULTS_FILE = BENCH.stack_dir / "results.json"
 TEST_PROJECT_PREFIX = "opsbook-test"

@@ -27,6 +27,7 @@ from dockerspawner import DockerSpawner
 from opsbook import runs as runs_module
 from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
+from tests.e2e import storm
 from tests.e2e.hubclient import HubUser
 from tests.e2e.stack import ROOT, Stack, docker, reset_fleet, wait_for
 
@@ -401,7 +402,7 @@ def spawn_ten(stack: Stack, rounds: int) -> tuple[Figure, dict[str, Any]]:
         "round. One warm-up round of each first (new home volumes): shown, not counted.",
     )
     figure.context["before"] = Quiet.now().__dict__
-    engineers = [signed_in(stack, name) for name in BENCH_ENGINEERS]
+    engineers = [signed_in(stack, name) for name in BENCH_ENGINEERS[:10]]
     spawns = [HubSpawn(stack, user, user.new_token("bench: ten")) for user in engineers]
     floors = [Floor(stack, f"-{n:02d}") for n in range(1, len(spawns) + 1)]
     memory: dict[str, Any] = {}
@@ -489,6 +490,45 @@ def measure_memory_with_ten(stack: Stack, spawns: list[HubSpawn]) -> dict[str, A
         "hub_with_ten": samples[services["hub"]],
         "proxy_with_ten": samples[services["proxy"]],
     }
+
+
+# --- login storm ----------------------------------------------------------------------------------
+
+
+def login_storm(stack: Stack, count: int) -> Figure:
+    """Thirty engineers sign in and start their servers at the same instant (tests/e2e/storm.py)."""
+    figure = Figure(
+        "storm",
+        "Login storm",
+        f"bench-01 … bench-{count:02d} (group ops), none signed in before, each in a thread with a "
+        "browser session of their own, released at the same instant: the provider's login and "
+        "consent forms, the hub's callback, a token, `POST /hub/api/users/<name>/server`, then "
+        f"`GET /user/<name>/api/status` through the proxy every {storm.POLL * 1000:.0f} ms until "
+        "200. Each engineer's wait is from the release to that 200. Every answer of every "
+        "session (redirects and the provider's pages too) is checked: a 5xx is an error. "
+        "Afterwards every server is stopped and removed.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    names = list(BENCH_ENGINEERS[:count])
+    result = storm.login_storm(stack.hub_url, names, stack.demo_password, timeout=300)
+    figure.context["after"] = Quiet.now().__dict__
+    storm.stop_servers(result, timeout=300)
+    waits, errors = result.waits, result.errors
+    within = len(waits) == count and max(waits) < 60
+    figure.rows = [
+        Row(
+            f"each engineer's wait to a working server ({len(waits)} of {count} got one)",
+            waits or [float("nan")],
+            "s",
+            "all < 60 s",
+            verdict(within and not errors),
+        ),
+        Row("engineers who saw an error (5xx or no server)", [float(len(errors))], "count", "0"),
+    ]
+    if waits:
+        figure.rows.insert(1, Row("slowest wait", [max(waits)], "s"))
+    figure.notes += [f"{name}: {'; '.join(found[:3])}" for name, found in sorted(errors.items())]
+    return figure
 
 
 # --- login ----------------------------------------------------------------------------------------
@@ -843,7 +883,8 @@ def run_runbook(container: str, output: str) -> tuple[float, dict[str, Any]]:
     return elapsed, notebook
 
 
-# Both by-hand baselines start the same way: the same errata promoted, each step time-stamped.
+# Both by-hand baselines start the same way: the same errata promoted (into staging, through the
+# runs service: no engineer's container promotes on the repository host), each step time-stamped.
 PROMOTE_BY_HAND = """
 set -euo pipefail
 cd ~/ansible
@@ -851,7 +892,10 @@ log=~/{log}
 : >"$log"
 stamp() {{ echo "$1 $(date +%s.%N)"; }}
 stamp start
-ansible-playbook playbooks/promote-errata.yml -e {errata} >>"$log" 2>&1
+python3 -c 'import json, sys
+from opsbook.runsclient import RunsClient
+pairs = [(e["package"], e["version"]) for e in json.loads(sys.argv[1])["errata"]]
+print(RunsClient.from_env().promote_errata("staging", pairs).to_dict())' {errata} >>"$log" 2>&1
 stamp promote
 """
 
@@ -922,7 +966,7 @@ def install_handwritten(stack: Stack) -> None:
 
 
 def run_handwritten(container: str, errata: list[dict[str, str]], log_name: str):
-    """The hand-written playbook after promote-errata.yml; its time, its steps, and per batch
+    """The hand-written playbook after the errata's promotion; its time, its steps, and per batch
     the phases read from Ansible's log (ANSIBLE_LOG_PATH stamps every line it shows)."""
     timed_log = log_name.removesuffix(".log") + "-ansible.log"
     script = HANDWRITTEN_SCRIPT.format(
@@ -1055,16 +1099,17 @@ def patch_overhead(stack: Stack, container: str, token: str, rounds: int) -> Fig
         "papermill in erin's container (`stack=web, batch_size=1, approve=all`, the gate's "
         f"load bar at {MACHINE_LOAD_BAR:g} as in the e2e tests: the fleet's load is the machine's) "
         "— kernel start, pre-checks (check.yml and a gate), the errata listed and promoted "
-        "(promote-errata.yml), a run in the ledger with every event recorded, and per batch: "
+        "(by the runs service), a run in the ledger with every event recorded, and per batch: "
         "silence, patch.yml, reboot, health gate; then post-checks; (b) the hand-written "
-        "equivalent, in the same container: `ansible-playbook promote-errata.yml -e` with the "
-        "same errata, then `tests/bench/handwritten-patch.yml`, the baseline a team would write "
+        "equivalent, in the same container: the same errata promoted through the runs API, "
+        "then `tests/bench/handwritten-patch.yml`, the baseline a team would write "
         "without Opsbook: one playbook, `serial: 1`, `max_fail_percentage: 0`, per batch the "
         "same Alertmanager silence (`uri`, expired at the batch's end), patch.yml's own tasks, "
         "and the same Prometheus gate through `uri` (a scrape newer than the patch, then up, "
         "load per CPU, free disk; asked every 0.5 s until it passes); (c) the bare plays by "
-        "hand: promote-errata.yml, then `ansible-playbook patch.yml --limit web-N` for web-1, "
-        "web-2, web-3 one after the other (the same batches; no silence, no gate). Before (b) "
+        "hand: the errata promoted through the runs API, then `ansible-playbook patch.yml "
+        "--limit web-N` for web-1, web-2, web-3 one after the other (the same batches; no "
+        "silence, no gate). Before (b) "
         "and (c), untimed, `opsbook-cert` renews the container's SSH certificate, as an engineer "
         "would before plays by hand (the runbook renews its own before each play). Each round "
         "rotates which goes first; all three must end with the same versions installed and "
@@ -1122,12 +1167,12 @@ def patch_overhead(stack: Stack, container: str, token: str, rounds: int) -> Fig
     figure.rows = [
         Row("the runbook (papermill), whole", times["runbook"], "s"),
         Row(
-            "the hand-written equivalent: promote-errata.yml, then handwritten-patch.yml",
+            "the hand-written equivalent: promotion (runs API), then handwritten-patch.yml",
             times["handwritten"],
             "s",
         ),
         Row(
-            "the bare plays by hand: promote-errata.yml, then patch.yml per batch",
+            "the bare plays by hand: promotion (runs API), then patch.yml per batch",
             times["plain"],
             "s",
             note="no silence, no gate: a floor, not what a team would run",

@@ -12,7 +12,7 @@ NOTES = Path(__file__).with_name("notes.md")
 
 
 def number(value: float, unit: str) -> str:
-    if unit == "events/s":
+    if unit in ("events/s", "count"):
         return f"{value:,.0f}"
     if unit == "x":
         return f"{value:.2f}"
@@ -161,7 +161,7 @@ def patch_details(figure: Figure) -> list[str]:
             "",
             "| step | hand-written | bare plays |",
             "| --- | --- | --- |",
-            f"| `promote-errata.yml` | {step_median(handwritten_steps, 'promote')} "
+            f"| promotion (runs API) | {step_median(handwritten_steps, 'promote')} "
             f"| {step_median(steps, 'promote')} |",
             f"| `handwritten-patch.yml` (every batch) | {step_median(handwritten_steps, 'patch')} "
             "| - |",

@@ -110,13 +110,13 @@ class HubUser:
 
     # --- the hub's REST API, with the browser's cookie ---
 
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+    def api(self, method: str, path: str, timeout: float = TIMEOUT, **kwargs) -> requests.Response:
         headers = {"X-XSRFToken": self.session.cookies.get("_xsrf", path="/hub/") or ""}
         return self.session.request(
             method,
             f"{self.hub_url}/hub/api{path}",
             headers=headers,
-            timeout=TIMEOUT,
+            timeout=timeout,
             allow_redirects=False,
             **kwargs,
         )
@@ -134,7 +134,8 @@ class HubUser:
         return bool(model["servers"].get("", {}).get("ready"))
 
     def stop_server(self, timeout: float = 60) -> None:
-        answer = self.api("DELETE", f"/users/{self.name}/server")
+        # The hub answers once the server stopped or after its slow_stop_timeout (10 s): 202.
+        answer = self.api("DELETE", f"/users/{self.name}/server", timeout=timeout)
         assert answer.status_code in (202, 204), answer.text
         wait_for(
             lambda: not self.api("GET", f"/users/{self.name}").json()["servers"],

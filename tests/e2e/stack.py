@@ -42,6 +42,19 @@ IMAGES = (
 IMAGE_TAG = os.environ.get("OPSBOOK_VERSION") or "0.1.0"
 
 
+def engineer_accounts(prefix: str, count: int) -> tuple[dict, ...]:
+    """Demo-provider accounts `<prefix>-01` … in group ops, for a stack's extra_accounts."""
+    return tuple(
+        {
+            "username": f"{prefix}-{n:02d}",
+            "name": f"{prefix.title()} Engineer {n:02d}",
+            "email": f"{prefix}-{n:02d}@opsbook.example",
+            "groups": ["ops"],
+        }
+        for n in range(1, count + 1)
+    )
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """Where one stack lives: compose project (also the prefix of engineers' containers and
@@ -107,6 +120,8 @@ TEST = StackConfig(
         # Approvals expire after a minute (the least allowed): the expiry test waits that long.
         ("RUNS_APPROVAL_TTL", "120"),
     ),
+    # The login storm's engineers (test_storm.py).
+    extra_accounts=engineer_accounts("storm", 10),
 )
 STACK_DIR = TEST.stack_dir
 ENV_FILE = TEST.env_file

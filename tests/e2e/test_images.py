@@ -62,11 +62,21 @@ def test_fleet_hosts_take_packages_only_from_the_signed_local_repository(stack):
     assert sources == ["http://pkgrepo/debian"]
 
 
-def test_the_package_repository_serves_both_suites(stack):
+def test_the_package_repository_serves_a_suite_per_environment(stack):
     repo = service_host("pkgrepo")
     listing = repo.run("opsbook-repo list").stdout
     assert "incoming\topsbook-demo-base\t1.1" in listing  # the errata, waiting
-    assert "stable\topsbook-demo-base\t1.0" in listing  # what the hosts started from
+    assert "staging\topsbook-demo-base\t1.0" in listing  # what the hosts started from
+    assert "production\topsbook-demo-base\t1.0" in listing
+    assert "stable\t" not in listing
+    # Its sshd admits the runs service's errata-<suite> certificates only; sudo runs promote only.
+    principals = repo.file("/etc/ssh/opsbook_principals/opsbook").content_string.split()
+    assert principals == ["errata-staging", "errata-production"]
+    assert (
+        repo.run("sudo -l -U opsbook")
+        .stdout.strip()
+        .endswith("(root) NOPASSWD: /usr/local/bin/opsbook-repo promote *")
+    )
 
 
 def test_the_image_user_of_every_long_running_service_is_not_root(stack):

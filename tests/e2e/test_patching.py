@@ -97,6 +97,14 @@ def prometheus_sees(stack, instance: str, up: int) -> bool:
     return values == [up]
 
 
+def production_index() -> str:
+    """The production suite's index, as production hosts read it."""
+    url = f"http://{container_ip('pkgrepo')}/debian/dists/production/main/binary-amd64/Packages"
+    answer = requests.get(url, timeout=5)
+    answer.raise_for_status()
+    return answer.text
+
+
 def silences() -> list[dict]:
     return requests.get(
         f"http://{container_ip('alertmanager')}:9093/api/v2/silences", timeout=5
@@ -136,6 +144,7 @@ def test_patching_the_web_stack_patches_and_reboots_it_batch_by_batch_and_nothin
 ):
     boots = {host: boot_time(host) for host in WEB + DB}
     db_before = {host: installed(host) for host in DB}
+    production_suite = production_index()
     run = run_runbook(
         alice,
         "patching-web.ipynb",
@@ -153,6 +162,9 @@ def test_patching_the_web_stack_patches_and_reboots_it_batch_by_batch_and_nothin
     for host in DB:  # the other stack: not touched
         assert installed(host) == db_before[host]
         assert boot_time(host) == boots[host]
+    # The errata were promoted into staging's suite, by the runs service: production's is as it was.
+    assert production_index() == production_suite
+    assert "opsbook-demo-base_1.1" not in production_suite
     # One silence per batch, of exactly its host, set for alice's batches by the runs service
     # (her container does not reach Alertmanager); all expired now.
     ours = [

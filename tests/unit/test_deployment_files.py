@@ -215,9 +215,11 @@ def test_only_the_runs_service_mounts_the_user_ca_key_read_only_where_its_settin
 
 
 def test_each_fleet_host_trusts_the_user_ca_for_its_environment_and_shows_its_own_host_key():
-    """web-*: staging, db-*: production (their environments in the demo inventory), pkgrepo:
-    repo; the user CA's public half where sshd_config's TrustedUserCAKeys reads it; each host
-    its own folder of secrets/ssh/hosts/ (no host holds another's key)."""
+    """web-*: staging, db-*: production (their environments in the demo inventory), as the
+    principal they accept and the repository suite they update from; pkgrepo: no principal of
+    its own (it derives errata-<suite> from its suites, one per environment of the inventory);
+    the user CA's public half where sshd_config's TrustedUserCAKeys reads it; each host its own
+    folder of secrets/ssh/hosts/ (no host holds another's key)."""
     from opsbook.inventory import Inventory
 
     inventory = Inventory.load(ROOT / "ansible" / "inventories" / "demo")
@@ -226,7 +228,10 @@ def test_each_fleet_host_trusts_the_user_ca_for_its_environment_and_shows_its_ow
         for stack in inventory.stacks()
         for host in inventory.hosts(stack)
     }
-    expected["pkgrepo"] = "repo"
+    repo = COMPOSE["services"]["pkgrepo"]["environment"]
+    assert "OPSBOOK_SSH_PRINCIPALS" not in repo  # no `repo`: engineers' certificates open nothing
+    assert sorted(repo["OPSBOOK_REPO_SUITES"].split()) == sorted(set(expected.values()))
+    expected["pkgrepo"] = None
     ca_target = sshd_setting("TrustedUserCAKeys")
     assert ca_target == "/etc/ssh/opsbook/user_ca.pub"
     assert sshd_setting("AuthorizedPrincipalsFile") == "/etc/ssh/opsbook_principals/%u"
@@ -234,7 +239,8 @@ def test_each_fleet_host_trusts_the_user_ca_for_its_environment_and_shows_its_ow
     assert sshd_setting("LogLevel") == "VERBOSE"
     for host, principal in expected.items():
         service = COMPOSE["services"][host]
-        assert service["environment"]["OPSBOOK_SSH_PRINCIPALS"] == principal, host
+        assert service["environment"].get("OPSBOOK_SSH_PRINCIPALS") == principal, host
+        assert service["environment"].get("OPSBOOK_ENVIRONMENT") == principal, host
         mounts = mounts_of(service)
         assert ("${OPSBOOK_SECRETS}/ssh/user_ca.pub", ca_target, "ro") in mounts, host
         keys = [m for m in mounts if "/ssh/hosts/" in m[0]]

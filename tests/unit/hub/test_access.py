@@ -1,6 +1,7 @@
 """Group -> access mapping, and the authenticator's refresh rules (our logic, on stand-ins)."""
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -36,6 +37,52 @@ def test_only_connection_failures_count_as_provider_down():
     assert provider_unreachable(HTTPClientError(599))
     assert not provider_unreachable(HTTPClientError(500))
     assert not provider_unreachable(ValueError("bad json"))
+
+
+def counting_provider(monkeypatch, answers: list[bool]) -> list[int]:
+    """The provider check's request replaced: each call takes a moment and gives the next answer."""
+    calls: list[int] = []
+
+    async def ask(self):
+        calls.append(1)
+        await asyncio.sleep(0.01)
+        answer = answers[len(calls) - 1]
+        if answer:
+            self._provider_seen_at = time.monotonic()
+        return answer
+
+    monkeypatch.setattr(OpsbookAuthenticator, "_ask_provider", ask)
+    return calls
+
+
+def test_a_login_storm_asks_the_provider_once(monkeypatch):
+    calls = counting_provider(monkeypatch, [True])
+    authenticator = OpsbookAuthenticator(group_policy=POLICY)
+
+    async def storm():
+        first = await asyncio.gather(*(authenticator.provider_answers() for _ in range(30)))
+        later = await authenticator.provider_answers()  # within provider_up_for: no new check
+        return first, later
+
+    first, later = asyncio.run(storm())
+    assert first == [True] * 30 and later is True
+    assert len(calls) == 1
+
+
+def test_a_failed_provider_check_is_not_reused(monkeypatch):
+    calls = counting_provider(monkeypatch, [False, True])
+    authenticator = OpsbookAuthenticator(group_policy=POLICY)
+    assert asyncio.run(authenticator.provider_answers()) is False
+    assert asyncio.run(authenticator.provider_answers()) is True
+    assert len(calls) == 2
+
+
+def test_a_provider_answer_counts_only_for_a_while(monkeypatch):
+    calls = counting_provider(monkeypatch, [True, True])
+    authenticator = OpsbookAuthenticator(group_policy=POLICY, provider_up_for=0)
+    assert asyncio.run(authenticator.provider_answers()) is True
+    assert asyncio.run(authenticator.provider_answers()) is True
+    assert len(calls) == 2
 
 
 class StandInSpawner:

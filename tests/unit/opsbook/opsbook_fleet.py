@@ -2,18 +2,20 @@
 
 FakeFleet answers, from one in-memory state, what a runbook asks of the fleet's services:
 - the package repository: ``/debian/dists/{suite}/main/binary-amd64/Packages`` for the suites
-  incoming and stable;
+  incoming, staging and production (one per environment: web-* are staging, db-* production);
 - Prometheus: instant queries (/api/v1/query) and range queries (/api/v1/query_range) of up,
   node_load1 and node_filesystem_avail_bytes, selected by the query's instance matcher;
 - Alertmanager: creating and expiring silences (/api/v2/silences, /api/v2/silence/{id}), as the
   runs service does for each batch (engineers' kernels never call it).
 and, under /test/, what the test playbooks in data/fleet/playbooks call in place of a real host:
 - GET /test/installed?host=H: the host's packages, shaped like ansible.builtin.package_facts;
-- POST /test/upgrade {"host": H}: install the newest stable version of each installed package;
+- POST /test/upgrade {"host": H}: install the newest version of each installed package in the
+  suite of the host's environment;
   a host whose upgrade included a package of `reboot_packages` is down (up == 0) for
   `reboot_seconds`, as a rebooted host is until Prometheus scrapes it again;
-- POST /test/promote {"errata": [{package, version}]}: copy versions from incoming to stable.
 Plays run for real (ansible-runner, connection local); only what they touch is simulated.
+Promotions are not the playbooks' business any more: the runs service performs them, and in the
+tests its promoter is this fleet's `promote` (opsbook_runs_service.Service.repository).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ from typing import Any
 from opsbook_fakes import Request
 
 from opsbook.config import Settings
+from opsbook.contract.wire import ErrorCode
 from opsbook.debversion import DebianVersion
+from opsbook.service.promotions import Outcome
+from opsbook.service.rules import Refused
 
 # A stand-in for ~/ansible: the demo inventory run locally, and test doubles of the playbooks.
 FLEET_DIR = Path(__file__).parent / "data" / "fleet"
@@ -48,7 +52,7 @@ class FakeFleet:
     installed: dict[str, dict[str, str]]
     instances: dict[str, str]
     incoming: list[tuple[str, str, str]]  # (package, version, description)
-    stable: set[tuple[str, str]]
+    suites: dict[str, set[tuple[str, str]]]  # environment -> approved (package, version)
     reboot_packages: frozenset[str] = frozenset()
     reboot_seconds: float = 0.0
     load: dict[str, float] = field(default_factory=dict)  # instance -> load per CPU (default 0.2)
@@ -74,8 +78,6 @@ class FakeFleet:
                 return 200, self._package_facts(request.query["host"])
             if path == "/test/upgrade":
                 return self._upgrade(request.body["host"])
-            if path == "/test/promote":
-                return self._promote(request.body["errata"])
             return 404, {"error": f"no such path {path}"}
 
     # the package repository
@@ -83,9 +85,9 @@ class FakeFleet:
     def _index(self, suite: str) -> tuple[int, Any]:
         if suite == "incoming":
             entries = self.incoming
-        elif suite == "stable":
+        elif suite in self.suites:
             described = {(p, v): d for p, v, d in self.incoming}
-            entries = [(p, v, described.get((p, v), "")) for p, v in sorted(self.stable)]
+            entries = [(p, v, described.get((p, v), "")) for p, v in sorted(self.suites[suite])]
         else:
             return 404, b"Not Found\n"
         stanzas = [
@@ -96,15 +98,33 @@ class FakeFleet:
         ]
         return 200, "\n".join(stanzas).encode()
 
-    def _promote(self, errata: Iterable[Mapping[str, str]]) -> tuple[int, Any]:
-        published = {(package, version) for package, version, _ in self.incoming}
-        wanted = {(erratum["package"], str(erratum["version"])) for erratum in errata}
-        if not wanted <= published:
-            return 400, {"error": f"not in incoming: {sorted(wanted - published)}"}
-        changed = not wanted <= self.stable
-        self.stable |= wanted
-        self.log.append(f"promote {' '.join(sorted(f'{p}={v}' for p, v in wanted))}")
-        return 200, {"changed": changed}
+    def promote(self, environment: str, pairs: list[tuple[str, str]], *, by: str) -> Outcome:
+        """The repository host's side of a promotion (what opsbook-repo promote does), as the
+        runs service's promoter: all or nothing, 502 for a version not in incoming."""
+        with self.lock:
+            published = {(package, version) for package, version, _ in self.incoming}
+            wanted = list(dict.fromkeys(pairs))
+            if environment not in self.suites or not set(wanted) <= published:
+                raise Refused(
+                    502,
+                    ErrorCode.REPOSITORY_FAILED,
+                    f"fake repository: no suite {environment} or not in incoming: "
+                    f"{sorted(set(wanted) - published)}",
+                )
+            suite = self.suites[environment]
+            outcome = Outcome(
+                promoted=tuple(pair for pair in wanted if pair not in suite),
+                unchanged=tuple(pair for pair in wanted if pair in suite),
+            )
+            suite |= set(wanted)
+            self.log.append(
+                f"promote {environment} {' '.join(sorted(f'{p}={v}' for p, v in wanted))}"
+            )
+            return outcome
+
+    @staticmethod
+    def environment_of(host: str) -> str:
+        return "production" if host.startswith("db-") else "staging"
 
     # the hosts
 
@@ -129,7 +149,8 @@ class FakeFleet:
             return 500, {"error": f"dpkg was interrupted on {host}"}
         upgraded = {}
         for package, version in self.installed[host].items():
-            approved = [v for p, v in self.stable if p == package]
+            suite = self.suites[self.environment_of(host)]
+            approved = [v for p, v in suite if p == package]
             newest = max(approved, key=DebianVersion.parse, default=None)
             if newest and DebianVersion.parse(newest) > DebianVersion.parse(version):
                 upgraded[package] = newest
@@ -221,12 +242,15 @@ def demo_fleet(**overrides: Any) -> FakeFleet:
             ("opsbook-demo-db", "1.0", "Opsbook demo database"),
             ("opsbook-demo-db", "1.0.1", "Opsbook demo database (bug fix)"),
         ],
-        "stable": {
-            ("opsbook-demo-base", "1.0"),
-            ("opsbook-demo-agent", "2.3.0"),
-            ("opsbook-demo-agent", "2.3.1"),
-            ("opsbook-demo-web", "1.0"),
-            ("opsbook-demo-db", "1.0"),
+        "suites": {
+            environment: {
+                ("opsbook-demo-base", "1.0"),
+                ("opsbook-demo-agent", "2.3.0"),
+                ("opsbook-demo-agent", "2.3.1"),
+                ("opsbook-demo-web", "1.0"),
+                ("opsbook-demo-db", "1.0"),
+            }
+            for environment in ("staging", "production")
         },
         "reboot_packages": frozenset({"opsbook-demo-base"}),
     }

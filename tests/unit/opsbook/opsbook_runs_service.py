@@ -17,6 +17,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,13 +27,15 @@ from tornado.web import RequestHandler
 
 from opsbook.contract import wire
 from opsbook.contract.scopes import SCOPE_READ, SCOPE_WRITE, SCOPES
+from opsbook.contract.wire import ErrorCode
 from opsbook.runs import RunSession
 from opsbook.runsclient import RunsClient, RunsError
 from opsbook.service.app import Context, make_app
 from opsbook.service.fleet import InventorySource
 from opsbook.service.notify import Notifier
 from opsbook.service.oncall import StaticOncall
-from opsbook.service.rules import ApprovalPolicy, Caller
+from opsbook.service.promotions import Outcome, Pair, Promoter
+from opsbook.service.rules import ApprovalPolicy, Caller, Refused
 from opsbook.service.silences import Alertmanager
 from opsbook.service.ssh_ca import CertificateAuthority
 from opsbook.service.store import Store
@@ -103,6 +106,8 @@ class Service:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/services/runs"
         self._thread: threading.Thread | None = None
+        # The package repository the service promotes errata on (a FakeFleet); None: none.
+        self.repository: Promoter | None = None
 
     def start(self) -> None:
         ready = threading.Event()
@@ -116,6 +121,7 @@ class Service:
                 StaticOncall(self.oncall),
                 Notifier(""),
                 ssh_ca=self.ca,
+                promoter=RepositoryOfTheMoment(self),
             )
             self._server = HTTPServer(make_app(ctx))
             self._server.listen(self.port, "127.0.0.1")
@@ -134,6 +140,21 @@ class Service:
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class RepositoryOfTheMoment:
+    """The service's promoter: whatever repository the test gave it (Service.repository), or
+    none (503, as a service without RUNS_PACKAGE_REPO_SSH answers)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def promote(self, environment: str, pairs: Sequence[Pair], *, by: str) -> Outcome:
+        if self.service.repository is None:
+            raise Refused(
+                503, ErrorCode.REPOSITORY_UNREACHABLE, "no package repository in this test"
+            )
+        return self.service.repository.promote(environment, pairs, by=by)
 
 
 def approved(session: RunSession, service: Service, by: str = "bob") -> RunSession:

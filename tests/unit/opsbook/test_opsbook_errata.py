@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from opsbook_fakes import FakeServer, Request
-from opsbook_fleet import FLEET_DIR, FLEET_URL_VARIABLE, FakeFleet, demo_fleet
+from opsbook_fleet import FakeFleet, demo_fleet
+from opsbook_runs_service import Service, approved
 
 from opsbook.errata import (
     Erratum,
@@ -19,12 +20,12 @@ from opsbook.errata import (
     list_errata,
     not_applied,
     parse_packages,
-    promote,
     read_index,
 )
-from opsbook.errors import ErrataError
+from opsbook.errors import ErrataError, OpsbookError
 from opsbook.plays import PlayResult
-from opsbook.sshcert import CertificateError
+from opsbook.runs import RunSession, run_options
+from opsbook.runsclient import RunsClient, RunsError
 
 DATA = Path(__file__).parent / "data"
 Events = list[dict[str, Any]]
@@ -89,7 +90,8 @@ def repository(suites: dict[str, bytes]) -> Any:
 
 @pytest.fixture
 def repo(fake_server: FakeServer) -> str:
-    fake_server.responder = repository({"incoming": INCOMING, "stable": STABLE})
+    # staging approved the libc6 update; production approved nothing yet
+    fake_server.responder = repository({"incoming": INCOMING, "staging": STABLE, "production": b""})
     return f"{fake_server.url}/debian"
 
 
@@ -141,12 +143,12 @@ def test_read_index_gives_versions_per_package_in_dpkg_order(repo: str) -> None:
         "libc6": ["2.36-9+deb12u9", "2.36-9+deb12u14", "2.36-9+deb12u15"],  # u9 < u14
         "nginx": ["1.26.0-1"],
     }
-    assert read_index(repo, "stable") == {"libc6": ["2.36-9+deb12u15"]}
+    assert read_index(repo, "staging") == {"libc6": ["2.36-9+deb12u15"]}
 
 
 def test_read_index_asks_the_debian_path(fake_server: FakeServer, repo: str) -> None:
-    read_index(repo + "/", "stable")
-    assert fake_server.requests[-1].path == "/debian/dists/stable/main/binary-amd64/Packages"
+    read_index(repo + "/", "staging")
+    assert fake_server.requests[-1].path == "/debian/dists/staging/main/binary-amd64/Packages"
 
 
 def test_unknown_suite_says_what_was_expected(repo: str) -> None:
@@ -172,7 +174,7 @@ def test_slow_repository_times_out(fake_server: FakeServer) -> None:
     fake_server.responder = slow
     started = time.monotonic()
     with pytest.raises(ErrataError, match=r"did not answer .* in 0.2 s"):
-        read_index(fake_server.url, "stable", timeout=0.2)
+        read_index(fake_server.url, "staging", timeout=0.2)
     assert time.monotonic() - started < 1
 
 
@@ -219,7 +221,7 @@ def test_errata_are_newer_incoming_versions_of_installed_packages(
 ) -> None:
     installed = installed_versions(facts_events)
     installed["web-2"]["libc6"] = "2.36-9+deb12u15"  # web-2 has the update already
-    assert list_errata(repo, installed, ["web-1", "web-2"]) == [
+    assert list_errata(repo, installed, ["web-1", "web-2"], environment="staging") == [
         Erratum("diffutils", "1:3.10-1", {"web-1": "1:3.8-4", "web-2": "1:3.8-4"}, False),
         Erratum("libc6", "2.36-9+deb12u15", {"web-1": "2.36-9+deb12u14"}, True),
     ]
@@ -227,7 +229,9 @@ def test_errata_are_newer_incoming_versions_of_installed_packages(
 
 
 def test_errata_carry_what_the_index_says_of_them(repo: str, facts_events: Events) -> None:
-    diffutils, libc = list_errata(repo, installed_versions(facts_events), ["web-1"])
+    diffutils, libc = list_errata(
+        repo, installed_versions(facts_events), ["web-1"], environment="staging"
+    )
     assert libc.description == "GNU C Library: Shared libraries (security update)"
     assert libc.spec == "libc6=2.36-9+deb12u15"
     assert (libc.severity, libc.advisory, libc.needs_reboot) == ("", "", False)
@@ -237,15 +241,37 @@ def test_errata_carry_what_the_index_says_of_them(repo: str, facts_events: Event
 def test_only_the_given_hosts_count(repo: str, facts_events: Events) -> None:
     installed = installed_versions(facts_events)
     installed["web-2"] = {"nginx": "1.22.1-9"}
-    errata = list_errata(repo, installed, ["web-2"])
+    errata = list_errata(repo, installed, ["web-2"], environment="staging")
     assert [(e.package, e.hosts_affected) for e in errata] == [("nginx", {"web-2": "1.22.1-9"})]
 
 
 def test_a_host_without_known_packages_is_an_error(repo: str, facts_events: Events) -> None:
     with pytest.raises(ErrataError, match=r"installed packages of web-3 are not known"):
-        list_errata(repo, installed_versions(facts_events), ["web-1", "web-3"])
+        list_errata(
+            repo, installed_versions(facts_events), ["web-1", "web-3"], environment="staging"
+        )
     with pytest.raises(ErrataError, match="no hosts given"):
-        list_errata(repo, {}, [])
+        list_errata(repo, {}, [], environment="staging")
+
+
+def test_approved_means_in_the_suite_of_the_stack_s_environment(
+    repo: str, facts_events: Events
+) -> None:
+    installed = installed_versions(facts_events)
+    staging = list_errata(repo, installed, ["web-1"], environment="staging")
+    production = list_errata(repo, installed, ["web-1"], environment="production")
+    assert [(e.spec, e.approved) for e in staging] == [
+        ("diffutils=1:3.10-1", False),
+        ("libc6=2.36-9+deb12u15", True),
+    ]
+    assert [(e.spec, e.approved) for e in production] == [
+        ("diffutils=1:3.10-1", False),
+        ("libc6=2.36-9+deb12u15", False),  # approved for staging is not approved for production
+    ]
+    with pytest.raises(ErrataError, match=r"no suite 'qa'.*OPSBOOK_REPO_SUITES"):
+        list_errata(repo, installed, ["web-1"], environment="qa")
+    with pytest.raises(ErrataError, match="expected the stack's environment"):
+        list_errata(repo, installed, ["web-1"], environment="incoming")
 
 
 # choosing and checking
@@ -299,56 +325,101 @@ def test_not_applied_lists_hosts_still_behind() -> None:
     assert not_applied(ERRATA, installed, hosts=["web-1"]) == []
 
 
-# promoting, through promote-errata.yml (the test double in data/fleet, run for real)
+# promoting: an action of the runs service, inside the run (its promoter: the fake repository)
 
 
 @pytest.fixture
-def fleet(fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> FakeFleet:
+def fleet(fake_server: FakeServer, runs_service: Service) -> FakeFleet:
     fake = demo_fleet()
     fake_server.responder = fake
-    monkeypatch.setenv(FLEET_URL_VARIABLE, fake_server.url)
-    monkeypatch.setenv("OPSBOOK_SSH_CERTIFICATES", "off")  # connection local: no certificate
+    runs_service.repository = fake
     return fake
 
 
-def test_promote_runs_the_playbook_with_the_errata(fleet: FakeFleet, tmp_path: Path) -> None:
-    wanted = [
-        Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, False),
-        Erratum("opsbook-demo-agent", "2.4.0", {"web-1": "2.3.0"}, False),
-    ]
-    options = {
-        "inventory": FLEET_DIR / "inventories" / "demo",
-        "ansible_dir": FLEET_DIR,
-        "runs_dir": tmp_path,
-    }
-    dry_run = promote(wanted, check=True, **options)
-    assert dry_run.status == "successful"
-    assert ("opsbook-demo-base", "1.1") not in fleet.stable  # check mode promoted nothing
-    result = promote(wanted, **options)
-    assert result.status == "successful"
-    assert list(result.hosts) == ["pkgrepo"]  # the group 'repo' only
-    assert result.hosts["pkgrepo"].changed == 1
-    assert {("opsbook-demo-base", "1.1"), ("opsbook-demo-agent", "2.4.0")} <= fleet.stable
-    assert fleet.log == ["promote opsbook-demo-agent=2.4.0 opsbook-demo-base=1.1"]
-    with pytest.raises(ErrataError, match="no errata to promote"):
-        promote([], **options)
+def as_user(service: Service, who: str) -> RunsClient:
+    return RunsClient(service.url, f"{who}-token", retry_for=10)
 
 
-def test_promote_does_not_start_without_a_certificate(
-    fleet: FakeFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+WANTED = [
+    Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, False),
+    Erratum("opsbook-demo-agent", "2.4.0", {"web-1": "2.3.0"}, False),
+]
+
+
+def test_a_staging_promotion_inside_the_run_leaves_production_unchanged(
+    fleet: FakeFleet, runs_service: Service
 ) -> None:
-    """Certificates on (the default) and no runs service to ask: the play never starts."""
-    monkeypatch.delenv("OPSBOOK_SSH_CERTIFICATES")
-    monkeypatch.delenv("OPSBOOK_RUNS_URL", raising=False)
-    wanted = [Erratum("opsbook-demo-base", "1.1", {"web-1": "1.0"}, False)]
-    options = {
-        "inventory": FLEET_DIR / "inventories" / "demo",
-        "ansible_dir": FLEET_DIR,
-        "runs_dir": tmp_path / "runs",
-    }
-    with pytest.raises(CertificateError, match="no SSH certificate: OPSBOOK_RUNS_URL"):
-        promote(wanted, **options)
-    assert fleet.log == [] and not (tmp_path / "runs").exists()
-    asked = []
-    promote(wanted, before_play=lambda: asked.append("certificate"), **options)
-    assert asked == ["certificate"] and fleet.log == ["promote opsbook-demo-base=1.1"]
+    production_before = set(fleet.suites["production"])
+    session = RunSession.start(as_user(runs_service, "erin"), runbook="patching", stack="web")
+    promotion = session.promote(WANTED)
+    assert (promotion.environment, promotion.by, promotion.run_id) == ("staging", "erin", 1)
+    assert {("opsbook-demo-base", "1.1"), ("opsbook-demo-agent", "2.4.0")} <= fleet.suites[
+        "staging"
+    ]
+    assert fleet.suites["production"] == production_before
+    assert fleet.log == ["promote staging opsbook-demo-agent=2.4.0 opsbook-demo-base=1.1"]
+    again = session.promote(WANTED[:1])  # idempotent: the ledger says it was there already
+    assert again.promoted == [] and [e.version for e in again.unchanged] == ["1.1"]
+    events = [e for e in session.client.events(1) if e.type == "errata_promoted"]
+    assert [e.data["environment"] for e in events] == ["staging", "staging"]
+    assert events[0].message == (
+        "errata promoted into staging: opsbook-demo-base=1.1, opsbook-demo-agent=2.4.0"
+    )
+    listed = as_user(runs_service, "carol").promotions(environment="staging").promotions
+    assert [p.id for p in listed] == [again.id, promotion.id]  # newest first, readable by all
+
+
+def test_production_needs_an_approved_run_of_its_owner(
+    fleet: FakeFleet, runs_service: Service
+) -> None:
+    erin, alice, bob = (as_user(runs_service, who) for who in ("erin", "alice", "bob"))
+    pairs = [("opsbook-demo-db", "1.0.1")]
+    with pytest.raises(RunsError, match="needs the JupyterHub scope custom:runs:production"):
+        erin.promote_errata("production", pairs)
+    with pytest.raises(RunsError, match="without a run: production is production"):
+        alice.promote_errata("production", pairs)
+    session = RunSession.start(alice, runbook="patching", stack="db")
+    with pytest.raises(OpsbookError, match="awaits approval: no promotion"):
+        session.promote(WANTED)
+    with pytest.raises(RunsError, match="awaiting_approval"):  # the service says the same
+        alice.promote_errata("production", pairs, run_id=session.run.id)
+    approved(session, runs_service)
+    with pytest.raises(RunsError, match="owned by alice, not by you \\(bob\\)"):
+        bob.promote_errata("production", pairs, run_id=session.run.id)
+    with pytest.raises(RunsError, match="is on a stack of production, not staging"):
+        alice.promote_errata("staging", pairs, run_id=session.run.id)
+    assert fleet.log == []  # nothing reached the repository
+    promotion = alice.promote_errata("production", pairs, run_id=session.run.id)
+    assert [(e.package, e.version) for e in promotion.promoted] == pairs
+    assert ("opsbook-demo-db", "1.0.1") in fleet.suites["production"]
+    assert ("opsbook-demo-db", "1.0.1") not in fleet.suites["staging"]
+
+
+def test_nothing_is_recorded_when_the_repository_fails(
+    fleet: FakeFleet, runs_service: Service
+) -> None:
+    alice = as_user(runs_service, "alice")
+    with pytest.raises(RunsError, match="not in incoming") as failed:
+        alice.promote_errata("staging", [("opsbook-demo-base", "9.9")])
+    assert failed.value.reply.status == 502
+    runs_service.repository = None
+    with pytest.raises(RunsError, match="no package repository") as unreachable:
+        alice.promote_errata("staging", [("opsbook-demo-base", "1.1")])
+    assert unreachable.value.reply.status == 503
+    with pytest.raises(RunsError, match="no environment 'qa' in the inventory"):
+        alice.promote_errata("qa", [("opsbook-demo-base", "1.1")])
+    with pytest.raises(RunsError, match="is not a Debian version"):
+        alice.promote_errata("staging", [("opsbook-demo-base", "1.1; reboot")])
+    assert alice.promotions().promotions == []
+
+
+def test_a_dry_run_promotes_nothing(fleet: FakeFleet, runs_service: Service) -> None:
+    session = RunSession.start(
+        as_user(runs_service, "alice"),
+        runbook="patching",
+        stack="web",
+        options=run_options(check_mode=True),
+    )
+    with pytest.raises(OpsbookError, match="dry run"):
+        session.promote(WANTED)
+    assert fleet.log == []

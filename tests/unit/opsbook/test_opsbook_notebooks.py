@@ -152,6 +152,7 @@ def fleet(
     require("matplotlib")
     fake = demo_fleet(reboot_seconds=0.3, scrape_interval=0.2)
     fake_server.responder = fake
+    runs_service.repository = fake  # the service promotes errata on the fake repository
     for name, value in fleet_environment(fake_server.url, tmp_path / "runs").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("OPSBOOK_RUNS_URL", runs_service.url)
@@ -199,7 +200,7 @@ def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
     assert sorted(listed) == ["web-1", "web-2", "web-3"]
     assert (
         fleet.log[0]
-        == "promote opsbook-demo-agent=2.4.0 opsbook-demo-base=1.1 opsbook-demo-web=1.1"
+        == "promote staging opsbook-demo-agent=2.4.0 opsbook-demo-base=1.1 opsbook-demo-web=1.1"
     )
     assert fleet.installed["web-2"] == {
         "opsbook-demo-agent": "2.4.0",
@@ -207,6 +208,7 @@ def test_patching_runs_unattended(fleet: FakeFleet, tmp_path: Path) -> None:
         "opsbook-demo-web": "1.1",
     }
     assert fleet.installed["db-1"]["opsbook-demo-base"] == "1.0"  # another stack: untouched
+    assert ("opsbook-demo-base", "1.1") not in fleet.suites["production"]  # staging's only
     assert fleet.silences and fleet.active_silences == []
     assert list((tmp_path / "runs").iterdir())  # every play's record is kept
 
@@ -265,7 +267,14 @@ def test_patching_fails_loudly_when_the_run_stops(
     assert "STOPPED: batch 1 of 3: 1 host failed the play, more than max_fail=0" in summary
     assert "not started (2): db-2, db-3" in summary
     assert "errata approved: opsbook-demo-agent=2.3.1, opsbook-demo-db=1.0.1" in summary
-    assert ("opsbook-demo-base", "1.1") not in fleet.stable  # only what approve named
+    # promoted by the runs service inside the approved run, into production's suite only
+    assert ("opsbook-demo-db", "1.0.1") in fleet.suites["production"]
+    assert ("opsbook-demo-db", "1.0.1") not in fleet.suites["staging"]
+    assert ("opsbook-demo-base", "1.1") not in fleet.suites["production"]  # only what approve named
+    (promotion,) = RunsClient(runs_service.url, "carol-token").promotions().promotions
+    assert (promotion.environment, promotion.by, promotion.run_id) == ("production", "alice", 1)
+    assert [(e.package, e.version) for e in promotion.promoted] == [("opsbook-demo-db", "1.0.1")]
+    assert promotion.unchanged == []  # agent 2.3.1 was approved already: not sent again
     assert fleet.active_silences == []
     assert "upgrade db-2" not in fleet.log
 
@@ -279,7 +288,7 @@ def test_patching_dry_run_changes_nothing(fleet: FakeFleet, tmp_path: Path) -> N
         notebook, "summary"
     )
     assert fleet.log == []  # nothing promoted, silenced or upgraded
-    assert ("opsbook-demo-base", "1.1") not in fleet.stable
+    assert ("opsbook-demo-base", "1.1") not in fleet.suites["staging"]
 
 
 @pytest.mark.notebooks

@@ -195,7 +195,8 @@ def web_plan(size: int = 1) -> rolling.RollingPlan:
 
 
 def promote_all(fleet: FakeFleet) -> None:
-    fleet.stable |= {(package, version) for package, version, _ in fleet.incoming}
+    for suite in fleet.suites.values():
+        suite |= {(package, version) for package, version, _ in fleet.incoming}
 
 
 # planning
@@ -279,7 +280,8 @@ def test_rebooted_hosts_get_time_to_come_back(fleet: FakeFleet, settings: Settin
 def test_a_play_that_changed_nothing_needs_no_fresh_scrape(
     fleet: FakeFleet, settings: Settings
 ) -> None:
-    fleet.stable.discard(("opsbook-demo-agent", "2.3.1"))  # nothing newer approved: no change
+    # nothing newer approved: no change
+    fleet.suites["staging"].discard(("opsbook-demo-agent", "2.3.1"))
     result = rolling_patch(web_plan(size=3), settings, **FAST)
     assert result.complete
     assert result.batches[0].gate_attempts == 1

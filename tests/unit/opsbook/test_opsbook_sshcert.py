@@ -81,7 +81,7 @@ def test_a_missing_certificate_is_issued_for_the_containers_own_key(ca_service, 
     assert mode(folder) == 0o700 and mode(files.private) == 0o600
     assert mode(files.certificate) == 0o644
     assert files.certificate.read_text() == certificate.certificate + "\n"
-    assert sorted(certificate.principals) == ["repo", "staging"]  # never production, no run
+    assert certificate.principals == ["staging"]  # never production (no run), never the repo
     assert certificate.key_id == "opsbook:alice"
     listing = keygen_listing(files.certificate)
     assert 'Key ID: "opsbook:alice"' in listing

@@ -24,6 +24,7 @@ from opsbook.health import LOAD, CheckResult, GateResult, Series
 from opsbook.inventory import Inventory
 from opsbook.plays import PlayResult, summarize_events
 from opsbook.rolling import BatchResult, RollingPlan, RollingResult
+from opsbook.runsclient import RunsError
 
 DATA = Path(__file__).parent / "data"
 INVENTORY = FLEET_DIR / "inventories" / "demo"
@@ -120,15 +121,24 @@ ERRATA = [
 
 
 class Promoter:
-    """An on_promote that records what it was given and answers with `status`."""
+    """An on_promote that records what it was given and answers as the runs service would, or
+    refuses with `refusal`."""
 
-    def __init__(self, status: str = "successful") -> None:
-        self.status = status
+    def __init__(self, refusal: str = "") -> None:
+        self.refusal = refusal
         self.calls: list[list[str]] = []
 
-    def __call__(self, chosen: list[Erratum]) -> PlayResult:
+    def __call__(self, chosen: list[Erratum]) -> wire.Promotion:
         self.calls.append([erratum.spec for erratum in chosen])
-        return PlayResult(self.status, 0, {}, [], Path("/runs/x"), Path("/runs/x/a"), "")
+        if self.refusal:
+            reply = wire.ErrorReply(
+                status=409, code=wire.ErrorCode.WRONG_STATE, message=self.refusal
+            )
+            raise RunsError(reply)
+        versions = [wire.ErratumVersion(package=e.package, version=e.new_version) for e in chosen]
+        return wire.Promotion(
+            id=7, environment="staging", promoted=versions, unchanged=[], by="erin", at="", run_id=3
+        )
 
 
 def ticked(table: widgets.ErrataTable) -> list[str]:
@@ -154,7 +164,7 @@ def test_errata_table_promotes_the_ticked_ones_once() -> None:
     table.boxes["opsbook-demo-agent=2.4.0"].value = True  # the engineer ticks one
     table.button.click()
     assert promoter.calls == [["opsbook-demo-agent=2.4.0"]]
-    assert table.status.value == "promoted 1 errata to stable"
+    assert table.status.value == "promoted 1 errata to staging (promotion 7, run 3)"
     assert table.boxes["opsbook-demo-agent=2.4.0"].disabled
     assert [e.spec for e in table.approved_errata()] == [
         "opsbook-demo-agent=2.3.1",
@@ -164,15 +174,17 @@ def test_errata_table_promotes_the_ticked_ones_once() -> None:
     assert promoter.calls == [["opsbook-demo-agent=2.4.0"]]
 
 
-def test_errata_table_shows_a_failed_or_dry_promotion() -> None:
-    failing = widgets.ErrataTable(ERRATA, on_promote=Promoter("failed"))
-    assert failing.promote().status == "failed"
-    assert "promote-errata.yml failed; see /runs/x" in failing.status.value
-    assert len(failing.approved_errata()) == 1
-    dry = widgets.ErrataTable(ERRATA, on_promote=Promoter(), check=True)
-    dry.promote()
-    assert dry.status.value == "check mode: would promote 2 errata; nothing changed"
-    assert len(dry.approved_errata()) == 1
+def test_errata_table_shows_a_refused_or_dry_promotion() -> None:
+    failing = widgets.ErrataTable(ERRATA, on_promote=Promoter("run 3 is <paused>"))
+    with pytest.raises(RunsError, match="run 3 is <paused>"):
+        failing.promote()
+    assert "run 3 is &lt;paused&gt;" in failing.status.value
+    assert len(failing.approved_errata()) == 1  # nothing counts as approved
+    promoter = Promoter()
+    dry = widgets.ErrataTable(ERRATA, on_promote=promoter, check=True)
+    assert dry.promote() is None
+    assert dry.status.value.startswith("check mode: would promote 2 errata (opsbook-demo-agent")
+    assert promoter.calls == [] and len(dry.approved_errata()) == 1
 
 
 def test_empty_errata_table() -> None:

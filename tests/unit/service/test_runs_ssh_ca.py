@@ -4,7 +4,8 @@ POST api/ssh/certificate, GET api/ssh/ca), with certificates read back by OpenSS
 
 The fleet is conftest.py's inventory: stack web (web-1 ... web-5) in staging, declared
 non-production; db (db-1 ... db-3) in production; so an ops engineer's certificate carries `staging`
-and `repo`, and `production` only comes with a running production run the caller owns.
+(never the package repository's errata-* principals), and `production` only comes with a running
+production run the caller owns.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def test_an_ops_engineers_certificate_as_ssh_keygen_reads_it(store, ca, user_key
     assert "user certificate" in keygen_field(listing, "Type")
     assert keygen_field(listing, "Key ID") == '"opsbook:erin"'
     assert keygen_field(listing, "Serial") == str(issued.serial)
-    assert keygen_section(listing, "Principals") == ["staging", "repo"]
+    assert keygen_section(listing, "Principals") == ["staging"]  # never errata-*: the repo
     assert keygen_section(listing, "Critical Options") == []
     # permit-pty only: no agent, port or X11 forwarding, no user rc
     assert keygen_section(listing, "Extensions") == ["permit-pty"]
@@ -217,7 +218,7 @@ def test_an_ops_engineers_certificate_as_ssh_keygen_reads_it(store, ca, user_key
     assert keygen_field(listing, "Valid") == f"from {after} to {before}"
 
     assert issued.key_id == "opsbook:erin"
-    assert issued.principals == ["staging", "repo"]
+    assert issued.principals == ["staging"]
     assert 0 <= issued.serial < 2**63
     assert wire.parse_wire_time(issued.valid_before) == clock.now + timedelta(minutes=15)
     assert wire.parse_wire_time(issued.valid_after) == clock.now - timedelta(seconds=60)
@@ -231,7 +232,7 @@ def test_the_source_address_is_a_critical_option_when_configured(ca_key, user_ke
     issued = ca.sign(
         check_public_key(public_line(user_key)),
         key_id="opsbook:erin",
-        principals=["staging", "repo"],
+        principals=["staging"],
         now=datetime.now(UTC),
     )
     listing = keygen_list(issued.certificate, tmp_path)
@@ -329,11 +330,11 @@ def test_the_fingerprint_is_ssh_keygens(user_key, tmp_path):
 # --- principals: decided by the service ----------------------------------------------------------
 
 
-def test_principals_are_the_nonproduction_environments_and_repo(inventory):
+def test_principals_are_the_nonproduction_environments_never_the_repository(inventory):
     fleet = inventory.current()
     assert ssh_ca.nonproduction_environments(fleet) == ["staging"]
-    assert ssh_ca.principals(fleet) == ["staging", "repo"]
-    assert ssh_ca.principals(fleet, "production") == ["staging", "repo", "production"]
+    assert ssh_ca.principals(fleet) == ["staging"]
+    assert ssh_ca.principals(fleet, "production") == ["staging", "production"]
 
 
 def test_principals_follow_the_inventory(inventory):
@@ -343,9 +344,11 @@ def test_principals_follow_the_inventory(inventory):
     inventory.add_stack("cache", ["cache-1"], "qa")
     inventory.add_stack("edge", ["edge-1"], "emea")  # not declared: production
     fleet = inventory.current()
-    assert ssh_ca.principals(fleet) == ["qa", "staging", "repo"]
+    assert ssh_ca.principals(fleet) == ["qa", "staging"]
     inventory.nonproduction = frozenset()
-    assert ssh_ca.principals(inventory.current()) == ["repo"]
+    with pytest.raises(Refused, match="no host would let this certificate in"):
+        ssh_ca.principals(inventory.current())  # a certificate without principals opens all
+    assert ssh_ca.principals(inventory.current(), "emea") == ["emea"]
 
 
 @pytest.mark.parametrize(
@@ -383,7 +386,7 @@ def test_the_rule_for_a_runs_production_principal(facts, caller, status, code):
 
 def test_an_ops_engineer_gets_staging_and_repo_only(store, ca, user_pub):
     issued = store.issue_certificate(ERIN, user_pub, ca=ca)
-    assert issued.principals == ["staging", "repo"]
+    assert issued.principals == ["staging"]
     assert "production" not in issued.principals
 
 
@@ -396,25 +399,25 @@ def test_an_ops_engineers_staging_run_adds_nothing(store, ca, user_pub):
 
 def test_on_call_without_a_run_gets_no_production(store, ca, user_pub):
     issued = store.issue_certificate(BOB, user_pub, ca=ca)
-    assert issued.principals == ["staging", "repo"]
+    assert issued.principals == ["staging"]
     assert issued.key_id == "opsbook:bob"
 
 
 def test_the_owner_of_a_running_production_run_gets_production(store, ca, user_pub, clock):
     run_id = start_db(store, BOB)
     issued = store.issue_certificate(BOB, user_pub, run_id, ca=ca)
-    assert issued.principals == ["staging", "repo", "production"]
+    assert issued.principals == ["staging", "production"]
     assert issued.key_id == f"opsbook:bob:run-{run_id}"
     # the run's history says who got which access, until when; not the certificate itself
     event = store.last_events(run_id, 1)[0]
     assert (event.type, event.actor, event.kind) == ("certificate", "bob", wire.EventKind.HUMAN)
     until = clock.now + timedelta(minutes=15)
     assert event.message == (
-        f"SSH certificate for bob: staging, repo, production, serial {issued.serial}, "
+        f"SSH certificate for bob: staging, production, serial {issued.serial}, "
         f"valid until {until:%H:%M:%S} UTC"
     )
     assert event.data["serial"] == issued.serial
-    assert event.data["principals"] == ["staging", "repo", "production"]
+    assert event.data["principals"] == ["staging", "production"]
     assert event.data["valid_before"] == issued.valid_before
     assert issued.certificate.split()[1] not in json.dumps(event.to_dict())
     assert user_pub.split()[1] not in json.dumps(event.to_dict())
@@ -448,7 +451,7 @@ def test_after_a_takeover_the_old_owner_gets_409_and_the_new_one_production(
     assert (error.status, error.code) == (409, ErrorCode.NOT_OWNER)
     assert "owned by alice" in error.message
     # bob still gets his everyday certificate, without production
-    assert store.issue_certificate(BOB, user_pub, ca=ca).principals == ["staging", "repo"]
+    assert store.issue_certificate(BOB, user_pub, ca=ca).principals == ["staging"]
     assert "production" in store.issue_certificate(ALICE, user_pub, run_id, ca=ca).principals
 
 
@@ -525,7 +528,7 @@ def test_every_certificate_is_recorded(store, ca, user_pub, clock):
     erin = rows[plain.serial]
     assert erin["key_id"] == "opsbook:erin" and erin["user"] == "erin"
     assert erin["run_id"] is None
-    assert erin["principals"] == ["staging", "repo"]
+    assert erin["principals"] == ["staging"]
     assert erin["fingerprint"] == check_public_key(user_pub).fingerprint
     assert erin["issued_at"] == clock.now
     assert erin["valid_before"] == clock.now + timedelta(minutes=15)
@@ -536,7 +539,7 @@ def test_every_certificate_is_recorded(store, ca, user_pub, clock):
     assert "certificate" not in erin  # the ledger keeps what it says, not the text
 
 
-def test_a_schema_2_database_is_migrated_to_4(database_url, open_store, user_pub, ca, clock):
+def test_a_schema_2_database_is_migrated_to_5(database_url, open_store, user_pub, ca, clock):
     """Schema 2 (before certificates): made by hand, then opened by this version."""
     engine = create_engine(database_url)
     try:
@@ -728,7 +731,7 @@ class CertificateHttpTest(AsyncHTTPTestCase):
         status, body = self.call("POST", wire.ROUTE_SSH_CERTIFICATE, "erin", request.to_dict())
         assert status == 200, body
         certificate = Certificate.from_dict(body)
-        assert certificate.principals == ["staging", "repo"]
+        assert certificate.principals == ["staging"]
         assert certificate.key_id == "opsbook:erin"
         assert [row["serial"] for row in self.store.certificates()] == [certificate.serial]
 

@@ -872,7 +872,7 @@ def test_reopening_the_database_loses_nothing(store, open_store):
     assert reopened.schema_version() == 6
 
 
-def test_a_schema_1_database_is_migrated_to_4_and_its_runs_go_on(database_url, open_store, clock):
+def test_a_schema_1_database_is_migrated_to_5_and_its_runs_go_on(database_url, open_store, clock):
     """Schema 1 (before runs.options): made by hand, with a run in progress, then opened."""
     engine = create_engine(database_url)
     try:
@@ -1143,7 +1143,7 @@ def test_the_owner_may_abort_a_run_awaiting_approval(store):
     assert refused(store.approve, run.id, BOB, "x").code is ErrorCode.RUN_FINISHED
 
 
-def test_a_schema_3_database_is_migrated_to_4(database_url, open_store, clock):
+def test_a_schema_3_database_is_migrated_to_5(database_url, open_store, clock):
     engine = create_engine(database_url)
     try:
         for table in metadata.sorted_tables:
