@@ -193,7 +193,6 @@ promotions = Table(
     Index("ix_promotions_run", "run_id"),
 )
 
-
 silences = Table(
     "silences",
     metadata,
