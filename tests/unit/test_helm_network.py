@@ -1,8 +1,8 @@
 """What engineers' pods may reach under the chart's NetworkPolicy rendered from our values (the
-chart's rules modelled in helm_support, chart 4.4.0): the fleet over SSH, the package repository,
-Prometheus, Alertmanager, the runs service, the hub and DNS; not the Kubernetes API, wherever its
-endpoint is (a private or a public address, 443 or 6443), not the cloud metadata server, not the
-internet. And the other policies admit what must come in: the hub lets in the runs service and
+chart's rules modelled in helm_support, chart 4.4.0): the fleet over SSH, the package repository
+over HTTP, Prometheus, the runs service, the hub and DNS; not Alertmanager, not the Kubernetes
+API, wherever its endpoint is (a private or a public address, 443 or 6443), not the cloud
+metadata server, not the internet. And the other policies admit what must come in: the hub lets in the runs service and
 Prometheus; the runs service lets in the proxy, the hub and engineers' pods.
 
 That the cluster's network plugin enforces NetworkPolicy at all only a cluster shows (README).
@@ -79,9 +79,6 @@ def test_no_egress_rule_of_ours_is_open_ended(values):
         Destination(
             port=9090, namespace="monitoring", labels={"app.kubernetes.io/name": "prometheus"}
         ),
-        Destination(
-            port=9093, namespace="monitoring", labels={"app.kubernetes.io/name": "alertmanager"}
-        ),
         Destination(port=22, ip="192.0.2.10"),  # a fleet host
         Destination(port=80, ip="192.0.2.200"),  # the package repository
         Destination(
@@ -93,7 +90,7 @@ def test_no_egress_rule_of_ours_is_open_ended(values):
             port=53, protocol="UDP", namespace="kube-system", labels={"k8s-app": "kube-dns"}
         ),
     ],
-    ids=["runs", "prometheus", "alertmanager", "fleet-ssh", "pkgrepo", "hub", "dns"],
+    ids=["runs", "prometheus", "fleet-ssh", "pkgrepo", "hub", "dns"],
 )
 def test_engineers_pods_reach_what_runbooks_need(policy, destination):
     assert egress_allows(policy, destination)
@@ -102,6 +99,10 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
 @pytest.mark.parametrize(
     "destination",
     [
+        Destination(
+            port=9093, namespace="monitoring", labels={"app.kubernetes.io/name": "alertmanager"}
+        ),
+        Destination(port=22, ip="192.0.2.200"),  # the package repository's sshd
         Destination(port=443, ip="192.0.2.10"),  # a fleet host, not over SSH
         Destination(port=443, ip="151.101.0.223"),  # the internet (a package index)
         Destination(port=80, ip="169.254.169.254"),  # the cloud metadata server
@@ -112,7 +113,7 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
         ),
         Destination(port=8888, namespace=NAMESPACE, labels={"component": "singleuser-server"}),
     ],
-    ids=["fleet-https", "internet", "metadata", "private", "other-ns", "grafana", "other-engineer"],
+    ids=["alertmanager", "pkgrepo-ssh", "fleet-https", "internet", "metadata", "private", "other-ns", "grafana", "other-engineer"],
 )
 def test_and_nothing_else(policy, destination):
     assert not egress_allows(policy, destination)
