@@ -2,8 +2,9 @@
 chart's rules modelled in helm_support, chart 4.4.0): the fleet over SSH, the package repository
 over HTTP, Prometheus, the runs service, the hub and DNS; not Alertmanager, not the Kubernetes
 API, wherever its endpoint is (a private or a public address, 443 or 6443), not the cloud
-metadata server, not the internet. And the other policies admit what must come in: the hub lets in the runs service and
-Prometheus; the runs service lets in the proxy, the hub and engineers' pods.
+metadata server, not the internet. And the other policies admit what must come in: the hub lets
+in the runs service and Prometheus; the runs service lets in the proxy, the hub and engineers'
+pods.
 
 That the cluster's network plugin enforces NetworkPolicy at all only a cluster shows (README).
 Needs ../shared/z2jh (the chart's defaults); skips with the reason where it is absent.
@@ -113,7 +114,17 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
         ),
         Destination(port=8888, namespace=NAMESPACE, labels={"component": "singleuser-server"}),
     ],
-    ids=["alertmanager", "pkgrepo-ssh", "fleet-https", "internet", "metadata", "private", "other-ns", "grafana", "other-engineer"],
+    ids=[
+        "alertmanager",
+        "pkgrepo-ssh",
+        "fleet-https",
+        "internet",
+        "metadata",
+        "private",
+        "other-ns",
+        "grafana",
+        "other-engineer",
+    ],
 )
 def test_and_nothing_else(policy, destination):
     assert not egress_allows(policy, destination)
