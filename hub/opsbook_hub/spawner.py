@@ -5,15 +5,21 @@ exponential backoff (0.2 s doubling, with jitter) polls a server that needs abou
 start at roughly 0.2, 0.6, 1.4, 3.0 and 6.2 s: measured here, the engineer waited 0.6 to 2.9 s
 more than the server needed (docs/benchmarks.md). Waiting for the port ourselves, every
 `listen_poll_interval`, makes the hub's first check the one that succeeds.
+
+Each server runs on a network of its own (opsbook_hub.networks): made ready before the container
+starts, removed after it is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 from dockerspawner import DockerSpawner
-from traitlets import Float
+from traitlets import Bool, Float, default
+
+from .networks import EngineerNetworks, network_name
 
 # Seconds of waiting for the port between two checks that the container still runs (one more
 # Docker API call each): a server that starts normally is never checked.
@@ -53,7 +59,54 @@ class OpsbookDockerSpawner(DockerSpawner):
         help="Seconds between checks that a started server listens, before the hub's own check.",
     )
 
+    network_internal = Bool(
+        True,
+        config=True,
+        help="Engineers' networks have no route out (ENGINEER_NETWORK_EGRESS=none); False: "
+        "routed through the Docker host, whose firewall then decides (README, Networks).",
+    )
+
+    @default("network_name")
+    def _network_of_its_own(self) -> str:
+        return network_name(self.prefix, self.escaped_name)
+
+    # Removals of engineers' networks under way, by network: the engineer's stop does not wait
+    # for one (the hub answers a stop as soon as the container is gone); their next start does.
+    _network_removals: ClassVar[dict[str, asyncio.Task]] = {}
+
+    def engineer_networks(self) -> EngineerNetworks:
+        return EngineerNetworks(self.client, self.prefix, internal=self.network_internal)
+
+    async def network_removed(self) -> None:
+        """Until a removal of this server's network started by a stop is over."""
+        pending = self._network_removals.get(self.network_name)
+        if pending is not None:
+            await asyncio.wait([pending])
+
+    async def _remove_network(self) -> None:
+        name = self.network_name
+        try:
+            await asyncio.to_thread(self.engineer_networks().remove, name)
+        except Exception:  # the keeper removes leftovers; a stop must not fail for this
+            self.log.exception("Network %s not removed; the network keeper will", name)
+        finally:
+            if self._network_removals.get(name) is asyncio.current_task():
+                del self._network_removals[name]
+
     async def start(self) -> tuple[str, int]:
+        await self.network_removed()
+        began = time.monotonic()
+        networks = self.engineer_networks()
+        _, connected = await asyncio.to_thread(
+            networks.prepare, self.network_name, self.escaped_name
+        )
+        self.log.info(
+            "Network %s ready for %s: %d members connected in %.2f s",
+            self.network_name,
+            self.user.name,
+            connected,
+            time.monotonic() - began,
+        )
         ip, port = await super().start()
         # A server that dies at start is left to the hub's own handling at once, not after
         # http_timeout: every ALIVE_CHECK_EVERY seconds without an answer, is it still running?
@@ -62,3 +115,9 @@ class OpsbookDockerSpawner(DockerSpawner):
             if time.monotonic() >= deadline or await self.poll() is not None:
                 break
         return ip, port
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        if self.remove:
+            removal = asyncio.ensure_future(self._remove_network())
+            self._network_removals[self.network_name] = removal

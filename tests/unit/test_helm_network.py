@@ -1,10 +1,10 @@
 """What engineers' pods may reach under the chart's NetworkPolicy rendered from our values (the
-chart's rules modelled in helm_support, chart 4.4.0): the fleet over SSH, the package repository,
-Prometheus, the runs service, the hub and DNS; not Alertmanager (the runs service silences
-batches there), not the Kubernetes API, wherever its
-endpoint is (a private or a public address, 443 or 6443), not the cloud metadata server, not the
-internet. And the other policies admit what must come in: the hub lets in the runs service and
-Prometheus; the runs service lets in the proxy, the hub and engineers' pods.
+chart's rules modelled in helm_support, chart 4.4.0): the fleet over SSH, the package repository
+over HTTP, Prometheus, the runs service, the hub and DNS; not Alertmanager, not the Kubernetes
+API, wherever its endpoint is (a private or a public address, 443 or 6443), not the cloud
+metadata server, not the internet. And the other policies admit what must come in: the hub lets
+in the runs service and Prometheus; the runs service lets in the proxy, the hub and engineers'
+pods.
 
 That the cluster's network plugin enforces NetworkPolicy at all only a cluster shows (README).
 Needs ../shared/z2jh (the chart's defaults); skips with the reason where it is absent.
@@ -100,6 +100,10 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
 @pytest.mark.parametrize(
     "destination",
     [
+        Destination(
+            port=9093, namespace="monitoring", labels={"app.kubernetes.io/name": "alertmanager"}
+        ),
+        Destination(port=22, ip="192.0.2.200"),  # the package repository's sshd
         Destination(port=443, ip="192.0.2.10"),  # a fleet host, not over SSH
         Destination(port=443, ip="151.101.0.223"),  # the internet (a package index)
         Destination(port=80, ip="169.254.169.254"),  # the cloud metadata server
@@ -109,11 +113,10 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
             port=9090, namespace="monitoring", labels={"app.kubernetes.io/name": "grafana"}
         ),
         Destination(port=8888, namespace=NAMESPACE, labels={"component": "singleuser-server"}),
-        Destination(
-            port=9093, namespace="monitoring", labels={"app.kubernetes.io/name": "alertmanager"}
-        ),
     ],
     ids=[
+        "alertmanager",
+        "pkgrepo-ssh",
         "fleet-https",
         "internet",
         "metadata",
@@ -121,7 +124,6 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
         "other-ns",
         "grafana",
         "other-engineer",
-        "alertmanager",
     ],
 )
 def test_and_nothing_else(policy, destination):
