@@ -23,6 +23,7 @@ from opsbook.contract.settings import (
     Setting,
     SettingsError,
     absolute_path,
+    bounded_int,
     names,
     optional_url,
     positive_float,
@@ -165,6 +166,16 @@ SETTINGS: tuple[Setting, ...] = (
         "",
     ),
     Setting(
+        "API_TOKEN_MAX_SECONDS",
+        bounded_int(60, 366 * 24 * 3600),
+        "Longest life, in seconds, of any token the hub issues through its API or its token page "
+        "(a token asked for without an expiry gets this one, a longer one is refused) and of the "
+        "OAuth tokens in the cookies of servers and services. Servers' own tokens end with the "
+        "server; the services' tokens (RUNS_SERVICE_TOKEN, HUB_METRICS_TOKEN) are configured and "
+        "change when you change them.",
+        str(7 * 24 * 3600),
+    ),
+    Setting(
         "AUTH_REFRESH_AGE",
         positive_int,
         "Seconds between re-reads of a user's groups from the provider. Removal from every "
@@ -296,12 +307,47 @@ SECRET_NAMES = frozenset(
 )
 
 
+# The provider's endpoints: with an https hub, none of them may be plain http.
+OAUTH_ENDPOINTS = (
+    "OAUTH_AUTHORIZE_URL",
+    "OAUTH_TOKEN_URL",
+    "OAUTH_USERDATA_URL",
+    "OAUTH_LOGOUT_REDIRECT_URL",
+)
+
+
+def is_https(url_text: str) -> bool:
+    return url_text.lower().startswith("https://")
+
+
+def plain_http_endpoints(values: Mapping[str, Any]) -> list[str]:
+    """One line per OAuth endpoint left on http while the hub's public URL is https.
+
+    Why: an https hub whose sign-in sends the browser, or its own token exchange and userinfo
+    call, over plain http leaks codes, tokens and groups to anyone on the path, while the padlock
+    says all is well. Fail closed at start, naming each endpoint (an empty logout URL is none).
+    """
+    if not is_https(values.get("OAUTH_CALLBACK_URL", "")):
+        return []
+    return [
+        f"{name}: expected an https URL, as OAUTH_CALLBACK_URL is https (codes, tokens and "
+        f"groups must not cross the network in clear), got {values[name]!r}"
+        for name in OAUTH_ENDPOINTS
+        if values.get(name) and not is_https(values[name])
+    ]
+
+
 def load(
     environ: Mapping[str, str] = os.environ, only: Collection[str] | None = None
 ) -> dict[str, Any]:
     """Parse every setting from `environ`; raise SettingsError listing each bad one.
 
     `only`: parse just these settings (on Kubernetes, helm/values.yaml's hub.extraConfig reads
-    the ones the chart does not own); None: all of them, as docker compose's hub does.
+    the ones the chart does not own); None: all of them, as docker compose's hub does. Then the
+    checks that span settings (plain_http_endpoints), on what was loaded.
     """
-    return load_settings(SETTINGS, environ, only=only, secret_names=SECRET_NAMES)
+    values = load_settings(SETTINGS, environ, only=only, secret_names=SECRET_NAMES)
+    problems = plain_http_endpoints(values)
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return values

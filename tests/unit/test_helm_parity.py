@@ -80,12 +80,12 @@ def test_the_same_authenticator_groups_and_revocation(compose, k8s):
     assert dict(k8s.config.OpsbookAuthenticator) == dict(compose.OpsbookAuthenticator)
     auth = k8s.config.OpsbookAuthenticator
     assert auth.allowed_groups == {"admins", "ops", "oncall", "viewers"}
-    assert auth.admin_groups == {"admins"}
+    assert not auth.get("admin_groups")  # admins: the opsbook-admin role, never the admin flag
     # Revocation at refresh needs the provider's tokens, kept encrypted: the chart's key here.
     assert auth.enable_auth_state is True and auth.refresh_pre_spawn is True
     assert k8s.config.CryptKeeper.keys and compose.CryptKeeper.keys
-    assert k8s.config.JupyterHub.get("admin_access", False) is False
-    assert "admin_access" not in compose.JupyterHub
+    assert k8s.config.JupyterHub.admin_access is False
+    assert compose.JupyterHub.admin_access is False
 
 
 def test_the_same_roles_scopes_and_services(compose, k8s):
