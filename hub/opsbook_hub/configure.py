@@ -6,7 +6,6 @@ empty traitlets `Config` and check the result, without starting a hub.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -230,11 +229,16 @@ def server_settings(s: Settings) -> dict[str, Any]:
 
 
 def _server_args(s: Settings) -> list[str]:
-    """jupyterhub-singleuser's arguments: HSTS on its answers when the hub is https."""
+    """jupyterhub-singleuser's arguments when the hub is https: HSTS on its answers, and its
+    own `_xsrf` cookie Secure (the hub's cookie options reach only the hub's OAuth cookies)."""
     if not public_is_https(s):
         return []
-    headers = {"headers": {"Strict-Transport-Security": HSTS}}
-    return [f"--ServerApp.tornado_settings={json.dumps(headers)}"]
+    tornado = {
+        "headers": {"Strict-Transport-Security": HSTS},
+        "xsrf_cookie_kwargs": {"secure": True},
+    }
+    # A Python literal, as traitlets reads a dict on the command line (JSON's true is not one).
+    return [f"--ServerApp.tornado_settings={tornado!r}"]
 
 
 def public_hub_url(s: Settings) -> str:

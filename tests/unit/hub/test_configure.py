@@ -1,6 +1,5 @@
 """Settings -> JupyterHub config, checked on a bare traitlets Config without starting a hub."""
 
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -254,10 +253,22 @@ def test_an_https_hub_sets_secure_cookies_and_hsts_on_the_hub_and_the_servers():
     tornado = c.JupyterHub.tornado_settings
     assert tornado["cookie_options"] == {"secure": True}
     assert tornado["headers"]["Strict-Transport-Security"].startswith("max-age=")
-    [arg] = c.DockerSpawner.args
-    name, value = arg.split("=", 1)
-    assert name == "--ServerApp.tornado_settings"
-    assert json.loads(value)["headers"]["Strict-Transport-Security"] == configure.HSTS
+    server_tornado = server_tornado_settings(c.DockerSpawner.args)
+    assert server_tornado["headers"]["Strict-Transport-Security"] == configure.HSTS
+    assert server_tornado["xsrf_cookie_kwargs"] == {"secure": True}
+
+
+def server_tornado_settings(args: list[str]) -> dict:
+    """The arguments as jupyter_server's command line reads them (traitlets, a Dict trait)."""
+    from traitlets import Dict
+    from traitlets.config import Application
+
+    class ServerApp(Application):
+        tornado_settings = Dict().tag(config=True)
+
+    app = ServerApp()
+    app.parse_command_line(args)
+    return app.tornado_settings
 
 
 def test_https_keeps_tornado_settings_set_before():
