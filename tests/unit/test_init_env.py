@@ -72,13 +72,18 @@ def test_later_runs_keep_the_file_and_only_fill_a_missing_secret(tmp_path):
 
 
 def test_env_files_are_ignored_by_git():
+    private = [
+        ".env",
+        "secrets/ssh/user_ca",
+        "secrets/ssh/host_ca",
+        "secrets/tls/ca.key",
+        "secrets/tls/server.key",
+        "secrets/tls/proxy/key.pem",
+    ]
     ignored = subprocess.run(
-        ["git", "check-ignore", ".env", "secrets/ssh/user_ca", "secrets/ssh/host_ca"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+        ["git", "check-ignore", *private], capture_output=True, text=True, cwd=ROOT
     )
-    assert ignored.stdout.split() == [".env", "secrets/ssh/user_ca", "secrets/ssh/host_ca"]
+    assert ignored.stdout.split() == private
 
 
 # init-secrets.sh runs ssh-keygen in the singleuser image (`docker run --user 0 -v DIR:/out ...`).
