@@ -139,7 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
         "OAUTH_CALLBACK_URL",
         url,
         "Public URL of the hub's OAuth callback, registered at the provider: "
-        "<hub URL>/hub/oauth_callback. Engineers must use the hub at this host name.",
+        "<hub URL>/hub/oauth_callback. Engineers must use the hub at this host name. When it "
+        "is https, every OAUTH_* URL of the provider must be https too (checked at start).",
     ),
     Setting(
         "OAUTH_AUTHORIZE_URL", url, "Provider's authorization endpoint, as the browser reaches it."
