@@ -1,6 +1,7 @@
 """Who may do what, from the groups the identity provider sends; nothing is managed by hand.
 
-- admin groups: hub admins (the admin page, other users' servers);
+- admin groups: the admin page, and starting and stopping anyone's server; not JupyterHub's
+  built-in `admin` role (see ADMIN_SCOPES: no tokens for others, no way into their servers);
 - server groups: a container of their own (engineers, on-call), and runs on non-production stacks;
 - on-call groups: also runs on production stacks, and taking over orphaned runs;
 - viewer groups: may log in and read (the runs status page), but get no server;
@@ -36,8 +37,29 @@ VIEWER_SCOPES = (
 )
 
 
+# What the admin groups may do: see and manage users and their servers, nothing in anyone's name.
+# JupyterHub's built-in `admin` role would also give `tokens` (mint a token for anyone, then act as
+# them: the runs service's ledger would show that person), `access:servers` (open anyone's
+# JupyterLab, run code as them), `admin:auth_state` (read the provider's tokens kept for a user),
+# `shares`, `admin:users` (rename users, make admins), `proxy` and `shutdown`. Nobody holds it.
+ADMIN_SCOPES = (
+    "admin-ui",
+    "list:users",
+    "read:users",
+    "delete:users",
+    "list:groups",
+    "read:groups",
+    "servers",
+    "read:roles",
+    "list:services",
+    "read:services",
+    "read:hub",
+    "read:metrics",
+)
+
 ENGINEER_ROLE = "engineer"
 ONCALL_ROLE = "oncall"
+ADMIN_ROLE = "opsbook-admin"
 
 
 @dataclass(frozen=True)
@@ -72,7 +94,13 @@ class GroupPolicy:
         return bool(self.admin & set(groups))
 
     def roles(self) -> list[dict]:
-        """JupyterHub roles: a narrowed default `user` role, the engineers' and on-call's."""
+        """JupyterHub roles: a narrowed default `user` role, the engineers', on-call's and
+        admins'; and the built-in `admin` role held by nobody.
+
+        The `admin` role's members are given as an empty list, so that JupyterHub makes its
+        membership exactly that at every start: someone made admin before (an older Opsbook, the
+        API) loses it, and with it `.admin` (the hub keeps the two in step).
+        """
         return [
             {
                 "name": "user",
@@ -91,6 +119,13 @@ class GroupPolicy:
                 "scopes": [SCOPE_PRODUCTION, SCOPE_TAKEOVER],
                 "groups": sorted(self.oncall),
             },
+            {
+                "name": ADMIN_ROLE,
+                "description": "Admins: the admin page, users and their servers, nobody's tokens",
+                "scopes": list(ADMIN_SCOPES),
+                "groups": sorted(self.admin),
+            },
+            {"name": "admin", "users": [], "services": []},
         ]
 
     def refusal(self) -> str:

@@ -82,7 +82,8 @@ def configure_oauth(c: Config, s: Settings) -> None:
     auth.manage_groups = True
     auth.auth_state_groups_key = f"oauth_user.{s['OAUTH_GROUPS_CLAIM']}"
     auth.allowed_groups = set(policy.allowed)
-    auth.admin_groups = set(policy.admin)
+    # No admin_groups: the admin groups get the opsbook-admin role (access.ADMIN_SCOPES), never
+    # JupyterHub's admin flag and its built-in role.
     auth.group_policy = policy
     auth.custom_403_message = policy.refusal()
     # Tokens from the provider are kept (encrypted with JUPYTERHUB_CRYPT_KEY) to re-read groups.
@@ -97,6 +98,40 @@ def configure_access(c: Config, s: Settings) -> None:
     policy = group_policy(s)
     c.JupyterHub.template_vars = {"opsbook_has_server": _template_may_have_server(policy)}
     c.JupyterHub.default_url = _default_url(policy)
+    # The deprecated admin access to servers: off (JupyterHub's default, said here).
+    c.JupyterHub.admin_access = False
+
+
+# HSTS for a year (no includeSubDomains: the hub does not speak for its parent domain's hosts).
+HSTS = "max-age=31536000"
+
+
+def public_is_https(s: Settings) -> bool:
+    return public_hub_url(s).lower().startswith("https://")
+
+
+def configure_https(c: Config, s: Settings) -> None:
+    """With an https public URL: Secure cookies and HSTS, on the hub and on every server.
+
+    Secure because a cookie sent once over plain http (a typed http:// link, before the
+    redirect) can be read on the way; HSTS so that the browser never tries http again. The
+    servers get the cookie options from the hub (JUPYTERHUB_COOKIE_OPTIONS) and the header
+    through their arguments (server_settings). Nothing changes for a plain-http hub.
+    """
+    if not public_is_https(s):
+        return
+    tornado = dict(c.JupyterHub.tornado_settings) if "tornado_settings" in c.JupyterHub else {}
+    tornado["cookie_options"] = {**tornado.get("cookie_options", {}), "secure": True}
+    tornado["headers"] = {**tornado.get("headers", {}), "Strict-Transport-Security": HSTS}
+    c.JupyterHub.tornado_settings = tornado
+
+
+def configure_tokens(c: Config, s: Settings) -> None:
+    """No token lives forever: API tokens (asked for without an expiry they get the longest
+    allowed; longer is refused with 400) and the OAuth tokens of servers' and services' cookies.
+    Servers' own tokens are revoked when the server stops."""
+    c.JupyterHub.token_expires_in_max_seconds = s["API_TOKEN_MAX_SECONDS"]
+    c.JupyterHub.oauth_token_expires_in = s["API_TOKEN_MAX_SECONDS"]
 
 
 def _groups_of(user: Any) -> list[str]:
@@ -192,7 +227,21 @@ def server_settings(s: Settings) -> dict[str, Any]:
             "access:services!service=runs",
             *sorted(SCOPE_DESCRIPTIONS),
         ],
+        "args": _server_args(s),
     }
+
+
+def _server_args(s: Settings) -> list[str]:
+    """jupyterhub-singleuser's arguments when the hub is https: HSTS on its answers, and its
+    own `_xsrf` cookie Secure (the hub's cookie options reach only the hub's OAuth cookies)."""
+    if not public_is_https(s):
+        return []
+    tornado = {
+        "headers": {"Strict-Transport-Security": HSTS},
+        "xsrf_cookie_kwargs": {"secure": True},
+    }
+    # A Python literal, as traitlets reads a dict on the command line (JSON's true is not one).
+    return [f"--ServerApp.tornado_settings={tornado!r}"]
 
 
 def public_hub_url(s: Settings) -> str:
@@ -310,5 +359,7 @@ def apply(c: Config, s: Settings) -> None:
     configure_proxy(c, s)
     configure_authenticator(c, s)
     configure_access(c, s)
+    configure_https(c, s)
+    configure_tokens(c, s)
     configure_spawner(c, s)
     configure_services(c, s)

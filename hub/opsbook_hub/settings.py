@@ -23,6 +23,7 @@ from opsbook.contract.settings import (
     Setting,
     SettingsError,
     absolute_path,
+    bounded_int,
     names,
     optional_url,
     positive_float,
@@ -149,7 +150,8 @@ SETTINGS: tuple[Setting, ...] = (
         "OAUTH_CALLBACK_URL",
         url,
         "Public URL of the hub's OAuth callback, registered at the provider: "
-        "<hub URL>/hub/oauth_callback. Engineers must use the hub at this host name.",
+        "<hub URL>/hub/oauth_callback. Engineers must use the hub at this host name. When it "
+        "is https, every OAUTH_* URL of the provider must be https too (checked at start).",
     ),
     Setting(
         "OAUTH_AUTHORIZE_URL", url, "Provider's authorization endpoint, as the browser reaches it."
@@ -174,6 +176,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Where logging out of the hub sends the browser (the provider's end-session URL ends "
         "the SSO session too); empty: the hub's own logout page.",
         "",
+    ),
+    Setting(
+        "API_TOKEN_MAX_SECONDS",
+        bounded_int(60, 366 * 24 * 3600),
+        "Longest life, in seconds, of any token the hub issues through its API or its token page "
+        "(a token asked for without an expiry gets this one, a longer one is refused) and of the "
+        "OAuth tokens in the cookies of servers and services. Servers' own tokens end with the "
+        "server; the services' tokens (RUNS_SERVICE_TOKEN, HUB_METRICS_TOKEN) are configured and "
+        "change when you change them.",
+        str(7 * 24 * 3600),
     ),
     Setting(
         "AUTH_REFRESH_AGE",
@@ -313,12 +325,47 @@ SECRET_NAMES = frozenset(
 )
 
 
+# The provider's endpoints: with an https hub, none of them may be plain http.
+OAUTH_ENDPOINTS = (
+    "OAUTH_AUTHORIZE_URL",
+    "OAUTH_TOKEN_URL",
+    "OAUTH_USERDATA_URL",
+    "OAUTH_LOGOUT_REDIRECT_URL",
+)
+
+
+def is_https(url_text: str) -> bool:
+    return url_text.lower().startswith("https://")
+
+
+def plain_http_endpoints(values: Mapping[str, Any]) -> list[str]:
+    """One line per OAuth endpoint left on http while the hub's public URL is https.
+
+    Why: an https hub whose sign-in sends the browser, or its own token exchange and userinfo
+    call, over plain http leaks codes, tokens and groups to anyone on the path, while the padlock
+    says all is well. Fail closed at start, naming each endpoint (an empty logout URL is none).
+    """
+    if not is_https(values.get("OAUTH_CALLBACK_URL", "")):
+        return []
+    return [
+        f"{name}: expected an https URL, as OAUTH_CALLBACK_URL is https (codes, tokens and "
+        f"groups must not cross the network in clear), got {values[name]!r}"
+        for name in OAUTH_ENDPOINTS
+        if values.get(name) and not is_https(values[name])
+    ]
+
+
 def load(
     environ: Mapping[str, str] = os.environ, only: Collection[str] | None = None
 ) -> dict[str, Any]:
     """Parse every setting from `environ`; raise SettingsError listing each bad one.
 
     `only`: parse just these settings (on Kubernetes, helm/values.yaml's hub.extraConfig reads
-    the ones the chart does not own); None: all of them, as docker compose's hub does.
+    the ones the chart does not own); None: all of them, as docker compose's hub does. Then the
+    checks that span settings (plain_http_endpoints), on what was loaded.
     """
-    return load_settings(SETTINGS, environ, only=only, secret_names=SECRET_NAMES)
+    values = load_settings(SETTINGS, environ, only=only, secret_names=SECRET_NAMES)
+    problems = plain_http_endpoints(values)
+    if problems:
+        raise SettingsError("\n".join(problems))
+    return values

@@ -125,8 +125,8 @@ class HubUser:
         return self.api("GET", "/user")
 
     def start_server(self, timeout: float = 120) -> None:
-        # The hub answers a spawn within its slow_spawn_timeout (10 s): wait a little longer.
-        answer = self.api("POST", f"/users/{self.name}/server", timeout=TIMEOUT + 20)
+        # The hub answers once the server is up or after its slow_spawn_timeout (10 s): 202.
+        answer = self.api("POST", f"/users/{self.name}/server", timeout=timeout)
         assert answer.status_code in (201, 202, 400), answer.text  # 400: already running
         wait_for(self.server_ready, timeout, f"{self.name}'s server ready")
 

@@ -68,6 +68,25 @@ class StackConfig:
     prometheus_port: int
     extra_overrides: tuple[tuple[str, str], ...] = ()
     extra_accounts: tuple[dict, ...] = ()
+    # HTTPS as make up serves it by default (TLS_MODE=self-signed: the demo authority, the hub
+    # and the provider over https); False: plain http (TLS_MODE=off).
+    tls: bool = True
+    # The compose services to start; empty: every one (the demo profile's too).
+    services: tuple[str, ...] = ()
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def hub_http_port(self) -> int:
+        """Where plain http is redirected to https (published, and unused, without TLS)."""
+        return self.hub_port + 1
+
+    @property
+    def ca_file(self) -> Path:
+        """The demo certificate authority init-secrets.sh makes for this stack."""
+        return self.stack_dir / "secrets" / "tls" / "ca.crt"
 
     @property
     def env_file(self) -> Path:
@@ -84,16 +103,22 @@ class StackConfig:
 
     def overrides(self) -> dict[str, str]:
         """What differs from a user's deployment; the rest comes from .env.example like theirs."""
-        hub, idp = f"http://127.0.0.1:{self.hub_port}", f"http://127.0.0.1:{self.idp_port}"
+        scheme = self.scheme
+        hub = f"{scheme}://127.0.0.1:{self.hub_port}"
+        idp = f"{scheme}://127.0.0.1:{self.idp_port}"
         return {
             "COMPOSE_PROJECT_NAME": self.project,
             "OPSBOOK_VERSION": IMAGE_TAG,
             "HUB_PORT": str(self.hub_port),
+            "HUB_HTTP_PORT": str(self.hub_http_port),
+            "TLS_MODE": "self-signed" if self.tls else "off",
             "IDP_PORT": str(self.idp_port),
             "PROMETHEUS_PORT": str(self.prometheus_port),
             "IDP_ISSUER": idp,
             "OAUTH_CALLBACK_URL": f"{hub}/hub/oauth_callback",
             "OAUTH_AUTHORIZE_URL": f"{idp}/auth",
+            "OAUTH_TOKEN_URL": f"{scheme}://idp:9000/token",
+            "OAUTH_USERDATA_URL": f"{scheme}://idp:9000/me",
             "OAUTH_LOGOUT_REDIRECT_URL": f"{idp}/session/end?client_id=opsbook-hub"
             f"&post_logout_redirect_uri={hub}/hub/login",
             "IDP_ACCOUNTS_DIR": str(self.accounts_dir),
@@ -119,6 +144,8 @@ TEST = StackConfig(
         ("RUNS_SSH_CERT_MINUTES", "1"),
         # Approvals expire after a minute (the least allowed): the expiry test waits that long.
         ("RUNS_APPROVAL_TTL", "120"),
+        # The longest token an hour: asking for more is refused (test_tokens_and_admins.py).
+        ("API_TOKEN_MAX_SECONDS", "3600"),
     ),
     # The login storm's engineers (test_storm.py).
     extra_accounts=engineer_accounts("storm", 10),
@@ -211,6 +238,13 @@ def hub_answers(hub_url: str) -> bool:
     return requests.get(f"{hub_url}/hub/health", timeout=2).status_code == 200
 
 
+def trust_demo_authority(config: StackConfig) -> None:
+    """requests in this process verifies https with the stack's demo authority, as an engineer's
+    machine does once it trusts ca.crt (what make up tells them to do)."""
+    if config.tls:
+        os.environ["REQUESTS_CA_BUNDLE"] = str(config.ca_file)
+
+
 def up(config: StackConfig = TEST) -> Stack:
     missing = [
         n
@@ -237,12 +271,13 @@ def up(config: StackConfig = TEST) -> Stack:
         data = json.loads(path.read_text())
         data["accounts"] += [dict(account) for account in config.extra_accounts]
         path.write_text(json.dumps(data, indent=2))
-    result = compose("up", "-d", check=False, config=config)
+    trust_demo_authority(config)
+    result = compose("up", "-d", *config.services, check=False, config=config)
     if result.returncode:
         raise StackError(f"compose up failed:\n{result.stdout}\n{result.stderr}")
     stack = Stack(
-        f"http://127.0.0.1:{config.hub_port}",
-        f"http://127.0.0.1:{config.idp_port}",
+        f"{config.scheme}://127.0.0.1:{config.hub_port}",
+        f"{config.scheme}://127.0.0.1:{config.idp_port}",
         read_env(env_file),
         config,
     )

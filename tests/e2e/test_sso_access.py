@@ -37,7 +37,9 @@ def test_groups_and_admin_come_from_the_provider(stack):
     bob = HubUser(stack.hub_url, "bob")
     bob.sign_in(stack.demo_password)
     alice_model = alice.api("GET", "/users/alice").json()
-    assert alice_model["admin"] is True
+    # The admins' role (the admin page, everyone's servers), never JupyterHub's admin flag.
+    assert alice_model["admin"] is False
+    assert "admin-ui" in alice.whoami().json()["scopes"]
     assert set(alice_model["groups"]) == {"admins", "ops", "oncall"}
     assert bob.whoami().json()["admin"] is False
     assert bob.api("GET", "/users/alice").status_code == 404  # bob may not even see alice

@@ -21,8 +21,19 @@ ENV_EXAMPLE = {
 COMPUTED = {"OPSBOOK_ROOT", "OPSBOOK_SECRETS", "OPSBOOK_ANSIBLE_DIR", "DOCKER_GID"}
 
 
+# What the hub's and the runs service's TLS clients verify with (the demo authority included).
+TRUST = {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}
+
+
 def test_the_hub_gets_exactly_the_settings_it_declares():
-    assert set(COMPOSE["services"]["hub"]["environment"]) == {s.name for s in SETTINGS}
+    assert set(COMPOSE["services"]["hub"]["environment"]) - TRUST == {s.name for s in SETTINGS}
+
+
+def test_the_hub_and_the_runs_service_trust_the_demo_authority():
+    for name in ("hub", "runs"):
+        service = COMPOSE["services"][name]
+        assert {service["environment"][v] for v in TRUST} == {"/etc/opsbook/trust/bundle.pem"}
+        assert "${OPSBOOK_SECRETS}/tls/trust:/etc/opsbook/trust:ro" in service["volumes"]
 
 
 def test_every_variable_compose_reads_is_documented_in_the_env_example():
@@ -130,7 +141,7 @@ def test_the_hub_declares_exactly_the_scopes_of_the_contract():
 
 def test_the_runs_service_gets_only_settings_it_declares_and_its_new_ones():
     runs_env = COMPOSE["services"]["runs"]["environment"]
-    assert set(runs_env) <= {s.name for s in RUNS_SETTINGS}
+    assert set(runs_env) - TRUST <= {s.name for s in RUNS_SETTINGS}
     assert {"RUNS_INVENTORY", NONPRODUCTION_SETTING} <= set(runs_env)
     assert "RUNS_PRODUCTION_ENVIRONMENTS" not in ENV_EXAMPLE
     approvals = {"RUNS_APPROVAL_ENVIRONMENTS", "RUNS_APPROVERS", "RUNS_APPROVAL_TTL"}

@@ -148,6 +148,9 @@ def test_the_runs_pod_gets_compose_s_settings_optional_where_they_have_a_default
         if "valueFrom" in e
     }
     fixed = {"RUNS_SSH_CA_KEY"}  # both fix it to their own mount of the CA key
+    # compose's CA store with the demo authority (secrets/tls/trust/); Kubernetes runs no demo
+    # provider, and the image's store is the pod's.
+    fixed |= {"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}
     assert set(env) | fixed == set(compose["services"]["runs"]["environment"])
     assert compose["services"]["runs"]["environment"]["RUNS_SSH_CA_KEY"] == USER_CA_PATH
     assert {"RUNS_INVENTORY", NONPRODUCTION_SETTING} <= set(env)

@@ -80,12 +80,12 @@ def test_the_same_authenticator_groups_and_revocation(compose, k8s):
     assert dict(k8s.config.OpsbookAuthenticator) == dict(compose.OpsbookAuthenticator)
     auth = k8s.config.OpsbookAuthenticator
     assert auth.allowed_groups == {"admins", "ops", "oncall", "viewers"}
-    assert auth.admin_groups == {"admins"}
+    assert not auth.get("admin_groups")  # admins: the opsbook-admin role, never the admin flag
     # Revocation at refresh needs the provider's tokens, kept encrypted: the chart's key here.
     assert auth.enable_auth_state is True and auth.refresh_pre_spawn is True
     assert k8s.config.CryptKeeper.keys and compose.CryptKeeper.keys
-    assert k8s.config.JupyterHub.get("admin_access", False) is False
-    assert "admin_access" not in compose.JupyterHub
+    assert k8s.config.JupyterHub.admin_access is False
+    assert compose.JupyterHub.admin_access is False
 
 
 def test_the_same_roles_scopes_and_services(compose, k8s):
@@ -368,3 +368,29 @@ def test_the_hub_images_agree():
 
 def pins_in(dockerfile: str) -> dict[str, str]:
     return dict(re.findall(r"^\s+([\w.-]+)==(\S+)", dockerfile, re.M))
+
+
+def test_the_same_token_lifetimes(compose, k8s):
+    week = int(DEFAULTS["API_TOKEN_MAX_SECONDS"])
+    for hub in (compose, k8s.config):
+        assert hub.JupyterHub.token_expires_in_max_seconds == week
+        assert hub.JupyterHub.oauth_token_expires_in == week
+
+
+def test_the_same_secure_cookies_and_hsts_behind_https():
+    https = {
+        **ENV,
+        "OAUTH_CALLBACK_URL": "https://opsbook.example.com/hub/oauth_callback",
+        "OAUTH_AUTHORIZE_URL": "https://sso.example.com/auth",
+        "OAUTH_TOKEN_URL": "https://sso.example.com/token",
+        "OAUTH_USERDATA_URL": "https://sso.example.com/me",
+        "OAUTH_LOGOUT_REDIRECT_URL": "",
+    }
+    compose_https, k8s_https = compose_hub(https), k8s_hub(environ=https).config
+    assert compose_https.JupyterHub.tornado_settings["cookie_options"] == {"secure": True}
+    for key in ("cookie_options", "headers"):
+        assert (
+            k8s_https.JupyterHub.tornado_settings[key]
+            == compose_https.JupyterHub.tornado_settings[key]
+        )
+    assert k8s_https.KubeSpawner.args == compose_https.DockerSpawner.args != []

@@ -72,13 +72,18 @@ def test_later_runs_keep_the_file_and_only_fill_a_missing_secret(tmp_path):
 
 
 def test_env_files_are_ignored_by_git():
+    private = [
+        ".env",
+        "secrets/ssh/user_ca",
+        "secrets/ssh/host_ca",
+        "secrets/tls/ca.key",
+        "secrets/tls/server.key",
+        "secrets/tls/proxy/key.pem",
+    ]
     ignored = subprocess.run(
-        ["git", "check-ignore", ".env", "secrets/ssh/user_ca", "secrets/ssh/host_ca"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+        ["git", "check-ignore", *private], capture_output=True, text=True, cwd=ROOT
     )
-    assert ignored.stdout.split() == [".env", "secrets/ssh/user_ca", "secrets/ssh/host_ca"]
+    assert ignored.stdout.split() == private
 
 
 # init-secrets.sh runs ssh-keygen in the singleuser image (`docker run --user 0 -v DIR:/out ...`).
@@ -133,6 +138,9 @@ def init_secrets(tmp_path):
     run.env_file = env_file
     run.ssh = env_file.parent / "secrets" / "ssh"
     run.docker_calls = lambda: log.read_text().splitlines() if log.exists() else []
+    # The SSH step's containers (the TLS step runs one at every make up: tests below).
+    run.ssh_calls = lambda: [c for c in run.docker_calls() if "/secrets/ssh:/out" in c]
+    run.tls = env_file.parent / "secrets" / "tls"
     return run
 
 
@@ -191,7 +199,7 @@ def test_init_secrets_makes_both_cas_and_a_certified_key_per_host_and_prints_no_
         (ssh / "host_ca.pub").read_text().strip()
     )
     assert stat.S_IMODE(os.stat(init_secrets.env_file).st_mode) == 0o600
-    [call] = init_secrets.docker_calls()
+    [call] = init_secrets.ssh_calls()
     assert call.startswith("run --rm --user 0 ") and call.endswith(" opsbook/singleuser:0.1.0")
     printed = done.stdout + done.stderr
     for private in [ssh / "user_ca", ssh / "host_ca", *(ssh / "hosts").glob("*/*_key")]:
@@ -207,7 +215,7 @@ def test_init_secrets_later_makes_only_what_is_missing(init_secrets):
     env_before = init_secrets.env_file.read_text()
 
     again = init_secrets()
-    assert len(init_secrets.docker_calls()) == 1, "nothing missing: no container at all"
+    assert len(init_secrets.ssh_calls()) == 1, "nothing missing: no container at all"
     assert {p: p.read_bytes() for p in ssh.rglob("*") if p.is_file()} == files
     assert init_secrets.env_file.read_text() == env_before
     assert again.stdout == ""
@@ -229,3 +237,120 @@ def test_init_secrets_later_makes_only_what_is_missing(init_secrets):
     line = (ssh / "host_ca.pub").read_text().strip()
     assert values(init_secrets.env_file)["SSH_HOST_CA_PUBLIC_KEY"] == line
     assert init_secrets.env_file.read_text().count("SSH_HOST_CA_PUBLIC_KEY=") == 1
+
+
+def set_values(env_file: Path, **changes: str) -> None:
+    lines = env_file.read_text().splitlines()
+    for name, value in changes.items():
+        lines = [f"{name}={value}" if line.startswith(f"{name}=") else line for line in lines]
+    env_file.write_text("\n".join(lines) + "\n")
+
+
+def x509_certificate(path: Path):
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def names_in(path: Path) -> set[str]:
+    from cryptography import x509
+
+    san = x509_certificate(path).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return {str(n) for n in san.value.get_values_for_type(x509.DNSName)} | {
+        str(n) for n in san.value.get_values_for_type(x509.IPAddress)
+    }
+
+
+needs_openssl_as_root = pytest.mark.skipif(
+    shutil.which("openssl") is None or os.geteuid() != 0,
+    reason="init-secrets.sh needs openssl and root here (it chowns, as in its container)",
+)
+
+
+@needs_openssl_as_root
+def test_init_secrets_makes_a_demo_authority_and_a_certificate_for_the_public_host(init_secrets):
+    set_values(
+        init_secrets.env_file,
+        OAUTH_CALLBACK_URL="https://opsbook.example.test:8443/hub/oauth_callback",
+        IDP_ISSUER="https://sso.example.test:9443",
+    )
+    done = init_secrets()
+    tls = init_secrets.tls
+    assert mode_and_owner(tls / "ca.key") == (0o400, 0)
+    assert mode_and_owner(tls / "proxy" / "key.pem") == (0o400, 65534)  # the proxy's nobody
+    assert mode_and_owner(tls / "idp" / "key.pem") == (0o400, 10001)  # the provider's user
+    assert names_in(tls / "server.crt") == {
+        "opsbook.example.test",
+        "sso.example.test",
+        "idp",
+        "localhost",
+        "127.0.0.1",
+    }
+    ca = x509_certificate(tls / "ca.crt")
+    server = x509_certificate(tls / "server.crt")
+    assert server.issuer == ca.subject
+    ca.public_key().verify(server.signature, server.tbs_certificate_bytes, ec_signature(server))
+    for served in ("proxy", "idp"):
+        assert (tls / served / "cert.pem").read_bytes() == (tls / "server.crt").read_bytes()
+    bundle = (tls / "trust" / "bundle.pem").read_text()
+    assert bundle.endswith((tls / "ca.crt").read_text())
+    assert bundle.count("BEGIN CERTIFICATE") > 1  # the system's store too
+    printed = done.stdout + done.stderr
+    for key in (tls / "ca.key", tls / "server.key"):
+        body = "".join(key.read_text().splitlines()[1:-1])
+        assert body[20:60] not in printed.replace("\n", "")
+
+
+def ec_signature(certificate):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.ECDSA(certificate.signature_hash_algorithm)
+
+
+@needs_openssl_as_root
+def test_the_certificate_is_made_again_for_a_new_host_and_the_authority_kept(init_secrets):
+    init_secrets()
+    tls = init_secrets.tls
+    ca, server = (tls / "ca.crt").read_bytes(), (tls / "server.crt").read_bytes()
+    again = init_secrets()
+    assert again.stdout == ""
+    assert (tls / "server.crt").read_bytes() == server
+    set_values(
+        init_secrets.env_file, OAUTH_CALLBACK_URL="https://ops.example.test/hub/oauth_callback"
+    )
+    init_secrets()
+    assert (tls / "ca.crt").read_bytes() == ca
+    assert "ops.example.test" in names_in(tls / "server.crt")
+
+
+@needs_openssl_as_root
+def test_tls_off_serves_no_certificate_and_trusts_only_the_system_store(init_secrets):
+    set_values(init_secrets.env_file, TLS_MODE="off")
+    init_secrets()
+    tls = init_secrets.tls
+    assert not (tls / "proxy" / "cert.pem").exists()
+    assert not (tls / "ca.crt").exists()
+    assert (tls / "trust" / "bundle.pem").read_bytes() == Path(
+        "/etc/ssl/certs/ca-certificates.crt"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"TLS_MODE": "on"}, "TLS_MODE: expected one of self-signed, files, off, got 'on'"),
+        (
+            {"TLS_MODE": "files", "TLS_CERT_FILE": "/nowhere/cert.pem"},
+            "TLS_CERT_FILE: expected an existing file (TLS_MODE is files), got '/nowhere/cert.pem'",
+        ),
+        (
+            {"TLS_MODE": "files", "TLS_CERT_FILE": "cert.pem"},
+            "TLS_CERT_FILE: expected the absolute path of a PEM file",
+        ),
+    ],
+)
+def test_bad_tls_settings_stop_make_up_naming_them(init_secrets, changes, expected):
+    set_values(init_secrets.env_file, **changes)
+    with pytest.raises(subprocess.CalledProcessError) as stopped:
+        init_secrets()
+    assert expected in stopped.value.stderr

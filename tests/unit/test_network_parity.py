@@ -55,6 +55,10 @@ DESTINATIONS = {
         ("proxy", 8000),
         Destination(8000, None, NAMESPACE, chart_pod("proxy")),
     ),
+    "the proxy's http redirect": (
+        ("proxy", 8080),
+        Destination(8080, None, NAMESPACE, chart_pod("proxy")),
+    ),
     "the proxy's API": (("proxy", 8001), Destination(8001, None, NAMESPACE, chart_pod("proxy"))),
     "the runs service": (("runs", 8000), Destination(8000, None, NAMESPACE, runs_pod_labels())),
     "Prometheus's query API": (
@@ -86,7 +90,12 @@ EXPORTERS = (
     "metrics Prometheus gives engineers anyway. Real hosts are reached through routing, and the "
     "team's firewall allows SSH only (README, Networks)."
 )
+REDIRECT = (
+    "compose's proxy answers plain http on 8080 with a redirect to the https port engineers reach "
+    "anyway (TLS_MODE); the chart's proxy has no such port (TLS is the ingress's)."
+)
 KNOWN_DIFFERENCES = {
+    "the proxy's http redirect": REDIRECT,
     "a staging host's node exporter": EXPORTERS,
     "a production host's node exporter": EXPORTERS,
 }

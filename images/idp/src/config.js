@@ -2,6 +2,8 @@
 // message is the one line printed to stderr before exiting 1: the variable's name, what it
 // expected and what it got (secrets are described by their length, never echoed).
 
+import { readFileSync } from 'node:fs';
+
 export class SettingError extends Error {}
 
 const UNRESERVED = /^[A-Za-z0-9._~-]+$/;
@@ -76,6 +78,26 @@ function secret(env, name, minLength, charset) {
   return value;
 }
 
+// An https issuer is served over https, with the certificate make up made for it (the demo
+// authority's; scripts/init-secrets.sh): the browser and the hub reach the provider as the issuer
+// says. Read here, so that a missing or unreadable file stops the start with its name.
+function tls(env, issuerOrigin) {
+  if (!issuerOrigin.startsWith('https:')) return undefined;
+  const files = {
+    cert: ['IDP_TLS_CERT_FILE', raw(env, 'IDP_TLS_CERT_FILE') ?? '/etc/opsbook/tls/cert.pem'],
+    key: ['IDP_TLS_KEY_FILE', raw(env, 'IDP_TLS_KEY_FILE') ?? '/etc/opsbook/tls/key.pem'],
+  };
+  const loaded = {};
+  for (const [part, [name, path]] of Object.entries(files)) {
+    try {
+      loaded[part] = readFileSync(path);
+    } catch (err) {
+      fail(name, `a readable PEM file (IDP_ISSUER is https; make up makes it in secrets/tls/idp/)`, `${quote(path)} (${err.code})`);
+    }
+  }
+  return loaded;
+}
+
 export function loadSettings(env = process.env) {
   const settings = {};
   settings.issuer = issuer(env);
@@ -96,5 +118,6 @@ export function loadSettings(env = process.env) {
   const year = 366 * 24 * 3600;
   settings.accessTokenTtl = integer(env, 'IDP_ACCESS_TOKEN_TTL', 600, 1, year, 'a whole number of seconds');
   settings.refreshTokenTtl = integer(env, 'IDP_REFRESH_TOKEN_TTL', 86400, 1, year, 'a whole number of seconds');
+  settings.tls = tls(env, settings.issuer);
   return settings;
 }

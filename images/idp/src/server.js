@@ -3,6 +3,7 @@
 // For demonstrations and tests only; production uses the team's own identity provider.
 import crypto from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 
 import Provider from 'oidc-provider';
 
@@ -384,7 +385,7 @@ async function handleInteraction(req, res, uid) {
 const providerCallback = provider.callback();
 const INTERACTION_PATH = /^\/interaction\/([A-Za-z0-9_-]{1,64})\/?$/;
 
-const server = http.createServer((req, res) => {
+function handle(req, res) {
   const started = process.hrtime.bigint();
   const path = (req.url || '/').split('?')[0];
   if (path !== '/healthz') {
@@ -406,7 +407,10 @@ const server = http.createServer((req, res) => {
     return;
   }
   providerCallback(req, res);
-});
+}
+
+// HTTPS when the issuer is https (settings.tls: the certificate make up made), else plain HTTP.
+const server = settings.tls ? https.createServer(settings.tls, handle) : http.createServer(handle);
 
 server.on('error', (err) => {
   process.stderr.write(`IDP_PORT: cannot listen on 0.0.0.0:${settings.port} (${err.code || err.message})\n`);
@@ -414,7 +418,7 @@ server.on('error', (err) => {
 });
 
 server.listen(settings.port, '0.0.0.0', () => {
-  log.info(`opsbook idp: issuer ${settings.issuer}, listening on 0.0.0.0:${settings.port}, `
+  log.info(`opsbook idp: issuer ${settings.issuer}, listening on 0.0.0.0:${settings.port} (${settings.tls ? 'https' : 'http'}), `
     + `client ${settings.clientId} -> ${settings.callbackUrl}, ${accounts.accounts.size} accounts from ${settings.accountsFile}, `
     + `access token ${settings.accessTokenTtl}s, refresh token ${settings.refreshTokenTtl}s`);
 });

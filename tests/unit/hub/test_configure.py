@@ -33,7 +33,7 @@ def test_groups_come_from_the_provider_claim(config):
     assert auth.manage_groups is True
     assert auth.auth_state_groups_key == "oauth_user.groups"
     assert auth.allowed_groups == {"admins", "ops", "oncall", "viewers", "managers"}
-    assert auth.admin_groups == {"admins"}
+    assert not auth.get("admin_groups")  # admins get a role of their own, not the admin flag
     assert auth.enable_auth_state is True
     assert auth.auth_refresh_age == 300
     assert "none of the Opsbook groups" in auth.custom_403_message
@@ -196,3 +196,95 @@ def test_engineers_servers_come_from_our_docker_spawner(config):
     spawner_class = import_item(config.JupyterHub.spawner_class)
     assert spawner_class.__mro__[1].__name__ == "DockerSpawner"  # its settings: c.DockerSpawner
     assert spawner_class().listen_poll_interval == 0.05
+
+
+def test_admins_manage_users_and_servers_but_nobody_holds_the_builtin_admin_role(config):
+    roles = {role["name"]: role for role in config.JupyterHub.load_roles}
+    admins = roles["opsbook-admin"]
+    assert admins["groups"] == ["admins"]
+    assert {"admin-ui", "list:users", "read:users", "servers"} <= set(admins["scopes"])
+    # Membership of the built-in role pinned to nobody: JupyterHub then clears every .admin flag.
+    assert roles["admin"] == {"name": "admin", "users": [], "services": []}
+    assert config.JupyterHub.admin_access is False
+
+
+def test_admins_cannot_mint_tokens_for_others_nor_act_in_their_servers(config):
+    """The scopes the admin groups hold, expanded as JupyterHub expands them: none of what lets
+    someone act in another's name."""
+    from jupyterhub import scopes
+
+    roles = {role["name"]: role for role in config.JupyterHub.load_roles}
+    held: set[str] = set()
+    for scope in roles["opsbook-admin"]["scopes"]:
+        held |= scopes._expand_scope(scope)
+    for forbidden in (
+        "tokens",
+        "read:tokens",
+        "access:servers",
+        "admin:auth_state",
+        "admin:users",
+        "admin:servers",
+        "shares",
+        "users:shares",
+        "proxy",
+        "shutdown",
+    ):
+        assert forbidden not in held, forbidden
+    assert {"servers", "delete:servers", "admin-ui"} <= held
+
+
+def test_no_token_lives_forever(config):
+    week = 7 * 24 * 3600
+    assert config.JupyterHub.token_expires_in_max_seconds == week
+    assert config.JupyterHub.oauth_token_expires_in == week
+    c = Config()
+    configure.apply(c, settings.load({**VALID_ENV, "API_TOKEN_MAX_SECONDS": "3600"}))
+    assert c.JupyterHub.token_expires_in_max_seconds == 3600
+
+
+HTTPS_ENV = {
+    **VALID_ENV,
+    "OAUTH_CALLBACK_URL": "https://opsbook.example.com/hub/oauth_callback",
+    "OAUTH_AUTHORIZE_URL": "https://sso.example.com/auth",
+    "OAUTH_TOKEN_URL": "https://sso.example.com/token",
+    "OAUTH_USERDATA_URL": "https://sso.example.com/me",
+}
+
+
+def test_an_https_hub_sets_secure_cookies_and_hsts_on_the_hub_and_the_servers():
+    c = Config()
+    configure.apply(c, settings.load(HTTPS_ENV))
+    tornado = c.JupyterHub.tornado_settings
+    assert tornado["cookie_options"] == {"secure": True}
+    assert tornado["headers"]["Strict-Transport-Security"].startswith("max-age=")
+    server_tornado = server_tornado_settings(c.DockerSpawner.args)
+    assert server_tornado["headers"]["Strict-Transport-Security"] == configure.HSTS
+    assert server_tornado["xsrf_cookie_kwargs"] == {"secure": True}
+
+
+def server_tornado_settings(args: list[str]) -> dict:
+    """The arguments as jupyter_server's command line reads them (traitlets, a Dict trait)."""
+    from traitlets import Dict
+    from traitlets.config import Application
+
+    class ServerApp(Application):
+        tornado_settings = Dict().tag(config=True)
+
+    app = ServerApp()
+    app.parse_command_line(args)
+    return app.tornado_settings
+
+
+def test_https_keeps_tornado_settings_set_before():
+    c = Config()
+    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 30, "headers": {"X-Team": "ops"}}
+    configure.configure_https(c, settings.load(HTTPS_ENV))
+    tornado = c.JupyterHub.tornado_settings
+    assert tornado["slow_spawn_timeout"] == 30
+    assert tornado["headers"]["X-Team"] == "ops"
+    assert "Strict-Transport-Security" in tornado["headers"]
+
+
+def test_a_plain_http_hub_sets_neither(config):
+    assert "tornado_settings" not in config.JupyterHub
+    assert config.DockerSpawner.args == []

@@ -133,3 +133,48 @@ def test_the_message_format_is_the_shared_registrys():
 
     assert settings.SettingsError is contract.SettingsError
     assert settings.Setting is contract.Setting
+
+
+def test_an_https_hub_refuses_plain_http_oauth_endpoints_naming_each():
+    env = {
+        **VALID_ENV,
+        "OAUTH_CALLBACK_URL": "https://opsbook.example.com/hub/oauth_callback",
+        "OAUTH_AUTHORIZE_URL": "https://sso.example.com/auth",
+        "OAUTH_LOGOUT_REDIRECT_URL": "http://sso.example.com/logout",
+    }
+    with pytest.raises(settings.SettingsError) as refused:
+        settings.load(env)
+    lines = str(refused.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "OAUTH_TOKEN_URL",
+        "OAUTH_USERDATA_URL",
+        "OAUTH_LOGOUT_REDIRECT_URL",
+    ]
+    assert "as OAUTH_CALLBACK_URL is https" in lines[0]
+    assert "'http://idp:9000/token'" in lines[0]
+
+
+def test_an_https_hub_with_https_endpoints_and_a_plain_hub_with_any_load():
+    https = {
+        "OAUTH_CALLBACK_URL": "https://opsbook.example.com/hub/oauth_callback",
+        "OAUTH_AUTHORIZE_URL": "https://sso.example.com/auth",
+        "OAUTH_TOKEN_URL": "https://sso.example.com/token",
+        "OAUTH_USERDATA_URL": "https://sso.example.com/me",
+    }
+    assert settings.load({**VALID_ENV, **https})["OAUTH_TOKEN_URL"].startswith("https://")
+    mixed = {**VALID_ENV, "OAUTH_AUTHORIZE_URL": "https://sso.example.com/auth"}
+    assert settings.load(mixed)["OAUTH_TOKEN_URL"] == "http://idp:9000/token"
+
+
+def test_the_endpoint_check_applies_to_what_was_loaded():
+    env = {**VALID_ENV, "OAUTH_CALLBACK_URL": "https://opsbook.example.com/hub/oauth_callback"}
+    loaded = settings.load(env, only=("OAUTH_CALLBACK_URL", "OAUTH_CLIENT_ID"))
+    assert set(loaded) == {"OAUTH_CALLBACK_URL", "OAUTH_CLIENT_ID"}
+    with pytest.raises(settings.SettingsError, match=r"^OAUTH_TOKEN_URL: expected an https URL"):
+        settings.load(env, only=("OAUTH_CALLBACK_URL", "OAUTH_TOKEN_URL"))
+
+
+@pytest.mark.parametrize("value", ["0", "59", "forever", str(367 * 24 * 3600)])
+def test_the_token_lifetime_is_bounded(value):
+    with pytest.raises(settings.SettingsError, match=r"^API_TOKEN_MAX_SECONDS: expected a whole"):
+        settings.load({**VALID_ENV, "API_TOKEN_MAX_SECONDS": value})
