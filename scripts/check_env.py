@@ -182,7 +182,8 @@ def main(argv: list[str]) -> int:
     if not lines:
         print(f"settings: {env_file} checked (the hub's and the runs service's own validators)")
         return 0
-    print(f"settings: {len(lines)} bad in {env_file}; nothing was built or started:", file=sys.stderr)
+    where = f"settings: {len(lines)} bad in {env_file}; nothing was built or started:"
+    print(where, file=sys.stderr)
     for line in lines:
         print(f"  {line}", file=sys.stderr)
     print(
