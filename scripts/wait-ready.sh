@@ -15,7 +15,8 @@ ip=${ip:-127.0.0.1}
 url="http://$ip:$(setting HUB_PORT)"
 project=$(setting COMPOSE_PROJECT_NAME)
 project=${project:-opsbook}
-# Restarts before a service counts as failed: one may be a dependency that was not up yet.
+# Restarts before a service counts as failed: one may be a dependency that was not up yet. Only
+# while it is restarting: a container that restarted long ago and runs now is not failing.
 restarts_failed=2
 
 # "id service state restarts health" for each of the deployment's containers (the ones compose
@@ -28,7 +29,7 @@ containers() {
   docker inspect --format '{{.Id}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}}' $ids
 }
 
-crashed() { awk -v n=$restarts_failed '$3 == "exited" || $3 == "dead" || $4 >= n'; }
+crashed() { awk -v n=$restarts_failed '$3 == "exited" || $3 == "dead" || ($3 == "restarting" && $4 >= n)'; }
 not_healthy() { awk '$3 != "running" || ($5 != "healthy" && $5 != "-")'; }
 
 show_logs() { # lines of containers(): each service's name, state and last log lines

@@ -263,3 +263,24 @@ def test_jupyterlab_and_a_kernel_work_on_the_read_only_root(stack, erin):
         )
     finally:
         server.request("DELETE", f"/kernels/{kernel}")
+
+
+def test_prometheus_watches_dockers_disk_as_one_disk(stack):
+    """The fleet's six containers see the engine's data root through their overlay roots: one
+    series, one alert when it fills (images/prometheus/rules/docker.yml)."""
+    api = f"http://127.0.0.1:{stack.config.prometheus_port}/api/v1"
+
+    def disk() -> list[dict]:
+        query = "opsbook:docker_disk_avail_bytes / opsbook:docker_disk_size_bytes"
+        return requests.get(f"{api}/query", params={"query": query}, timeout=5).json()["data"][
+            "result"
+        ]
+
+    [series] = wait_for(disk, 120, "the Docker disk's recorded series")
+    assert series["metric"]["fstype"] == "overlay"
+    assert 0 < float(series["value"][1]) <= 1
+    groups = requests.get(f"{api}/rules", timeout=5).json()["data"]["groups"]
+    alerts = {
+        rule["name"] for group in groups for rule in group["rules"] if rule["type"] == "alerting"
+    }
+    assert {"DockerDiskFillingUp", "DockerDiskAlmostFull"} <= alerts
