@@ -247,20 +247,32 @@ def test_the_root_is_read_only_and_tmp_a_sized_tmpfs(stack, erin):
     assert home.stdout.strip() == "ok"
 
 
+# Runs code in a kernel the server started, through its connection file (in the runtime folder,
+# on the home volume): what JupyterLab's websocket would send it. Writes a temporary file (/tmp).
+RUN_IN_KERNEL = """
+import sys
+from jupyter_client import BlockingKernelClient, find_connection_file
+client = BlockingKernelClient(connection_file=find_connection_file(sys.argv[1]))
+client.load_connection_file()
+client.start_channels()
+client.wait_for_ready(timeout=120)
+code = "import tempfile; print('kernel wrote', tempfile.NamedTemporaryFile(delete=False).name)"
+print(client.execute_interactive(code, timeout=120)["content"]["status"])
+"""
+
+
 def test_jupyterlab_and_a_kernel_work_on_the_read_only_root(stack, erin):
-    """The Lab page, and a kernel that starts and runs code (its connection file and runtime
-    folder are in the home volume)."""
+    """The Lab page, and a kernel it would start, running code that writes to /tmp."""
     assert erin.session.get(f"{stack.hub_url}/user/erin/lab", timeout=30).status_code == 200
     server = ServerClient(stack.hub_url, "erin", erin.new_token())
     started = server.request("POST", "/kernels", json={"name": "python3"})
     assert started.status_code == 201, started.text
     kernel = started.json()["id"]
     try:
-        wait_for(
-            lambda: server.request("GET", f"/kernels/{kernel}").json()["execution_state"] == "idle",
-            120,
-            "erin's kernel idle",
+        ran = docker(
+            "exec", "-u", "1000", stack.container_of("erin"), "python3", "-c", RUN_IN_KERNEL, kernel
         )
+        assert "kernel wrote /tmp/" in ran.stdout and ran.stdout.split()[-1] == "ok", ran.stdout
     finally:
         server.request("DELETE", f"/kernels/{kernel}")
 
