@@ -15,8 +15,8 @@ ip=${ip:-127.0.0.1}
 url="http://$ip:$(setting HUB_PORT)"
 project=$(setting COMPOSE_PROJECT_NAME)
 project=${project:-opsbook}
-# Restarts before a service counts as failed: one may be a dependency that was not up yet. Only
-# while it is restarting: a container that restarted long ago and runs now is not failing.
+# Restarts (since this wait began) before a service counts as failed: one may be a dependency
+# that was not up yet.
 restarts_failed=2
 
 # "id service state restarts health" for each of the deployment's containers (the ones compose
@@ -25,11 +25,17 @@ containers() {
   local ids
   ids=$(docker ps -a -q --filter "label=com.docker.compose.project=$project")
   [ -n "$ids" ] || return 0
+  # A restarting container's state has no Health key at all: `index`, not `.State.Health`. A
+  # container removed since `ps` is left out (its error is not ours to print).
   # shellcheck disable=SC2086 # one argument per id
-  docker inspect --format '{{.Id}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}}' $ids
+  docker inspect --format '{{.Id}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.RestartCount}} {{with index .State "Health"}}{{.Status}}{{else}}-{{end}}' $ids 2>/dev/null || true
 }
 
-crashed() { awk -v n=$restarts_failed '$3 == "exited" || $3 == "dead" || ($3 == "restarting" && $4 >= n)'; }
+# Lines of containers() that failed: exited, or restarted again and again since `baseline`.
+crashed() {
+  awk -v n=$restarts_failed 'NR == FNR { before[$1] = $4; next }
+    $3 == "exited" || $3 == "dead" || $4 - before[$1] >= n' <(echo "$baseline") -
+}
 not_healthy() { awk '$3 != "running" || ($5 != "healthy" && $5 != "-")'; }
 
 show_logs() { # lines of containers(): each service's name, state and last log lines
@@ -41,6 +47,7 @@ show_logs() { # lines of containers(): each service's name, state and last log l
   echo "All logs: make logs" >&2
 }
 
+baseline=$(containers)
 until curl -fsS -o /dev/null "$url/hub/health" 2>/dev/null; do
   failed=$(containers | crashed || true)
   if [ -n "$failed" ]; then

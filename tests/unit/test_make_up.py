@@ -25,12 +25,15 @@ check_env = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(check_env)
 
 # Answers `ps -a -q --filter ...` with the containers of FAKE_CONTAINERS (JSON), `inspect` with
-# their "id service state restarts health" lines, `logs --tail N ID` with their log; logs calls.
+# their "id service state restarts health" lines (the n-th inspect: restarts[n], or the last),
+# `logs --tail N ID` with their log; logs every call.
 FAKE_DOCKER = f"""#!{sys.executable}
 import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
     log.write(" ".join(args) + "\\n")
+with open(os.environ["FAKE_DOCKER_LOG"]) as log:
+    inspected = sum(line.startswith("inspect") for line in log) - 1
 containers = json.loads(os.environ.get("FAKE_CONTAINERS", "[]"))
 by_id = {{c["id"]: c for c in containers}}
 if args[0] == "ps":
@@ -38,7 +41,8 @@ if args[0] == "ps":
 elif args[0] == "inspect":
     for name in args[3:]:
         c = by_id[name]
-        print(c["id"], c["service"], c["state"], c["restarts"], c.get("health", "-"))
+        restarts = c["restarts"][min(inspected, len(c["restarts"]) - 1)]
+        print(c["id"], c["service"], c["state"], restarts, c.get("health", "-"))
 elif args[0] == "logs":
     print(by_id[args[-1]]["log"])
 else:
@@ -268,14 +272,15 @@ def wait_ready(env_file: Path, env: dict, containers: list[dict], deadline: int 
 def test_a_hub_that_keeps_restarting_is_named_with_its_last_log_lines(env_file, fake_engine):
     env, _ = fake_engine
     containers = [
-        {"id": "p1", "service": "proxy", "state": "running", "restarts": 0, "log": "proxy ok"},
-        {"id": "h1", "service": "hub", "state": "restarting", "restarts": 3},
+        {"id": "p1", "service": "proxy", "state": "running", "restarts": [0], "log": "proxy ok"},
+        # Seen running each time, restarted twice more since the wait began: a crash loop.
+        {"id": "h1", "service": "hub", "state": "running", "restarts": [1, 1, 2, 3]},
     ]
     containers[1]["log"] = "\n".join(HUB_REFUSES)
     done = wait_ready(env_file, env, containers)
     assert done.returncode == 1
     assert "The deployment did not start: hub failed." in done.stderr
-    assert "service hub (restarting, restarted 3 times" in done.stderr
+    assert "service hub (running, restarted 3 times" in done.stderr
     for line in HUB_REFUSES:
         assert f"  | {line}" in done.stderr
     assert "proxy ok" not in done.stderr
@@ -284,8 +289,8 @@ def test_a_hub_that_keeps_restarting_is_named_with_its_last_log_lines(env_file, 
 def test_at_the_deadline_the_services_not_healthy_are_shown(env_file, fake_engine):
     env, _ = fake_engine
     containers = [
-        {"id": "h1", "service": "hub", "state": "running", "restarts": 0, "log": "hub ok"},
-        {"id": "r1", "service": "runs", "state": "running", "restarts": 1, "health": "unhealthy"},
+        {"id": "h1", "service": "hub", "state": "running", "restarts": [0], "log": "hub ok"},
+        {"id": "r1", "service": "runs", "state": "running", "restarts": [1], "health": "unhealthy"},
     ]
     containers[1]["log"] = "runs: RUNS_SSH_CA_KEY: cannot read /run/secrets/opsbook-user-ca"
     done = wait_ready(env_file, env, containers, deadline=1)
