@@ -129,6 +129,18 @@ def test_a_fresh_env_file_passes(env_file):
     assert "checked" in done.stdout
 
 
+def stdlib_only(module: str) -> bool:
+    """Whether `module` imports with the machine's python3 and no package, as check-env runs."""
+    path = f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'hub')!r}]; import {module}"
+    return subprocess.run(["python3", "-I", "-S", "-B", "-c", path]).returncode == 0
+
+
+@pytest.mark.xfail(
+    not stdlib_only("opsbook.service.settings"),
+    reason="opsbook/service/settings.py imports a package (cryptography, for the host CA line): "
+    "make up leaves the runs service's settings to its own start-up check, and says so",
+    strict=True,
+)
 def test_the_runs_services_settings_are_checked_too(env_file):
     spoil(env_file, RUNS_APPROVERS="9", RUNS_DATABASE_URL="mysql://runs")
     done = check(env_file)
