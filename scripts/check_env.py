@@ -154,7 +154,10 @@ def _and(names: frozenset[str]) -> str:
 
 
 def check(
-    env_file: Path, shell: Mapping[str, str], compose_text: str, skipped: list[str] | None = None
+    env_file: Path,
+    shell: Mapping[str, str],
+    compose_text: str,
+    skipped: dict[str, str] | None = None,
 ) -> list[str]:
     """Every bad line, once: a variable already reported through one service is not repeated.
 
@@ -178,7 +181,7 @@ def check(
             problems = service_problems(service, templates, variables, set(computed))
         except ModuleNotFoundError as missing:
             if skipped is not None:
-                skipped.append(f"{service} ({SERVICES[service]} needs {missing.name})")
+                skipped[service] = f"{SERVICES[service]} needs {missing.name}"
             continue
         for problem in problems:
             if not problem.sources <= reported:
@@ -193,12 +196,13 @@ def main(argv: list[str]) -> int:
         return 2
     env_file = Path(argv[1])
     compose_text = (ROOT / "docker-compose.yml").read_text()
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}
     lines = check(env_file, os.environ, compose_text, skipped)
-    for service in skipped:
-        print(f"settings: not checked before the build for {service}; it checks them at start")
+    for service, why in skipped.items():
+        print(f"settings: the {service} service checks its own at start ({why}), not here")
     if not lines:
-        print(f"settings: {env_file} checked (the hub's and the runs service's own validators)")
+        checked = " and ".join(s for s in SERVICES if s not in skipped)
+        print(f"settings: {env_file} checked with the validators of the {checked} service")
         return 0
     where = f"settings: {len(lines)} bad in {env_file}; nothing was built or started:"
     print(where, file=sys.stderr)
