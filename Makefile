@@ -12,8 +12,9 @@ PYTEST := $(VENV)/bin/pytest
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-up: ## build the images and start the deployment; prints how to log in
+up: ## check .env, build the images and start the deployment; prints how to log in
 	@scripts/init-env.sh $(ENV_FILE)
+	@scripts/check-env.sh $(ENV_FILE)
 	@scripts/build-images.sh $(ENV_FILE)
 	@scripts/init-secrets.sh $(ENV_FILE)
 	@$(COMPOSE) up -d --remove-orphans

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build every image with plain `docker build` (no BuildKit or buildx), base first.
 #
-#   scripts/build-images.sh [ENV_FILE]   tag from OPSBOOK_VERSION; EXTRA_CA_CERTS from the
-#                                        environment or the env file
+#   scripts/build-images.sh [ENV_FILE]   tag from OPSBOOK_VERSION; the CA bundle the images
+#                                        trust: EXTRA_CA_CERTS from the environment or the env
+#                                        file, else this machine's own (scripts/ca-bundle.sh)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,7 +11,8 @@ env_file=${1:-.env}
 setting() { [ -f "$env_file" ] && sed -n "s/^$1=//p" "$env_file" | tail -n 1; }
 tag=${OPSBOOK_VERSION:-$(setting OPSBOOK_VERSION)}
 tag=${tag:-0.1.0}
-export EXTRA_CA_CERTS=${EXTRA_CA_CERTS:-$(setting EXTRA_CA_CERTS)}
+EXTRA_CA_CERTS=$(scripts/ca-bundle.sh choose "$env_file")
+export EXTRA_CA_CERTS
 export DOCKER_BUILDKIT=0
 
 bash images/base/build.sh
@@ -22,6 +24,7 @@ build() { # NAME CONTEXT DOCKERFILE [docker build options...]
   if ! docker build "$@" -t "opsbook/$name:$tag" -f "$dockerfile" "$context" >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "build of opsbook/$name failed (full log: $log)" >&2
+    scripts/ca-bundle.sh hint "$log" "opsbook/$name" "$EXTRA_CA_CERTS" || true
     exit 1
   fi
   rm -f "$log"

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Wait until the hub answers through the proxy, then say how to log in.
+# Wait until the hub answers through the proxy, then say how to log in. A service that fails to
+# start (it exited, or keeps restarting: a bad setting stops the hub and the runs service with one
+# line naming it) ends the wait at once, with that service's name and its last log lines; at the
+# deadline, the same for every service not running healthy (else the hub's and the proxy's).
 #
 #   scripts/wait-ready.sh ENV_FILE [DEADLINE_SECONDS]
 #
@@ -33,9 +36,53 @@ case $mode in
     "https://$host:$port/hub/health") ;;
 esac
 
+project=$(setting COMPOSE_PROJECT_NAME)
+project=${project:-opsbook}
+# Restarts (since this wait began) before a service counts as failed: one may be a dependency
+# that was not up yet.
+restarts_failed=2
+
+# "id service state restarts health" for each of the deployment's containers (the ones compose
+# started; engineers' containers are the hub's, not compose's).
+containers() {
+  local ids
+  ids=$(docker ps -a -q --filter "label=com.docker.compose.project=$project")
+  [ -n "$ids" ] || return 0
+  # A restarting container's state has no Health key at all: `index`, not `.State.Health`. A
+  # container removed since `ps` is left out (its error is not ours to print).
+  # shellcheck disable=SC2086 # one argument per id
+  docker inspect --format '{{.Id}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.RestartCount}} {{with index .State "Health"}}{{.Status}}{{else}}-{{end}}' $ids 2>/dev/null || true
+}
+
+# Lines of containers() that failed: exited, or restarted again and again since `baseline`.
+crashed() {
+  awk -v n=$restarts_failed 'NR == FNR { before[$1] = $4; next }
+    $3 == "exited" || $3 == "dead" || $4 - before[$1] >= n' <(echo "$baseline") -
+}
+not_healthy() { awk '$3 != "running" || ($5 != "healthy" && $5 != "-")'; }
+
+show_logs() { # lines of containers(): each service's name, state and last log lines
+  local id service state restarts health
+  while read -r id service state restarts health; do
+    echo "service $service ($state, restarted $restarts times, health $health), its last log lines:" >&2
+    docker logs --tail 20 "$id" 2>&1 | sed 's/^/  | /' >&2
+  done
+  echo "All logs: make logs" >&2
+}
+
+baseline=$(containers)
 until "${probe[@]}" 2>/dev/null; do
+  failed=$(containers | crashed || true)
+  if [ -n "$failed" ]; then
+    echo "The deployment did not start: $(awk '{print $2}' <<<"$failed" | xargs) failed." >&2
+    show_logs <<<"$failed"
+    exit 1
+  fi
   if [ $SECONDS -ge $deadline ]; then
-    echo "The hub did not answer at ${probe[-1]} in time. Look at: make logs" >&2
+    echo "The hub did not answer at ${probe[-1]} in time." >&2
+    failed=$(containers | not_healthy || true)
+    [ -n "$failed" ] || failed=$(containers | awk '$2 == "hub" || $2 == "proxy"' || true)
+    show_logs <<<"$failed"
     exit 1
   fi
   sleep 1

@@ -29,6 +29,10 @@ ANSIBLE_MOUNT = f"{HOME}/ansible"
 # (images/singleuser/opsbook-start), never on the home volume. uid 1000, gid 100: jovyan.
 RUNTIME_DIR = "/run/opsbook"
 RUNTIME_TMPFS = "size=1m,mode=0700,uid=1000,gid=100"
+# The root filesystem is read-only: what may be written goes to the home volume or here, a /tmp
+# in memory (charged to MEM_LIMIT, bounded by its size; Docker's noexec, nosuid, nodev).
+TMP_DIR = "/tmp"
+TMP_TMPFS = "size=256m,mode=1777"
 
 
 def group_policy(s: Settings) -> GroupPolicy:
@@ -181,14 +185,18 @@ def configure_spawner(c: Config, s: Settings) -> None:
         setattr(spawner, name, value)
     spawner.mem_limit = s["MEM_LIMIT"]
     spawner.cpu_limit = s["CPU_LIMIT"]
-    # No privileges: no capabilities, no setuid escalation, a bounded process table; a small
-    # tmpfs of the engineer's own for the SSH key pair (no fleet key is mounted anywhere: each
-    # container makes its own key and asks the runs service for a short-lived certificate).
+    # No privileges: no capabilities, no setuid escalation, a bounded process table, no swap
+    # beyond the memory limit (a memory hog is stopped at MEM_LIMIT, not left to thrash the
+    # machine's disk), a read-only root; a small tmpfs of the engineer's own for the SSH key pair
+    # (no fleet key is mounted anywhere: each container makes its own key and asks the runs
+    # service for a short-lived certificate).
     spawner.extra_host_config = {
         "pids_limit": s["PIDS_LIMIT"],
+        "memswap_limit": s["MEM_LIMIT"],
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
-        "tmpfs": {RUNTIME_DIR: RUNTIME_TMPFS},
+        "read_only": True,
+        "tmpfs": {RUNTIME_DIR: RUNTIME_TMPFS, TMP_DIR: TMP_TMPFS},
         # A name nothing on the engineer's network answers fails in 2 s, not glibc's 20: on an
         # internal network Docker's resolver has nobody to ask and never answers.
         "dns_opt": ["timeout:1", "attempts:1"],

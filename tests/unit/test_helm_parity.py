@@ -229,8 +229,9 @@ def test_the_same_read_only_library(compose, pods):
         assert "emptyDir" in volumes[mount["name"]]
         source = next(src for src, dst in copied.items() if dst == init_mounts[mount["name"]])
         assert in_image[folder] == source, (path, folder)
-    # Everything else read-only but the home and the memory folder of the pod's own SSH key.
-    writable = {"/home/jovyan", configure.RUNTIME_DIR}
+    # Everything else read-only but the home, the memory folder of the pod's own SSH key and
+    # /tmp (in memory too).
+    writable = {"/home/jovyan", configure.RUNTIME_DIR, configure.TMP_DIR}
     assert notebook(pod)["volumeMounts"] and all(
         m.get("readOnly") for m in notebook(pod)["volumeMounts"] if m["mountPath"] not in writable
     )
@@ -291,6 +292,19 @@ def test_the_same_user_and_no_privileges(compose, pods):
         assert kinds <= {"emptyDir", "secret", "persistentVolumeClaim"}
 
 
+def test_the_same_read_only_root_and_tmp_in_memory(compose, pods):
+    """Nothing an engineer writes outside the home volume outlives the container or fills a
+    disk: the root is read-only, /tmp a bounded tmpfs (emptyDir in memory) of the same size."""
+    host_config = compose.DockerSpawner.extra_host_config
+    assert host_config["read_only"] is True
+    size = re.search(r"size=(\d+)m", host_config["tmpfs"]["/tmp"]).group(1)
+    for pod in pods.values():
+        assert notebook(pod)["securityContext"]["readOnlyRootFilesystem"] is True
+        [tmp] = [m for m in notebook(pod)["volumeMounts"] if m["mountPath"] == "/tmp"]
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == tmp["name"])
+        assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": f"{size}Mi"}
+
+
 GROUPS = {
     "alice": ("admins", "ops", "oncall"),
     "bob": ("oncall",),
@@ -327,8 +341,8 @@ def test_the_same_ssh_policy_no_key_the_host_ca_and_a_memory_folder(compose, k8s
     assert env["OPSBOOK_SSH_HOST_CA"] == compose.DockerSpawner.environment["OPSBOOK_SSH_HOST_CA"]
     assert not [v for v in pod["spec"]["volumes"] if "secret" in v]
     [runtime] = [m for m in notebook(pod)["volumeMounts"] if m["name"] == "opsbook-runtime"]
-    [compose_runtime] = compose.DockerSpawner.extra_host_config["tmpfs"]
-    assert runtime["mountPath"] == compose_runtime == configure.RUNTIME_DIR
+    assert runtime["mountPath"] == configure.RUNTIME_DIR
+    assert configure.RUNTIME_DIR in compose.DockerSpawner.extra_host_config["tmpfs"]
     volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "opsbook-runtime")
     assert volume["emptyDir"]["medium"] == "Memory"  # as compose's tmpfs, never on a disk
 

@@ -107,9 +107,14 @@ def test_engineer_container_home_library_limits_and_no_privileges(config):
     assert spawner.cpu_limit == 1.0
     assert spawner.extra_host_config == {
         "pids_limit": 512,
+        "memswap_limit": "2G",  # memory plus swap: no swap at all
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
-        "tmpfs": {"/run/opsbook": "size=1m,mode=0700,uid=1000,gid=100"},
+        "read_only": True,
+        "tmpfs": {
+            "/run/opsbook": "size=1m,mode=0700,uid=1000,gid=100",
+            "/tmp": "size=256m,mode=1777",
+        },
         "dns_opt": ["timeout:1", "attempts:1"],
     }
     # No shared network: each server's own (opsbook_hub.networks), internal by default.
@@ -124,6 +129,7 @@ def test_limits_follow_the_settings():
     configure.configure_spawner(c, settings.load(env))
     assert (c.DockerSpawner.mem_limit, c.DockerSpawner.cpu_limit) == ("512M", 0.5)
     assert c.DockerSpawner.extra_host_config["pids_limit"] == 64
+    assert c.DockerSpawner.extra_host_config["memswap_limit"] == "512M"
 
 
 def test_idle_culler_runs_with_the_timeout_and_only_the_scopes_it_needs():
