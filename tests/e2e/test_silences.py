@@ -2,9 +2,10 @@
 
 The runs service silences exactly a batch's hosts in Alertmanager when the batch starts and
 expires the silence when the batch ends, when the run's lease runs out and when it is taken
-over; engineers' containers are not told where Alertmanager is. The runs API is driven as an
-engineer's kernel drives it (RunsClient, with the engineer's own hub token); Alertmanager is asked
-directly, from this machine, what it silences. The test stack's leases last 10 s
+over (engineers' containers are not told where Alertmanager is: tests/unit/hub/test_configure.py
+and test_helm_parity.py). The runs API is driven as an engineer's kernel drives it (RunsClient,
+with the engineer's own hub token); Alertmanager is asked directly, from this machine, what it
+silences. The test stack's leases last 10 s
 (RUNS_LEASE_SECONDS), so "stop renewing" orphans a run within seconds.
 """
 
@@ -162,13 +163,3 @@ def test_without_an_answer_from_alertmanager_no_batch_starts(people):
     assert not [e for e in alice.events(run.id) if e.type == "batch_started"]
     wait_for(lambda: silenced_now() == {}, 60, "Alertmanager back")
     alice.abort(run.id, "test over")
-
-
-def test_engineers_containers_are_not_told_where_alertmanager_is(stack):
-    user = HubUser(stack.hub_url, "erin")
-    user.sign_in(stack.demo_password)
-    user.start_server()
-    environment = docker("exec", stack.container_of("erin"), "env").stdout
-    assert "ALERTMANAGER" not in environment
-    assert "OPSBOOK_RUNS_URL=" in environment
-    user.stop_server()
