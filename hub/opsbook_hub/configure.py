@@ -131,7 +131,8 @@ def configure_spawner(c: Config, s: Settings) -> None:
     spawner = c.DockerSpawner
     spawner.image = s["SINGLEUSER_IMAGE"]
     spawner.pull_policy = "never"
-    spawner.network_name = s["DOCKER_NETWORK"]
+    # A network of each engineer's own (opsbook_hub.networks), named after CONTAINER_PREFIX.
+    c.OpsbookDockerSpawner.network_internal = s["ENGINEER_NETWORK_EGRESS"] == "none"
     spawner.use_internal_ip = True
     spawner.remove = True
     spawner.prefix = s["CONTAINER_PREFIX"]
@@ -280,9 +281,23 @@ def custom_scopes() -> dict[str, dict]:
     return {name: {"description": doc} for name, doc in SCOPE_DESCRIPTIONS.items()}
 
 
+def network_keeper_service(s: Settings) -> dict:
+    """Keeps every member on every engineer's network (opsbook_hub.networks; Docker only: on
+    Kubernetes, network policies do this). No API token use, no role: it talks to Docker."""
+    return {
+        "name": "network-keeper",
+        "command": [
+            sys.executable,
+            "-m",
+            "opsbook_hub.networks",
+            f"--prefix={s['CONTAINER_PREFIX']}",
+        ],
+    }
+
+
 def configure_services(c: Config, s: Settings) -> None:
     c.JupyterHub.custom_scopes = custom_scopes()
-    c.JupyterHub.services = hub_services(s)
+    c.JupyterHub.services = [*hub_services(s), network_keeper_service(s)]
     c.JupyterHub.load_roles = hub_roles(s)
     c.JupyterHub.authenticate_prometheus = True
 

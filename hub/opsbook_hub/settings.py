@@ -74,6 +74,17 @@ def docker_name(raw: str) -> str:
     return raw.strip()
 
 
+def choice(*allowed: str) -> Callable[[str], str]:
+    """One word of `allowed`."""
+
+    def parse(raw: str) -> str:
+        if raw.strip() not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return raw.strip()
+
+    return parse
+
+
 def image_ref(raw: str) -> str:
     if not re.match(r"^[a-z0-9][a-z0-9._/-]*(:[\w][\w.-]*)?(@sha256:[0-9a-f]{64})?$", raw.strip()):
         raise ValueError("an image reference such as opsbook/singleuser:0.1.0")
@@ -217,7 +228,11 @@ SETTINGS: tuple[Setting, ...] = (
         "RUNS_SERVICE_URL", url, "The runs service, as the hub reaches it.", "http://runs:8000"
     ),
     Setting(
-        "PROXY_API_URL", url, "The proxy's routing API, as the hub reaches it.", "http://proxy:8001"
+        "PROXY_API_URL",
+        url,
+        "The proxy's routing API, as the hub reaches it (compose: proxy-api, the proxy's name "
+        "on the backend network only, where alone its API listens).",
+        "http://proxy-api:8001",
     ),
     Setting(
         "HUB_CONNECT_URL",
@@ -227,7 +242,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # --- engineers' containers ---
     Setting("SINGLEUSER_IMAGE", image_ref, "Image of every engineer's container."),
-    Setting("DOCKER_NETWORK", docker_name, "Docker network shared by the hub and the containers."),
+    Setting(
+        "ENGINEER_NETWORK_EGRESS",
+        choice("none", "routed"),
+        "What an engineer's own Docker network (<prefix>-net-<user>) reaches besides the "
+        "containers compose labels org.opsbook.engineer-networks: none (an internal network, "
+        "the demo fleet is on Docker networks) or routed (through the Docker host, for real "
+        "hosts: then the host's firewall must allow only the fleet's SSH; README, Networks).",
+        "none",
+    ),
     Setting(
         "CONTAINER_PREFIX",
         docker_name,

@@ -5,6 +5,9 @@ exponential backoff (0.2 s doubling, with jitter) polls a server that needs abou
 start at roughly 0.2, 0.6, 1.4, 3.0 and 6.2 s: measured here, the engineer waited 0.6 to 2.9 s
 more than the server needed (docs/benchmarks.md). Waiting for the port ourselves, every
 `listen_poll_interval`, makes the hub's first check the one that succeeds.
+
+Each server runs on a network of its own (opsbook_hub.networks): made ready before the container
+starts, removed after it is gone.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import asyncio
 import time
 
 from dockerspawner import DockerSpawner
-from traitlets import Float
+from traitlets import Bool, Float, default
+
+from .networks import EngineerNetworks, network_name
 
 # Seconds of waiting for the port between two checks that the container still runs (one more
 # Docker API call each): a server that starts normally is never checked.
@@ -53,7 +58,33 @@ class OpsbookDockerSpawner(DockerSpawner):
         help="Seconds between checks that a started server listens, before the hub's own check.",
     )
 
+    network_internal = Bool(
+        True,
+        config=True,
+        help="Engineers' networks have no route out (ENGINEER_NETWORK_EGRESS=none); False: "
+        "routed through the Docker host, whose firewall then decides (README, Networks).",
+    )
+
+    @default("network_name")
+    def _network_of_its_own(self) -> str:
+        return network_name(self.prefix, self.escaped_name)
+
+    def engineer_networks(self) -> EngineerNetworks:
+        return EngineerNetworks(self.client, self.prefix, internal=self.network_internal)
+
     async def start(self) -> tuple[str, int]:
+        began = time.monotonic()
+        networks = self.engineer_networks()
+        _, connected = await asyncio.to_thread(
+            networks.prepare, self.network_name, self.escaped_name
+        )
+        self.log.info(
+            "Network %s ready for %s: %d members connected in %.2f s",
+            self.network_name,
+            self.user.name,
+            connected,
+            time.monotonic() - began,
+        )
         ip, port = await super().start()
         # A server that dies at start is left to the hub's own handling at once, not after
         # http_timeout: every ALIVE_CHECK_EVERY seconds without an answer, is it still running?
@@ -62,3 +93,8 @@ class OpsbookDockerSpawner(DockerSpawner):
             if time.monotonic() >= deadline or await self.poll() is not None:
                 break
         return ip, port
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        if self.remove:
+            await asyncio.to_thread(self.engineer_networks().remove, self.network_name)

@@ -123,7 +123,7 @@ NOT_READ_ON_KUBERNETES = {
     "PIDS_LIMIT": "no KubeSpawner setting: the kubelet's podPidsLimit",
     "CULL_IDLE_TIMEOUT": "cull.timeout",
     "CULL_EVERY": "cull.every",
-    "DOCKER_NETWORK": "Docker only",
+    "ENGINEER_NETWORK_EGRESS": "Docker only (singleuser.networkPolicy on Kubernetes)",
     "CONTAINER_PREFIX": "Docker only",
     "RUNBOOKS_HOST_PATH": "singleuser.initContainers (the library image)",
     "ANSIBLE_HOST_PATH": "singleuser.initContainers (the library image)",

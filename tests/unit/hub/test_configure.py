@@ -24,7 +24,7 @@ def user_in(*groups: str) -> SimpleNamespace:
 def test_servers_survive_a_hub_restart_and_the_proxy_is_external(config):
     assert config.JupyterHub.cleanup_servers is False
     assert config.ConfigurableHTTPProxy.should_start is False
-    assert config.ConfigurableHTTPProxy.api_url == "http://proxy:8001"
+    assert config.ConfigurableHTTPProxy.api_url == "http://proxy-api:8001"
 
 
 def test_groups_come_from_the_provider_claim(config):
@@ -111,7 +111,9 @@ def test_engineer_container_home_library_limits_and_no_privileges(config):
         "security_opt": ["no-new-privileges"],
         "tmpfs": {"/run/opsbook": "size=1m,mode=0700,uid=1000,gid=100"},
     }
-    assert spawner.network_name == "opsbook"
+    # No shared network: each server's own (opsbook_hub.networks), internal by default.
+    assert "network_name" not in spawner
+    assert config.OpsbookDockerSpawner.network_internal is True
     assert spawner.use_internal_ip is True
 
 

@@ -11,7 +11,6 @@ VALID_ENV = {
     "JUPYTERHUB_CRYPT_KEY": "cd" * 32,
     "CONFIGPROXY_AUTH_TOKEN": "t" * 64,
     "SINGLEUSER_IMAGE": "opsbook/singleuser:0.1.0",
-    "DOCKER_NETWORK": "opsbook",
     "CONTAINER_PREFIX": "opsbook",
     "RUNBOOKS_HOST_PATH": "/srv/opsbook/shared-notebooks",
     "ANSIBLE_HOST_PATH": "/srv/opsbook/ansible",
