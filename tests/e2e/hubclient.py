@@ -125,7 +125,8 @@ class HubUser:
         return self.api("GET", "/user")
 
     def start_server(self, timeout: float = 120) -> None:
-        answer = self.api("POST", f"/users/{self.name}/server")
+        # The hub answers a spawn within its slow_spawn_timeout (10 s): wait a little longer.
+        answer = self.api("POST", f"/users/{self.name}/server", timeout=TIMEOUT + 20)
         assert answer.status_code in (201, 202, 400), answer.text  # 400: already running
         wait_for(self.server_ready, timeout, f"{self.name}'s server ready")
 

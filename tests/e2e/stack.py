@@ -304,9 +304,11 @@ def down(config: StackConfig = TEST) -> None:
     volumes = _names_with_prefix(listing, config.project)
     if volumes:
         docker("volume", "rm", "-f", *volumes, check=False)
-    # compose leaves its network behind while engineers' containers (started by the hub, not by
-    # compose) are still attached to it: removed last, once they are gone.
-    docker("network", "rm", config.project, check=False)
+    # Engineers' networks (made by the hub, not by compose), and compose's if an engineer's
+    # container kept one: removed last, once every container is gone.
+    listing = docker("network", "ls", "--format", "{{.Name}}").stdout
+    networks = [config.project, *_names_with_prefix(listing, config.project)]
+    docker("network", "rm", *networks, check=False)
 
 
 def _names_with_prefix(listing: str, project: str = PROJECT) -> list[str]:

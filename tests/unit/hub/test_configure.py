@@ -110,6 +110,7 @@ def test_engineer_container_home_library_limits_and_no_privileges(config):
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "tmpfs": {"/run/opsbook": "size=1m,mode=0700,uid=1000,gid=100"},
+        "dns_opt": ["timeout:1", "attempts:1"],
     }
     # No shared network: each server's own (opsbook_hub.networks), internal by default.
     assert "network_name" not in spawner

@@ -52,7 +52,7 @@ def test_empty_value_means_default():
         ("HUB_COOKIE_SECRET", "abc", "HUB_COOKIE_SECRET: expected 64 hex digits"),
         ("JUPYTERHUB_CRYPT_KEY", "zz" * 32, "JUPYTERHUB_CRYPT_KEY: expected 64 hex digits"),
         ("RUNBOOKS_HOST_PATH", "shared-notebooks", "RUNBOOKS_HOST_PATH: expected an absolute"),
-        ("ENGINEER_NETWORK_EGRESS", "open", "ENGINEER_NETWORK_EGRESS: expected one of none, routed"),
+        ("ENGINEER_NETWORK_EGRESS", "open", "ENGINEER_NETWORK_EGRESS: expected one of none"),
         ("SINGLEUSER_IMAGE", "Opsbook/Singleuser", "SINGLEUSER_IMAGE: expected an image"),
         ("SSH_HOST_CA_PUBLIC_KEY", "AAAAC3Nza", "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH"),
         ("SSH_HOST_CA_PUBLIC_KEY", "ssh-dss AAAA", "SSH_HOST_CA_PUBLIC_KEY: expected one OpenSSH"),
