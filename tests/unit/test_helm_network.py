@@ -112,6 +112,7 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
         Destination(
             port=9093, namespace="monitoring", labels={"app.kubernetes.io/name": "alertmanager"}
         ),
+        Destination(port=22, ip="192.0.2.200"),  # the package repository's sshd
     ],
     ids=[
         "fleet-https",
@@ -122,6 +123,7 @@ def test_engineers_pods_reach_what_runbooks_need(policy, destination):
         "grafana",
         "other-engineer",
         "alertmanager",
+        "pkgrepo-ssh",
     ],
 )
 def test_and_nothing_else(policy, destination):
