@@ -200,7 +200,7 @@ def test_a_key_and_certificate_copied_out_stop_working_after_the_validity(stack,
         """The copy, used from another container on the fleet's network."""
         return subprocess.run(
             [
-                "docker", "run", "--rm", "--network", stack.config.project,
+                "docker", "run", "--rm", "--network", f"{stack.config.project}-fleet",
                 "-v", f"{tmp_path}:/copied:ro", "--user", "0", "--entrypoint", "ssh",
                 f"opsbook/singleuser:{IMAGE_TAG}",
                 "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
