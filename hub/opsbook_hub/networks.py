@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from docker.errors import APIError
+
 # On a container engineers' networks include (value: the deployment's CONTAINER_PREFIX).
 MEMBER_LABEL = "org.opsbook.engineer-networks"
 # On each engineer's network: whose deployment (CONTAINER_PREFIX), and whose network.
@@ -111,8 +113,9 @@ def leftovers(
     ]
 
 
-def _already(error: Exception, *words: str) -> bool:
-    explanation = str(getattr(error, "explanation", "") or error).lower()
+def _already(error: APIError, *words: str) -> bool:
+    """Whether Docker's refusal says one of `words` (its API has no codes for these cases)."""
+    explanation = str(error.explanation or error).lower()
     return any(word in explanation for word in words)
 
 
@@ -171,7 +174,7 @@ class EngineerNetworks:
     def connect(self, member: Member, network_id: str) -> None:
         try:
             self.client.connect_container_to_network(member.id, network_id, aliases=[member.alias])
-        except Exception as error:  # docker.errors.APIError; docker is imported by the caller
+        except APIError as error:
             if not _already(error, "already exists", "already attached"):
                 raise
 
@@ -187,7 +190,7 @@ class EngineerNetworks:
             try:
                 self.delete(network["Id"])
                 return True
-            except Exception as error:
+            except APIError as error:
                 if not _already(error, "active endpoints", "in use") or (
                     time.monotonic() >= deadline
                 ):
@@ -274,7 +277,7 @@ class EngineerNetworks:
 
 def main(argv: list[str] | None = None) -> None:
     """The keeper, as the hub runs it (configure.network_keeper_service)."""
-    import docker
+    import docker  # the client; the spawner passes DockerSpawner's own
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefix", required=True, help="CONTAINER_PREFIX of the deployment")

@@ -10,6 +10,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+import docker.errors
 import pytest
 from dockerspawner import DockerSpawner
 from opsbook_hub import networks as nets
@@ -21,12 +22,11 @@ PREFIX = "opsbook"
 LONG_AGO = "2026-01-01T00:00:00.123456789Z"
 
 
-class APIError(Exception):
-    """As docker.errors.APIError carries Docker's message."""
+class APIError(docker.errors.APIError):
+    """Docker's refusal, with its message as the engine words it."""
 
     def __init__(self, explanation: str) -> None:
-        super().__init__(explanation)
-        self.explanation = explanation
+        super().__init__(explanation, explanation=explanation)
 
 
 class FakeDocker:
