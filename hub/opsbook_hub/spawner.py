@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 from dockerspawner import DockerSpawner
 from traitlets import Bool, Float, default
@@ -69,10 +70,31 @@ class OpsbookDockerSpawner(DockerSpawner):
     def _network_of_its_own(self) -> str:
         return network_name(self.prefix, self.escaped_name)
 
+    # Removals of engineers' networks under way, by network: the engineer's stop does not wait
+    # for one (the hub answers a stop as soon as the container is gone); their next start does.
+    _network_removals: ClassVar[dict[str, asyncio.Task]] = {}
+
     def engineer_networks(self) -> EngineerNetworks:
         return EngineerNetworks(self.client, self.prefix, internal=self.network_internal)
 
+    async def network_removed(self) -> None:
+        """Until a removal of this server's network started by a stop is over."""
+        pending = self._network_removals.get(self.network_name)
+        if pending is not None:
+            await asyncio.wait([pending])
+
+    async def _remove_network(self) -> None:
+        name = self.network_name
+        try:
+            await asyncio.to_thread(self.engineer_networks().remove, name)
+        except Exception:  # the keeper removes leftovers; a stop must not fail for this
+            self.log.exception("Network %s not removed; the network keeper will", name)
+        finally:
+            if self._network_removals.get(name) is asyncio.current_task():
+                del self._network_removals[name]
+
     async def start(self) -> tuple[str, int]:
+        await self.network_removed()
         began = time.monotonic()
         networks = self.engineer_networks()
         _, connected = await asyncio.to_thread(
@@ -97,4 +119,5 @@ class OpsbookDockerSpawner(DockerSpawner):
     async def stop(self, now: bool = False) -> None:
         await super().stop(now=now)
         if self.remove:
-            await asyncio.to_thread(self.engineer_networks().remove, self.network_name)
+            removal = asyncio.ensure_future(self._remove_network())
+            self._network_removals[self.network_name] = removal

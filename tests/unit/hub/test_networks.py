@@ -338,11 +338,22 @@ def test_the_spawner_runs_each_server_on_its_own_network(engine, monkeypatch):
     erin.remove = True
     assert erin.network_name == "opsbook-net-erin"
     monkeypatch.setattr("opsbook_hub.spawner.wait_listening", _listening)
-    assert asyncio.run(erin.start()) == ("10.0.0.2", 8888)
-    assert order[0][0] == "server started" and len(order[0][1]) == len(MEMBERS)
-    asyncio.run(erin.stop())
-    assert order[-1] == ("server stopped", None)
-    assert not [n for n in engine.networks_.values() if n["Name"] == "opsbook-net-erin"]
+
+    async def start_stop_start() -> None:
+        assert await erin.start() == ("10.0.0.2", 8888)
+        assert order[0][0] == "server started" and len(order[0][1]) == len(MEMBERS)
+        await erin.stop()
+        # The stop is answered before the network is gone; a new start waits for it.
+        assert order[-1] == ("server stopped", None)
+        assert "opsbook-net-erin" in OpsbookDockerSpawner._network_removals
+        await erin.network_removed()
+        assert not [n for n in engine.networks_.values() if n["Name"] == "opsbook-net-erin"]
+        assert "opsbook-net-erin" not in OpsbookDockerSpawner._network_removals
+        await erin.stop()
+        assert await erin.start() == ("10.0.0.2", 8888)
+        assert len(order[-1][1]) == len(MEMBERS)
+
+    asyncio.run(start_stop_start())
 
 
 async def _listening(*args) -> bool:
