@@ -14,8 +14,9 @@
 #                                       engineers' containers trust it (@cert-authority in known_hosts).
 # secrets/ssh/hosts/<name>/ssh_host_ed25519_key, .pub, -cert.pub
 #                                       each demo host's key (root, 0400) and host certificate (-h,
-#                                       principal <name>, valid from an hour ago for 520 weeks: ten
-#                                       years, a demo's lifetime) signed by the host CA.
+#                                       principal <name>, and pkgrepo-admin for pkgrepo; valid from an
+#                                       hour ago for 520 weeks: ten years, a demo's lifetime) signed
+#                                       by the host CA.
 #
 # Run again, it makes only what is missing, and re-signs a host certificate that is missing or was
 # signed by another host CA (e.g. host_ca was deleted and made anew). To rotate a CA, delete its two
@@ -61,8 +62,12 @@ for name in "$@"; do
   pair "$key" "$name"
   chown 0:0 "$key"
   signed_by=$(ssh-keygen -L -f "$key-cert.pub" 2>/dev/null | sed -n "s/^ *Signing CA: [^ ]* \([^ ]*\).*/\1/p")
-  if [ "$signed_by" != "$ca" ]; then
-    ssh-keygen -q -s host_ca -h -I "$name" -n "$name" -V "$validity" "$key.pub"
+  # pkgrepo: its sshd listens on pkgrepo-admin only, the name the runs service reaches it by.
+  case $name in pkgrepo) principals=pkgrepo,pkgrepo-admin ;; *) principals=$name ;; esac
+  signed_for=$(ssh-keygen -L -f "$key-cert.pub" 2>/dev/null |
+    sed -n "/^ *Principals:/,/^ *Critical Options:/{/:/!s/^ *//p}" | paste -sd, -)
+  if [ "$signed_by" != "$ca" ] || [ "$signed_for" != "$principals" ]; then
+    ssh-keygen -q -s host_ca -h -I "$name" -n "$principals" -V "$validity" "$key.pub"
     chmod 0444 "$key-cert.pub"
     echo "signed the host certificate of $name"
   fi

@@ -272,7 +272,7 @@ SETTINGS: tuple[Setting, ...] = (
         "RUNS_PACKAGE_REPO_SSH",
         repo_host,
         "Where the service promotes errata: the package repository's sshd as user@host[:port] "
-        "(the demo: opsbook@pkgrepo). The service signs itself a one-minute certificate per "
+        "(the demo: opsbook@pkgrepo-admin). The service signs itself a one-minute certificate per "
         "promotion (principal errata-<environment>, forced command opsbook-repo promote). "
         "Empty: no promotions (503 naming this setting).",
         "",
