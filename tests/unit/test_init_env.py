@@ -179,7 +179,8 @@ def test_init_secrets_makes_both_cas_and_a_certified_key_per_host_and_prints_no_
         assert mode_and_owner(key) == (0o400, 0)
         cert = certificate(key.parent / "ssh_host_ed25519_key-cert.pub")
         assert cert["Type"].startswith("ssh-ed25519-cert-v01@openssh.com host certificate")
-        assert cert["Principals"] == name
+        # The repository's sshd listens on pkgrepo-admin alone (README, Networks).
+        assert cert["Principals"] == ("pkgrepo pkgrepo-admin" if name == "pkgrepo" else name)
         assert cert["Signing CA"].split()[1] == host_ca
         valid_to = cert["Valid"].split(" to ")[1]
         assert int(valid_to[:4]) >= 2035, cert["Valid"]  # 520 weeks
