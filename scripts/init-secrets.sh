@@ -96,6 +96,11 @@ for name in "${hosts[@]}"; do
     [ -f "$ssh_dir/hosts/$name/$file" ] || missing=true
   done
 done
+# The repository's certificate from before it answered as pkgrepo-admin too: signed again.
+repo_cert=$ssh_dir/hosts/pkgrepo/ssh_host_ed25519_key-cert.pub
+if [ -f "$repo_cert" ] && ! cut -d" " -f2 "$repo_cert" | base64 -d | grep -qa pkgrepo-admin; then
+  missing=true
+fi
 if $missing; then
   install -d -m 0755 "$secrets" "$ssh_dir"
   docker run --rm --user 0 --network none -v "$ssh_dir:/out" "opsbook/singleuser:${tag:-0.1.0}" \
