@@ -151,15 +151,16 @@ def test_the_runs_services_settings_are_checked_too(env_file):
 
 
 def test_values_compose_derives_are_checked_as_the_service_gets_them_naming_the_source(env_file):
-    """OPSBOOK_VERSION becomes SINGLEUSER_IMAGE; COMPOSE_PROJECT_NAME both DOCKER_NETWORK and
-    CONTAINER_PREFIX (one line for one mistake)."""
+    """OPSBOOK_VERSION becomes SINGLEUSER_IMAGE; COMPOSE_PROJECT_NAME a Docker name (the prefix of
+    engineers' containers): the lines name both the setting and the variable in .env."""
     spoil(env_file, OPSBOOK_VERSION="1.0 beta", COMPOSE_PROJECT_NAME="ops book")
     lines = bad_lines(check(env_file))
     assert len(lines) == 2, lines
-    prefix, image = sorted(lines)
+    [image] = [line for line in lines if "(from OPSBOOK_VERSION)" in line]
     assert image.startswith("SINGLEUSER_IMAGE (from OPSBOOK_VERSION): expected an image")
     assert "'opsbook/singleuser:1.0 beta'" in image
-    assert prefix.startswith("CONTAINER_PREFIX (from COMPOSE_PROJECT_NAME): expected a Docker")
+    [name] = [line for line in lines if "(from COMPOSE_PROJECT_NAME)" in line]
+    assert "(from COMPOSE_PROJECT_NAME): expected a Docker object name" in name
 
 
 def test_the_shell_environment_wins_over_the_env_file_as_in_compose(env_file):
