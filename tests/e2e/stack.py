@@ -200,6 +200,17 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
     raise TimeoutError(f"{what}: not within {timeout:.0f} s (last error: {last_error})")
 
 
+def service_address(service: str, config: StackConfig = TEST) -> str:
+    """A compose service's address on the stack's backend network (named after the project),
+    which this machine reaches; services on several networks have one address on each."""
+    container = compose("ps", "-q", service, config=config).stdout.strip()
+    networks = json.loads(
+        docker("inspect", "--format", "{{json .NetworkSettings.Networks}}", container).stdout
+    )
+    backend = networks.get(config.project) or next(iter(networks.values()))
+    return backend["IPAddress"]
+
+
 @dataclass
 class Stack:
     hub_url: str

@@ -19,7 +19,7 @@ from opsbook.errata import read_index
 from opsbook.runsclient import RunsClient, RunsError
 
 from .hubclient import HubUser
-from .stack import all_healthy, compose, docker, reset_fleet, wait_for
+from .stack import all_healthy, compose, docker, reset_fleet, service_address, wait_for
 
 SSH_DIR = "/run/opsbook/ssh"
 
@@ -46,13 +46,7 @@ def container_of(service: str) -> str:
 
 def repo_url() -> str:
     """The package repository as the hosts read it (http://pkgrepo/debian), from this machine."""
-    address = docker(
-        "inspect",
-        "--format",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        container_of("pkgrepo"),
-    ).stdout.split()[0]
-    return f"http://{address}/debian"
+    return f"http://{service_address('pkgrepo')}/debian"
 
 
 def suite(name: str) -> dict[str, list[str]]:

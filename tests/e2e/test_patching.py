@@ -12,7 +12,7 @@ import requests
 import testinfra
 
 from .hubclient import HubUser
-from .stack import compose, docker, reset_fleet, wait_for
+from .stack import compose, docker, reset_fleet, service_address, wait_for
 
 WEB = ["web-1", "web-2", "web-3"]
 DB = ["db-1", "db-2", "db-3"]
@@ -80,13 +80,6 @@ def boot_time(service: str) -> str:
     return fleet_host(service).check_output("awk '{print $22}' /proc/1/stat")
 
 
-def container_ip(service: str) -> str:
-    container = compose("ps", "-q", service).stdout.strip()
-    return docker(
-        "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container
-    ).stdout.strip()
-
-
 def prometheus_sees(stack, instance: str, up: int) -> bool:
     answer = requests.get(
         f"http://127.0.0.1:{stack.env['PROMETHEUS_PORT']}/api/v1/query",
@@ -99,7 +92,7 @@ def prometheus_sees(stack, instance: str, up: int) -> bool:
 
 def production_index() -> str:
     """The production suite's index, as production hosts read it."""
-    url = f"http://{container_ip('pkgrepo')}/debian/dists/production/main/binary-amd64/Packages"
+    url = f"http://{service_address('pkgrepo')}/debian/dists/production/main/binary-amd64/Packages"
     answer = requests.get(url, timeout=5)
     answer.raise_for_status()
     return answer.text
@@ -107,7 +100,7 @@ def production_index() -> str:
 
 def silences() -> list[dict]:
     return requests.get(
-        f"http://{container_ip('alertmanager')}:9093/api/v2/silences", timeout=5
+        f"http://{service_address('alertmanager')}:9093/api/v2/silences", timeout=5
     ).json()
 
 
