@@ -23,9 +23,11 @@ a variable compose derives from the user's (SINGLEUSER_IMAGE from OPSBOOK_VERSIO
 
 from __future__ import annotations
 
+import base64
 import importlib
 import os
 import re
+import struct
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -141,14 +143,26 @@ def referenced(template: str) -> frozenset[str]:
 
 
 def computed_variables(env_file: Path, variables: Mapping[str, str]) -> dict[str, str]:
-    """What scripts/compose.sh exports besides the env file; ANSIBLE_DIR is checked apart."""
+    """What scripts/compose.sh exports besides the env file; ANSIBLE_DIR is checked apart.
+
+    SSH_HOST_CA_PUBLIC_KEY is written by make up itself after the build (init-secrets.sh): until
+    it is there, a well-formed stand-in, so that a first `make up` is checked on what the user
+    set, not failed on what make up has not made yet.
+    """
     ansible_dir = ROOT / (variables.get("ANSIBLE_DIR") or "ansible")
     return {
         "OPSBOOK_ROOT": str(ROOT),
         "OPSBOOK_SECRETS": str(env_file.resolve().parent / "secrets"),
         "OPSBOOK_ANSIBLE_DIR": str(ansible_dir.resolve()),
         "DOCKER_GID": "0",
+        "SSH_HOST_CA_PUBLIC_KEY": variables.get("SSH_HOST_CA_PUBLIC_KEY") or stand_in_ssh_key(),
     }
+
+
+def stand_in_ssh_key() -> str:
+    """An ed25519 public key line of 32 zero bytes: well-formed, and nobody's."""
+    blob = b"".join(struct.pack(">I", len(field)) + field for field in (b"ssh-ed25519", bytes(32)))
+    return "ssh-ed25519 " + base64.b64encode(blob).decode()
 
 
 def service_problems(

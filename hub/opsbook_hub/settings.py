@@ -11,11 +11,8 @@ hub's declarations and the parsers only the hub needs.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
-import struct
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -25,6 +22,7 @@ from opsbook.contract.settings import (
     absolute_path,
     bounded_int,
     names,
+    optional_ssh_public_key,
     optional_url,
     positive_float,
     positive_int,
@@ -90,56 +88,6 @@ def image_ref(raw: str) -> str:
     if not re.match(r"^[a-z0-9][a-z0-9._/-]*(:[\w][\w.-]*)?(@sha256:[0-9a-f]{64})?$", raw.strip()):
         raise ValueError("an image reference such as opsbook/singleuser:0.1.0")
     return raw.strip()
-
-
-# Key types a host CA may have, and how many length-prefixed fields their key blob holds
-# (RFC 4253 6.6, RFC 5656 3.1, RFC 8709 4: the type's name, then the key's own numbers).
-SSH_KEY_FIELDS = {
-    "ssh-ed25519": 2,
-    "ssh-rsa": 3,
-    "ecdsa-sha2-nistp256": 3,
-    "ecdsa-sha2-nistp384": 3,
-    "ecdsa-sha2-nistp521": 3,
-}
-
-
-def _ssh_fields(blob: bytes) -> list[bytes]:
-    """A key blob's length-prefixed fields; ValueError unless it is exactly that."""
-    found = []
-    while blob:
-        if len(blob) < 4:
-            raise ValueError("truncated")
-        (length,) = struct.unpack(">I", blob[:4])
-        if len(blob) < 4 + length:
-            raise ValueError("truncated")
-        found.append(blob[4 : 4 + length])
-        blob = blob[4 + length :]
-    return found
-
-
-def optional_ssh_public_key(raw: str) -> str:
-    """One OpenSSH public key line (type, base64 key, optional comment), or empty: none.
-
-    Checked as far as it can be without a crypto library: a known key type, base64 that decodes
-    into that type's fields and nothing more (a truncated or pasted-together line fails here,
-    not at the first ssh in an engineer's terminal). The comment is dropped.
-    """
-    line = raw.strip()
-    if not line:
-        return ""
-    expected = "one OpenSSH public key line such as 'ssh-ed25519 AAAA... host-ca' (host_ca.pub)"
-    words = line.split()
-    if "\n" in line or len(words) < 2 or words[0] not in SSH_KEY_FIELDS:
-        raise ValueError(expected)
-    try:
-        fields = _ssh_fields(base64.b64decode(words[1], validate=True))
-    except (binascii.Error, ValueError):
-        raise ValueError(expected) from None
-    if len(fields) != SSH_KEY_FIELDS[words[0]] or fields[0] != words[0].encode():
-        raise ValueError(expected)
-    if words[0] == "ssh-ed25519" and len(fields[1]) != 32:
-        raise ValueError(expected)
-    return f"{words[0]} {words[1]}"
 
 
 SETTINGS: tuple[Setting, ...] = (

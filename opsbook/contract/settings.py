@@ -19,7 +19,10 @@ only: the hub, the runs service and the toolkit share this package and nothing e
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import struct
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -164,3 +167,53 @@ def absolute_path(raw: str) -> str:
 def optional_absolute_path(raw: str) -> str:
     """An absolute path, or empty for none."""
     return absolute_path(raw) if raw.strip() else ""
+
+
+# Key types a host CA may have, and how many length-prefixed fields their key blob holds
+# (RFC 4253 6.6, RFC 5656 3.1, RFC 8709 4: the type's name, then the key's own numbers).
+SSH_KEY_FIELDS = {
+    "ssh-ed25519": 2,
+    "ssh-rsa": 3,
+    "ecdsa-sha2-nistp256": 3,
+    "ecdsa-sha2-nistp384": 3,
+    "ecdsa-sha2-nistp521": 3,
+}
+
+
+def _ssh_fields(blob: bytes) -> list[bytes]:
+    """A key blob's length-prefixed fields; ValueError unless it is exactly that."""
+    found = []
+    while blob:
+        if len(blob) < 4:
+            raise ValueError("truncated")
+        (length,) = struct.unpack(">I", blob[:4])
+        if len(blob) < 4 + length:
+            raise ValueError("truncated")
+        found.append(blob[4 : 4 + length])
+        blob = blob[4 + length :]
+    return found
+
+
+def optional_ssh_public_key(raw: str) -> str:
+    """One OpenSSH public key line (type, base64 key, optional comment), or empty: none.
+
+    Checked as far as it can be without a crypto library: a known key type, base64 that decodes
+    into that type's fields and nothing more (a truncated or pasted-together line fails here,
+    not at the first ssh in an engineer's terminal). The comment is dropped.
+    """
+    line = raw.strip()
+    if not line:
+        return ""
+    expected = "one OpenSSH public key line such as 'ssh-ed25519 AAAA... host-ca' (host_ca.pub)"
+    words = line.split()
+    if "\n" in line or len(words) < 2 or words[0] not in SSH_KEY_FIELDS:
+        raise ValueError(expected)
+    try:
+        fields = _ssh_fields(base64.b64decode(words[1], validate=True))
+    except (binascii.Error, ValueError):
+        raise ValueError(expected) from None
+    if len(fields) != SSH_KEY_FIELDS[words[0]] or fields[0] != words[0].encode():
+        raise ValueError(expected)
+    if words[0] == "ssh-ed25519" and len(fields[1]) != 32:
+        raise ValueError(expected)
+    return f"{words[0]} {words[1]}"

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from opsbook.contract.wire import ErrorCode
+from opsbook.service.repohost import RepoHost
 from opsbook.service.rules import Refused, bad_request
 from opsbook.service.ssh_ca import CertificateAuthority
 
@@ -51,37 +52,8 @@ SSH_TIMEOUT = 30.0  # seconds for the whole promotion (connect, sign, publish)
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,127}$")  # Debian policy 5.6.1
 VERSION = re.compile(r"^[0-9][A-Za-z0-9.+~:-]{0,127}$")  # Debian policy 5.6.12, bounded
 ENVIRONMENT = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")  # opsbook-repo's suite names
-TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]{0,31})@(?P<host>[A-Za-z0-9.-]+)(:(?P<port>\d+))?$")
 
 Pair = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class RepoHost:
-    """Where the repository's sshd is: user@host[:port] (RUNS_PACKAGE_REPO_SSH)."""
-
-    user: str
-    host: str
-    port: int = 22
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.host}" + (f":{self.port}" if self.port != 22 else "")
-
-
-def repo_host(raw: str) -> RepoHost | None:
-    """RUNS_PACKAGE_REPO_SSH's parser: user@host[:port], or empty for no repository (then every
-    promotion is refused with 503 naming the setting)."""
-    value = raw.strip()
-    if not value:
-        return None
-    match = TARGET.match(value)
-    port = int(match["port"] or 22) if match else 0
-    if not match or not 1 <= port <= 65535:
-        raise ValueError(
-            "user@host or user@host:port of the package repository's sshd, such as "
-            "opsbook@pkgrepo, or empty for none"
-        )
-    return RepoHost(user=match["user"], host=match["host"], port=port)
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-
 from opsbook.contract.settings import (
     Setting,
     SettingsError,
     absolute_path,
     bounded_int,
     mask_password,
+    optional_ssh_public_key,
     optional_url,
     secret,
     text,
@@ -31,7 +29,7 @@ from opsbook.contract.settings import (
 )
 from opsbook.contract.settings import load as load_settings
 from opsbook.contract.stacks import NONPRODUCTION_SETTING, environment_names
-from opsbook.service.promotions import repo_host
+from opsbook.service.repohost import repo_host
 from opsbook.service.rules import ApprovalPolicy
 
 __all__ = [
@@ -105,22 +103,6 @@ def source_addresses(raw: str) -> tuple[str, ...]:
                 "or empty for no source-address restriction"
             ) from None
     return tuple(dict.fromkeys(found))
-
-
-def optional_host_ca(raw: str) -> str:
-    """One OpenSSH public key line (the host CA's, as in host_ca.pub; comment dropped), or empty."""
-    line = raw.strip()
-    if not line:
-        return ""
-    words = line.split()
-    try:
-        load_ssh_public_key(" ".join(words[:2]).encode())
-    except (ValueError, TypeError, UnsupportedAlgorithm, IndexError):
-        raise ValueError(
-            "one OpenSSH public key line such as 'ssh-ed25519 AAAA... host-ca' (host_ca.pub), "
-            "or empty"
-        ) from None
-    return " ".join(words[:2])
 
 
 def approval_environments(raw: str) -> ApprovalPolicy:
@@ -279,7 +261,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "RUNS_SSH_HOST_CA",
-        optional_host_ca,
+        optional_ssh_public_key,
         "The host CA's public key (compose passes SSH_HOST_CA_PUBLIC_KEY): the repository host "
         "must show a host certificate it signed. Required with RUNS_PACKAGE_REPO_SSH.",
         "",

@@ -24,12 +24,11 @@ from opsbook.contract.wire import ErrorCode, RunOptions, RunState
 from opsbook.service import settings, tables
 from opsbook.service.promotions import (
     Outcome,
-    RepoHost,
     SshPromoter,
     parse_output,
     promote_command,
-    repo_host,
 )
+from opsbook.service.repohost import RepoHost, repo_host
 from opsbook.service.rules import Caller, Refused, RunFacts, check_promotion
 from opsbook.service.ssh_ca import CertificateAuthority
 from opsbook.service.store import Store
