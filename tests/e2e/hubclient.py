@@ -12,6 +12,8 @@ from urllib.parse import urljoin, urlparse
 
 import requests
 
+from opsbook.runsclient import RunsClient
+
 from .stack import wait_for
 
 TIMEOUT = 10
@@ -150,6 +152,22 @@ class HubUser:
         )
         assert answer.status_code == 201, answer.text
         return answer.json()["token"]
+
+
+def signed_in(stack, username: str, *, server: bool = False) -> HubUser:
+    """`username` signed in at the provider's form; with their server started when asked."""
+    user = HubUser(stack.hub_url, username)
+    user.sign_in(stack.demo_password)
+    if server:
+        user.start_server()
+    return user
+
+
+def runs_client(stack, username: str, note: str, retry_for: float = 0) -> RunsClient:
+    """The runs service through the proxy, with a token of `username`'s own, as their
+    notebooks have one."""
+    token = signed_in(stack, username).new_token(note)
+    return RunsClient(f"{stack.hub_url}/services/runs", token, retry_for=retry_for)
 
 
 class ServerClient:

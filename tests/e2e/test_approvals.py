@@ -20,7 +20,7 @@ from opsbook.contract import wire
 from opsbook.contract.scopes import SCOPE_PRODUCTION
 from opsbook.runsclient import RunsClient, RunsError
 
-from .hubclient import HubUser, sign_in_with_browser
+from .hubclient import runs_client, sign_in_with_browser, signed_in
 from .stack import compose, docker, wait_for
 from .test_patching import MACHINE_LOAD_BAR, output_text
 
@@ -29,9 +29,7 @@ TTL = 120  # RUNS_APPROVAL_TTL of the test stack (tests/e2e/stack.py)
 
 
 def client_of(stack, name: str) -> RunsClient:
-    user = HubUser(stack.hub_url, name)
-    user.sign_in(stack.demo_password)
-    return RunsClient(f"{stack.hub_url}{RUNS}", user.new_token("approvals test"), retry_for=30)
+    return runs_client(stack, name, "approvals test", retry_for=30)
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +40,7 @@ def clients(stack) -> dict[str, RunsClient]:
 @pytest.fixture(scope="module")
 def alice(stack) -> str:
     """alice's own container, where her runbooks run."""
-    user = HubUser(stack.hub_url, "alice")
-    user.sign_in(stack.demo_password)
-    user.start_server()
+    signed_in(stack, "alice", server=True)
     return stack.container_of("alice")
 
 

@@ -18,7 +18,7 @@ from opsbook.contract import wire
 from opsbook.errata import read_index
 from opsbook.runsclient import RunsClient, RunsError
 
-from .hubclient import HubUser
+from .hubclient import runs_client, signed_in
 from .stack import all_healthy, compose, docker, reset_fleet, service_address, wait_for
 
 SSH_DIR = "/run/opsbook/ssh"
@@ -30,9 +30,7 @@ def fresh_fleet(stack):
 
 
 def client_of(stack, name: str) -> RunsClient:
-    user = HubUser(stack.hub_url, name)
-    user.sign_in(stack.demo_password)
-    return RunsClient(f"{stack.hub_url}/services/runs", user.new_token(f"errata test {name}"))
+    return runs_client(stack, name, f"errata test {name}")
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +131,7 @@ def test_on_call_cannot_promote_into_production_without_an_approved_running_run(
 
 
 def test_erins_container_cannot_reach_the_repository_over_ssh(stack):
-    user = HubUser(stack.hub_url, "erin")
-    user.sign_in(stack.demo_password)
-    user.start_server()
+    signed_in(stack, "erin", server=True)
     container = stack.container_of("erin")
 
     def as_erin(*command: str) -> subprocess.CompletedProcess:

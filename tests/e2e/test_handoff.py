@@ -16,7 +16,7 @@ import testinfra
 from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
 
-from .hubclient import HubUser
+from .hubclient import signed_in
 from .stack import compose, docker, reset_fleet, wait_for
 from .test_patching import MACHINE_LOAD_BAR, output_text
 
@@ -32,10 +32,7 @@ def fresh_fleet(stack):
 def engineers(stack):
     people = {}
     for name in ("alice", "bob"):
-        user = HubUser(stack.hub_url, name)
-        user.sign_in(stack.demo_password)
-        user.start_server()
-        people[name] = user
+        people[name] = signed_in(stack, name, server=True)
     return people
 
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from .hubclient import HubUser, ServerClient
+from .hubclient import HubUser, ServerClient, signed_in
 from .stack import compose, docker, wait_for
 
 FLEET = ("web-1", "web-2", "web-3", "db-1", "db-2", "db-3")
@@ -101,10 +101,7 @@ def everywhere(container: str, port: int, *names: str) -> set[str]:
 
 
 def started(stack, name: str) -> HubUser:
-    user = HubUser(stack.hub_url, name)
-    user.sign_in(stack.demo_password)
-    user.start_server()
-    return user
+    return signed_in(stack, name, server=True)
 
 
 @pytest.fixture(scope="module")

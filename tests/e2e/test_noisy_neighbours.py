@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from .hubclient import HubUser, ServerClient
+from .hubclient import ServerClient, signed_in
 from .stack import docker, wait_for
 
 # .env.example's defaults, which the test stack keeps.
@@ -43,18 +43,12 @@ while True:
 
 @pytest.fixture(scope="module")
 def erin(stack):
-    user = HubUser(stack.hub_url, "erin")
-    user.sign_in(stack.demo_password)
-    user.start_server()
-    return user
+    return signed_in(stack, "erin", server=True)
 
 
 @pytest.fixture(scope="module")
 def bob(stack):
-    user = HubUser(stack.hub_url, "bob")
-    user.sign_in(stack.demo_password)
-    user.start_server()
-    return user
+    return signed_in(stack, "bob", server=True)
 
 
 @dataclass

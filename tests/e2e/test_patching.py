@@ -11,7 +11,7 @@ import pytest
 import requests
 import testinfra
 
-from .hubclient import HubUser
+from .hubclient import signed_in
 from .stack import compose, docker, reset_fleet, service_address, wait_for
 
 WEB = ["web-1", "web-2", "web-3"]
@@ -26,9 +26,7 @@ def fresh_fleet(stack):
 
 @pytest.fixture(scope="module")
 def alice(stack):
-    user = HubUser(stack.hub_url, "alice")
-    user.sign_in(stack.demo_password)
-    user.start_server()
+    signed_in(stack, "alice", server=True)
     return stack.container_of("alice")
 
 

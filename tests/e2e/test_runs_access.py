@@ -14,17 +14,14 @@ from opsbook.contract import wire
 from opsbook.contract.scopes import SCOPE_PRODUCTION
 from opsbook.runsclient import RunsClient, RunsError
 
-from .hubclient import HubUser
+from .hubclient import HubUser, runs_client
 
 RUNS = "/services/runs"
 
 
 def client_of(stack, username: str) -> RunsClient:
     """The engineer's own JupyterHub token, as their notebooks have it, through the proxy."""
-    user = HubUser(stack.hub_url, username)
-    user.sign_in(stack.demo_password)
-    token = user.new_token(f"runs test {username}")
-    return RunsClient(f"{stack.hub_url}{RUNS}", token, retry_for=5)
+    return runs_client(stack, username, f"runs test {username}", retry_for=5)
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,13 @@ import time
 import pytest
 import requests
 
-from .hubclient import HubUser, ServerClient
+from .hubclient import HubUser, ServerClient, signed_in
 from .stack import compose, docker, wait_for
 
 
 @pytest.fixture(scope="module")
 def alice(stack):
-    user = HubUser(stack.hub_url, "alice")
-    user.sign_in(stack.demo_password)
-    user.start_server()
-    return user
+    return signed_in(stack, "alice", server=True)
 
 
 @pytest.fixture(scope="module")

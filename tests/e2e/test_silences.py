@@ -19,7 +19,7 @@ import requests
 from opsbook.contract import wire
 from opsbook.runsclient import LedgerUnavailable, RunsClient
 
-from .hubclient import HubUser
+from .hubclient import runs_client
 from .stack import compose, docker, wait_for
 
 FLEET = [f"{host}:9100" for host in ("web-1", "web-2", "web-3", "db-1", "db-2", "db-3")]
@@ -65,10 +65,7 @@ def people(stack) -> dict[str, RunsClient]:
     """alice and bob (both on call), each with a token of their own at the hub."""
     clients = {}
     for name in ("alice", "bob"):
-        user = HubUser(stack.hub_url, name)
-        user.sign_in(stack.demo_password)
-        token = user.new_token("silences tests")
-        clients[name] = RunsClient(f"{stack.hub_url}/services/runs", token, retry_for=5)
+        clients[name] = runs_client(stack, name, "silences tests", retry_for=5)
     return clients
 
 

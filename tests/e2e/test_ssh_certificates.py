@@ -16,7 +16,7 @@ import pytest
 from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
 
-from .hubclient import HubUser
+from .hubclient import HubUser, runs_client, signed_in
 from .stack import IMAGE_TAG, compose, docker, reset_fleet, wait_for
 
 SSH_DIR = "/run/opsbook/ssh"
@@ -31,9 +31,7 @@ def fresh_fleet(stack):
 
 
 def started(stack, name: str) -> str:
-    user = HubUser(stack.hub_url, name)
-    user.sign_in(stack.demo_password)
-    user.start_server()
+    signed_in(stack, name, server=True)
     return stack.container_of(name)
 
 
@@ -92,9 +90,7 @@ def sshd_log(host: str) -> str:
 
 
 def client_of(stack, name: str) -> RunsClient:
-    user = HubUser(stack.hub_url, name)
-    user.sign_in(stack.demo_password)
-    return RunsClient(f"{stack.hub_url}/services/runs", user.new_token(f"ssh test {name}"))
+    return runs_client(stack, name, f"ssh test {name}")
 
 
 def test_erin_reaches_staging_with_her_certificate_and_ansible_works_with_it(erin):

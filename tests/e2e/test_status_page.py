@@ -7,16 +7,14 @@ in the README comes from here.
 from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
 
-from .hubclient import HubUser, sign_in_with_browser
+from .hubclient import runs_client, sign_in_with_browser
 from .stack import ROOT
 
 SCREENSHOT = ROOT / "docs" / "screenshots" / "status-page.png"
 
 
 def client_of(stack, name: str) -> RunsClient:
-    user = HubUser(stack.hub_url, name)
-    user.sign_in(stack.demo_password)
-    return RunsClient(f"{stack.hub_url}/services/runs", user.new_token("status page test"))
+    return runs_client(stack, name, "status page test")
 
 
 def a_run_in_progress(alice: RunsClient, bob: RunsClient) -> wire.Run:

@@ -7,16 +7,13 @@ as. Every token the hub issues expires (API_TOKEN_MAX_SECONDS is an hour in the 
 import pytest
 import requests
 
-from .hubclient import TIMEOUT, HubUser, ServerClient
+from .hubclient import TIMEOUT, HubUser, ServerClient, signed_in
 from .stack import wait_for
 
 
 @pytest.fixture(scope="module")
 def erin(stack):
-    user = HubUser(stack.hub_url, "erin")
-    user.sign_in(stack.demo_password)
-    user.start_server()
-    return user
+    return signed_in(stack, "erin", server=True)
 
 
 @pytest.fixture(scope="module")
