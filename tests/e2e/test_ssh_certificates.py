@@ -31,8 +31,21 @@ def fresh_fleet(stack):
 
 
 def started(stack, name: str) -> str:
-    signed_in(stack, name, server=True)
-    return stack.container_of(name)
+    """`name`'s server, started afresh, with the certificate its start asks for. An earlier
+    module may have started it long ago, and the test stack's certificates last a minute."""
+    user = signed_in(stack, name)
+    if user.server_ready():
+        user.stop_server()
+    user.start_server()
+    container = stack.container_of(name)
+    wait_for(
+        lambda: (
+            as_engineer(container, "test", "-s", f"{SSH_DIR}/id_ed25519-cert.pub").returncode == 0
+        ),
+        30,
+        f"{name}'s certificate, asked for at the server's start",
+    )
+    return container
 
 
 @pytest.fixture(scope="module")
