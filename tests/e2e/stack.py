@@ -185,6 +185,16 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
 
 
+def as_engineer(container: str, *command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A command in an engineer's container, as the engineer (uid 1000), from their home."""
+    return subprocess.run(
+        ["docker", "exec", "-u", "1000", "-w", "/home/jovyan", container, *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
     """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ from opsbook.errata import read_index
 from opsbook.runsclient import RunsClient, RunsError
 
 from .hubclient import runs_client, signed_in
-from .stack import all_healthy, compose, docker, reset_fleet, service_address, wait_for
+from .stack import all_healthy, as_engineer, compose, docker, reset_fleet, service_address, wait_for
 
 SSH_DIR = "/run/opsbook/ssh"
 
@@ -135,12 +135,7 @@ def test_erins_container_cannot_reach_the_repository_over_ssh(stack):
     container = stack.container_of("erin")
 
     def as_erin(*command: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["docker", "exec", "-u", "1000", "-w", "/home/jovyan", container, *command],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return as_engineer(container, *command)
 
     renewed = as_erin(
         "python3",

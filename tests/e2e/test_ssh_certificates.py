@@ -17,7 +17,7 @@ from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
 
 from .hubclient import HubUser, runs_client, signed_in
-from .stack import IMAGE_TAG, compose, docker, reset_fleet, wait_for
+from .stack import IMAGE_TAG, as_engineer, compose, docker, reset_fleet, wait_for
 
 SSH_DIR = "/run/opsbook/ssh"
 # A certificate is valid from a minute before it is issued to RUNS_SSH_CERT_MINUTES after.
@@ -56,16 +56,6 @@ def erin(stack) -> str:
 @pytest.fixture(scope="module")
 def bob(stack) -> str:
     return started(stack, "bob")
-
-
-def as_engineer(container: str, *command: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """A command in the engineer's container, as the engineer (uid 1000), from their home."""
-    return subprocess.run(
-        ["docker", "exec", "-u", "1000", "-w", "/home/jovyan", container, *command],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def ssh(container: str, host: str, *options: str) -> subprocess.CompletedProcess:
