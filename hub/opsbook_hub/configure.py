@@ -161,6 +161,8 @@ def _default_url(policy: GroupPolicy) -> Callable[[Any], str | None]:
     return default_url
 
 
+# The engineer's home volume (their network lives as long as it: opsbook_hub.networks).
+HOME_VOLUME_TEMPLATE = "{prefix}-home-{username}"
 # Seconds a server may take to start, and then to answer (start_timeout, http_timeout).
 SPAWN_PATIENCE = 180
 
@@ -172,12 +174,13 @@ def configure_spawner(c: Config, s: Settings) -> None:
     spawner.pull_policy = "never"
     # A network of each engineer's own (opsbook_hub.networks), named after CONTAINER_PREFIX.
     c.OpsbookDockerSpawner.network_internal = s["ENGINEER_NETWORK_EGRESS"] == "none"
+    c.OpsbookDockerSpawner.network_pool = str(s["ENGINEER_NETWORK_POOL"])
     spawner.use_internal_ip = True
     spawner.remove = True
     spawner.prefix = s["CONTAINER_PREFIX"]
     spawner.name_template = "{prefix}-{username}"
     spawner.volumes = {
-        "{prefix}-home-{username}": HOME,
+        HOME_VOLUME_TEMPLATE: HOME,
         s["RUNBOOKS_HOST_PATH"]: {"bind": RUNBOOKS_MOUNT, "mode": "ro"},
         s["ANSIBLE_HOST_PATH"]: {"bind": ANSIBLE_MOUNT, "mode": "ro"},
     }

@@ -8,12 +8,19 @@ docker-compose.yml join it: the proxy and the hub, which reach the server, and t
 runs service, Prometheus, the package repository and the demo fleet, which the server reaches.
 Ports of theirs that engineers must not reach listen on a backend address only (compose says which).
 
+A network lives as long as its engineer's home volume, not as long as one server: the first start
+creates it (with a /26 of ENGINEER_NETWORK_POOL: Docker's default address pools hold only about
+thirty networks) and connects the members, which costs that start most of a second; every later
+start finds it ready. On a stopped server's network there is nobody but the members.
+
 Who does what:
-- the spawner (`prepare`, `remove`) creates the network and connects the members, concurrently,
-  before the server starts, and removes the network once the server's container is gone;
+- the spawner (`ensure`, `connect_missing`) creates the network and connects the members,
+  concurrently, while the server's container starts; when the hub deletes the engineer, it
+  removes the network (`remove`);
 - the keeper (`python -m opsbook_hub.networks`, a service the hub runs and restarts) connects a
   member that starts later (compose recreating the runs service or a fleet host, the hub itself
-  after an upgrade) to every engineer's network, and removes networks a dead hub left behind.
+  after an upgrade) to every engineer's network, and removes the network of an engineer who has
+  neither a container nor a home volume any more (deleted outside the hub).
 
 The decisions (`missing_members`, `leftovers`, names) are plain functions, tested without Docker;
 `EngineerNetworks` is the thin layer that asks Docker.
@@ -23,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import ipaddress
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +43,8 @@ from datetime import datetime
 from typing import Any
 
 from docker.errors import APIError
+
+from .configure import HOME_VOLUME_TEMPLATE
 
 # On a container engineers' networks include (value: the deployment's CONTAINER_PREFIX).
 MEMBER_LABEL = "org.opsbook.engineer-networks"
@@ -47,6 +58,14 @@ LEFTOVER_GRACE_SECONDS = 120.0
 # How long `remove` keeps trying while Docker finishes removing the server's container.
 REMOVE_TIMEOUT_SECONDS = 15.0
 CONNECT_WORKERS = 8
+# Members connected first: the server asks the hub's API for its version as it starts and waits
+# two seconds before asking again when the hub is not there yet.
+CONNECT_FIRST = ("hub", "proxy")
+# Each engineer's network: a /26 of ENGINEER_NETWORK_POOL (61 addresses: the gateway, the
+# server, and the members, eleven in the demo).
+SUBNET_PREFIX = 26
+# How often the keeper reconciles even when no member starts (leftovers of deleted engineers).
+RECONCILE_EVERY_SECONDS = 300
 
 log = logging.getLogger("opsbook.networks")
 
@@ -78,9 +97,48 @@ def member_of(container: Mapping[str, Any]) -> Member:
 
 
 def missing_members(members: Iterable[Member], attached: Iterable[str]) -> list[Member]:
-    """The members not yet on a network whose attached container ids are `attached`."""
+    """The members not yet on a network whose attached container ids are `attached`, those of
+    CONNECT_FIRST first."""
     on_network = set(attached)
-    return [m for m in members if m.id not in on_network]
+    missing = [m for m in members if m.id not in on_network]
+    return sorted(missing, key=lambda m: m.alias not in CONNECT_FIRST)
+
+
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def subnets_in_use(networks: Iterable[Mapping[str, Any]]) -> list[Subnet]:
+    """Every subnet of Docker's network listing (all networks of the engine, any deployment)."""
+    found = []
+    for network in networks:
+        for config in (network.get("IPAM") or {}).get("Config") or []:
+            if config.get("Subnet"):
+                found.append(ipaddress.ip_network(config["Subnet"], strict=False))
+    return found
+
+
+def free_subnet(pool: ipaddress.IPv4Network, taken: Iterable[Subnet]) -> ipaddress.IPv4Network:
+    """The first /SUBNET_PREFIX of `pool` that overlaps nothing in `taken`.
+
+    Raises RuntimeError naming ENGINEER_NETWORK_POOL when every one is taken: the engineer's
+    start fails with that message rather than with Docker's about its default pools.
+    """
+    size = 1 << (32 - SUBNET_PREFIX)
+    first, count = int(pool.network_address), pool.num_addresses // size
+    used: set[int] = set()
+    for subnet in taken:
+        if subnet.version != 4 or not subnet.overlaps(pool):
+            continue
+        low = max(int(subnet.network_address), first) - first
+        high = min(int(subnet.broadcast_address), first + pool.num_addresses - 1) - first
+        used.update(range(low // size, high // size + 1))
+    for index in range(count):
+        if index not in used:
+            return ipaddress.IPv4Network((first + index * size, SUBNET_PREFIX))
+    raise RuntimeError(
+        f"ENGINEER_NETWORK_POOL {pool} is full: all {count} networks of /{SUBNET_PREFIX} are in "
+        "use on this Docker engine (README, Networks: a larger pool)"
+    )
 
 
 _DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -97,18 +155,18 @@ def docker_time(text: str) -> float:
 
 def leftovers(
     networks: Iterable[Mapping[str, Any]],
-    engineers_running: set[str],
+    engineers_present: set[str],
     now: float,
     grace: float = LEFTOVER_GRACE_SECONDS,
 ) -> list[Mapping[str, Any]]:
-    """Engineers' networks whose engineer has no container, older than `grace` seconds.
+    """Engineers' networks of engineers who are gone, older than `grace` seconds.
 
-    `engineers_running`: the escaped names of engineers whose server container exists.
+    `engineers_present`: the escaped names of engineers with a server container or a home volume.
     """
     return [
         n
         for n in networks
-        if (n.get("Labels") or {}).get(ENGINEER_LABEL) not in engineers_running
+        if (n.get("Labels") or {}).get(ENGINEER_LABEL) not in engineers_present
         and now - docker_time(n["Created"]) > grace
     ]
 
@@ -122,15 +180,27 @@ def _already(error: APIError, *words: str) -> bool:
 class EngineerNetworks:
     """Engineers' networks of one deployment (CONTAINER_PREFIX), through a docker.APIClient.
 
-    Blocking calls: the spawner runs them in a thread (`prepare`/`remove` are called through
-    `asyncio.to_thread`); connections and disconnections go out concurrently, CONNECT_WORKERS
-    at a time, since each one waits for Docker to set up an interface in another container.
+    Blocking calls: the spawner runs them in a thread (through `asyncio.to_thread`); connections
+    and disconnections go out concurrently, CONNECT_WORKERS at a time, since each one waits for
+    Docker to set up an interface in another container. `pool`: where `ensure` takes subnets
+    (the keeper creates no network and passes none).
     """
 
-    def __init__(self, client: Any, prefix: str, internal: bool = True) -> None:
+    # One hub's spawns choose subnets one at a time; another deployment on the same engine may
+    # still take the same one first, and `ensure` then chooses again.
+    _creating = threading.Lock()
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str,
+        internal: bool = True,
+        pool: ipaddress.IPv4Network | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.internal = internal
+        self.pool = pool
 
     # --- what is there ---
 
@@ -149,27 +219,46 @@ class EngineerNetworks:
 
     # --- the spawner's side ---
 
-    def prepare(self, name: str, engineer: str) -> tuple[str, int]:
-        """Create `name` for `engineer` unless it exists, and connect every member not on it.
+    def ensure(self, name: str, engineer: str, attempts: int = 5) -> str:
+        """The id of `name`, created for `engineer` with a free subnet of the pool unless it
+        exists. A subnet another engine user took meanwhile is refused by Docker: choose again."""
+        with self._creating:
+            for attempt in range(1, attempts + 1):
+                network = self.find(name)
+                if network is not None:
+                    return network["Id"]
+                try:
+                    return self.create(name, engineer)["Id"]
+                except APIError as error:
+                    if not _already(error, "overlaps") or attempt == attempts:
+                        raise
+                    log.info("subnet for %s taken meanwhile (%s); choosing again", name, error)
+        raise AssertionError("unreachable")
 
-        Returns the network's id and how many members were connected now. Fails when a member
-        cannot be connected: a server that cannot reach the hub would not start anyway, and one
-        that reached less than it should would fail later, less clearly.
+    def create(self, name: str, engineer: str) -> dict:
+        ipam = None
+        if self.pool is not None:
+            subnet = free_subnet(self.pool, subnets_in_use(self.client.networks()))
+            ipam = {"Driver": "default", "Config": [{"Subnet": str(subnet)}]}
+        return self.client.create_network(
+            name,
+            driver="bridge",
+            internal=self.internal,
+            check_duplicate=True,
+            options={"com.docker.network.bridge.name": bridge_name(name)},
+            labels={NETWORK_LABEL: self.prefix, ENGINEER_LABEL: engineer},
+            ipam=ipam,
+        )
+
+    def connect_missing(self, network_id: str) -> int:
+        """Connect every member not on the network; how many were connected now.
+
+        Fails when a member cannot be connected: a server that cannot reach the hub would not
+        start anyway, and one that reached less than it should would fail later, less clearly.
         """
-        network = self.find(name)
-        if network is None:
-            network = self.client.create_network(
-                name,
-                driver="bridge",
-                internal=self.internal,
-                check_duplicate=True,
-                options={"com.docker.network.bridge.name": bridge_name(name)},
-                labels={NETWORK_LABEL: self.prefix, ENGINEER_LABEL: engineer},
-            )
-        network_id = network["Id"]
         missing = missing_members(self.members(), self.attached(network_id))
         self._each(lambda m: self.connect(m, network_id), missing)
-        return network_id, len(missing)
+        return len(missing)
 
     def connect(self, member: Member, network_id: str) -> None:
         try:
@@ -180,8 +269,9 @@ class EngineerNetworks:
 
     def remove(self, name: str, timeout: float = REMOVE_TIMEOUT_SECONDS) -> bool:
         """Disconnect everything from `name` and remove it; False if Docker still refused at
-        `timeout` (the keeper removes it later). A server's container being removed by Docker
-        may still hold its endpoint for a moment: that is what the retries are for."""
+        `timeout` (the keeper removes it later, once the engineer is gone). A server's container
+        being removed by Docker may still hold its endpoint for a moment: that is what the
+        retries are for."""
         deadline = time.monotonic() + timeout
         while True:
             network = self.find(name)
@@ -215,13 +305,15 @@ class EngineerNetworks:
         return len(targets)
 
     def reconcile(self, now: float | None = None) -> None:
-        """Every member on every engineer's network; networks of no running engineer removed."""
+        """Every member on every engineer's network; networks of engineers gone removed."""
         members = self.members()
         networks = self.networks()
-        engineers = self.engineers_with_containers()
+        engineers = self.engineers_present()
         gone = leftovers(networks, engineers, time.time() if now is None else now)
         for network in gone:
-            log.info("removing %s: its engineer has no container", network["Name"])
+            log.info(
+                "removing %s: its engineer has no container and no home volume", network["Name"]
+            )
             self.remove(network["Name"])
         gone_ids = {n["Id"] for n in gone}
         for network in networks:
@@ -232,15 +324,22 @@ class EngineerNetworks:
             if missing:
                 log.info("%s: connected %s", network["Name"], ", ".join(m.alias for m in missing))
 
-    def engineers_with_containers(self) -> set[str]:
-        """Escaped names of engineers whose container `<prefix>-<name>` exists (running or not)."""
-        head = f"/{self.prefix}-"
+    def engineers_present(self) -> set[str]:
+        """Escaped names of engineers with a container `<prefix>-<name>` (running or not) or a
+        home volume `<prefix>-home-<name>`."""
+        container_head = f"/{self.prefix}-"
         names = (n for c in self.client.containers(all=True) for n in c.get("Names") or [])
-        return {n[len(head) :] for n in names if n.startswith(head)}
+        present = {n[len(container_head) :] for n in names if n.startswith(container_head)}
+        volume_head = HOME_VOLUME_TEMPLATE.format(prefix=self.prefix, username="")
+        volumes = self.client.volumes().get("Volumes") or []
+        present.update(
+            v["Name"][len(volume_head) :] for v in volumes if v["Name"].startswith(volume_head)
+        )
+        return present
 
     def keep(self, retry_seconds: float = 2.0) -> None:
-        """Reconcile, then follow members' starts for good; after a lost stream (dockerd
-        restarted), reconcile again and follow on from where it broke."""
+        """Reconcile, then follow members' starts; every RECONCILE_EVERY_SECONDS, and after a
+        lost stream (dockerd restarted), reconcile again and follow on from where it stopped."""
         while True:
             since = int(time.time())
             try:
@@ -248,6 +347,7 @@ class EngineerNetworks:
                 events = self.client.events(
                     decode=True,
                     since=since,
+                    until=since + RECONCILE_EVERY_SECONDS,
                     filters={
                         "type": "container",
                         "event": "start",
@@ -260,6 +360,7 @@ class EngineerNetworks:
                     connected = self.connect_everywhere(member)
                     if connected:
                         log.info("%s started: on %d engineers' networks", member.alias, connected)
+                continue  # the stream ended at `until`: reconcile again at once
             except Exception as error:  # the stream or the engine went away: start over
                 log.warning(
                     "following Docker's events failed (%s); again in %s s", error, retry_seconds

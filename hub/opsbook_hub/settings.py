@@ -11,6 +11,7 @@ hub's declarations and the parsers only the hub needs.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -82,6 +83,22 @@ def choice(*allowed: str) -> Callable[[str], str]:
         return raw.strip()
 
     return parse
+
+
+# Engineers' networks take a /26 each (opsbook_hub.networks.SUBNET_PREFIX).
+NETWORK_PREFIX_LENGTH = 26
+
+
+def private_ipv4_pool(raw: str) -> ipaddress.IPv4Network:
+    """A private IPv4 range of /26 or larger, written as its network address (10.99.0.0/16)."""
+    expected = f"a private IPv4 range of /{NETWORK_PREFIX_LENGTH} or larger, such as 10.99.0.0/16"
+    try:
+        pool = ipaddress.IPv4Network(raw.strip())
+    except ValueError:
+        raise ValueError(expected) from None
+    if not pool.is_private or pool.prefixlen > NETWORK_PREFIX_LENGTH:
+        raise ValueError(expected)
+    return pool
 
 
 def image_ref(raw: str) -> str:
@@ -210,6 +227,14 @@ SETTINGS: tuple[Setting, ...] = (
         "the demo fleet is on Docker networks) or routed (through the Docker host, for real "
         "hosts: then the host's firewall must allow only the fleet's SSH; README, Networks).",
         "none",
+    ),
+    Setting(
+        "ENGINEER_NETWORK_POOL",
+        private_ipv4_pool,
+        "The private IPv4 range engineers' networks take a /26 each from (a /16: 1,024 "
+        "engineers). Docker's default address pools hold only about thirty networks. It must "
+        "not overlap the networks the Docker host or its containers reach (README, Networks).",
+        "10.99.0.0/16",
     ),
     Setting(
         "CONTAINER_PREFIX",

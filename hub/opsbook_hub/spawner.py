@@ -6,18 +6,18 @@ start at roughly 0.2, 0.6, 1.4, 3.0 and 6.2 s: measured here, the engineer waite
 more than the server needed (docs/benchmarks.md). Waiting for the port ourselves, every
 `listen_poll_interval`, makes the hub's first check the one that succeeds.
 
-Each server runs on a network of its own (opsbook_hub.networks): made ready before the container
-starts, removed after it is gone.
+Each engineer's server runs on a network of their own (opsbook_hub.networks): created at their
+first start, made ready while the container starts, kept between servers, removed with them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
-from typing import ClassVar
 
 from dockerspawner import DockerSpawner
-from traitlets import Bool, Float, default
+from traitlets import Bool, Float, Unicode, default
 
 from .networks import EngineerNetworks, network_name
 
@@ -66,40 +66,35 @@ class OpsbookDockerSpawner(DockerSpawner):
         "routed through the Docker host, whose firewall then decides (README, Networks).",
     )
 
+    network_pool = Unicode(
+        "10.99.0.0/16",
+        config=True,
+        help="The private range engineers' networks take a /26 each from (ENGINEER_NETWORK_POOL).",
+    )
+
     @default("network_name")
     def _network_of_its_own(self) -> str:
         return network_name(self.prefix, self.escaped_name)
 
-    # Removals of engineers' networks under way, by network: the engineer's stop does not wait
-    # for one (the hub answers a stop as soon as the container is gone); their next start does.
-    _network_removals: ClassVar[dict[str, asyncio.Task]] = {}
-
     def engineer_networks(self) -> EngineerNetworks:
-        return EngineerNetworks(self.client, self.prefix, internal=self.network_internal)
-
-    async def network_removed(self) -> None:
-        """Until a removal of this server's network started by a stop is over."""
-        pending = self._network_removals.get(self.network_name)
-        if pending is not None:
-            await asyncio.wait([pending])
-
-    async def _remove_network(self) -> None:
-        name = self.network_name
-        try:
-            await asyncio.to_thread(self.engineer_networks().remove, name)
-        except Exception:  # the keeper removes leftovers; a stop must not fail for this
-            self.log.exception("Network %s not removed; the network keeper will", name)
-        finally:
-            if self._network_removals.get(name) is asyncio.current_task():
-                del self._network_removals[name]
+        return EngineerNetworks(
+            self.client,
+            self.prefix,
+            internal=self.network_internal,
+            pool=ipaddress.IPv4Network(self.network_pool),
+        )
 
     async def start(self) -> tuple[str, int]:
-        await self.network_removed()
         began = time.monotonic()
         networks = self.engineer_networks()
-        _, connected = await asyncio.to_thread(
-            networks.prepare, self.network_name, self.escaped_name
-        )
+        network_id = await asyncio.to_thread(networks.ensure, self.network_name, self.escaped_name)
+        # Members are connected while the container starts (the hub first, which the server asks
+        # for its version as it starts); the hub checks the server only once all are on.
+        connecting = asyncio.ensure_future(asyncio.to_thread(networks.connect_missing, network_id))
+        try:
+            ip, port = await super().start()
+        finally:
+            connected = await connecting
         self.log.info(
             "Network %s ready for %s: %d members connected in %.2f s",
             self.network_name,
@@ -107,7 +102,6 @@ class OpsbookDockerSpawner(DockerSpawner):
             connected,
             time.monotonic() - began,
         )
-        ip, port = await super().start()
         # A server that dies at start is left to the hub's own handling at once, not after
         # http_timeout: every ALIVE_CHECK_EVERY seconds without an answer, is it still running?
         deadline = time.monotonic() + self.http_timeout
@@ -116,8 +110,9 @@ class OpsbookDockerSpawner(DockerSpawner):
                 break
         return ip, port
 
-    async def stop(self, now: bool = False) -> None:
-        await super().stop(now=now)
-        if self.remove:
-            removal = asyncio.ensure_future(self._remove_network())
-            self._network_removals[self.network_name] = removal
+    async def delete_forever(self) -> None:
+        """The hub deletes the engineer: their network goes too (their home volume stays, as
+        DockerSpawner leaves it: removing data is an administrator's decision)."""
+        removed = await asyncio.to_thread(self.engineer_networks().remove, self.network_name)
+        if not removed:
+            self.log.warning("Network %s not removed; the network keeper will", self.network_name)

@@ -6,6 +6,7 @@ closed port means the network keeps erin out, not that nothing listens there.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 
@@ -25,6 +26,7 @@ MUST_REACH = {
     *(f"{host}:22" for host in FLEET),
 }
 MEMBERS = {"proxy", "hub", "runs", "prometheus", "pkgrepo", *FLEET}
+POOL = ipaddress.ip_network("10.99.0.0/16")  # .env.example's ENGINEER_NETWORK_POOL
 # Short: an unreachable address fails at once (no route) or within this.
 DEADLINE = 3.0
 POSTGRES = "opsbook-netiso-postgres"
@@ -220,12 +222,34 @@ def test_a_recreated_fleet_host_joins_the_running_servers_networks(stack, erin):
     )
 
 
-def test_a_stopped_servers_network_is_removed(stack, bob):
-    network = f"{stack.config.project}-net-bob"
-    assert docker("network", "inspect", network, check=False).returncode == 0
+def network_of(stack, user: str) -> dict:
+    """`docker network inspect` of the engineer's network ({} when there is none)."""
+    found = docker("network", "inspect", f"{stack.config.project}-net-{user}", check=False)
+    return json.loads(found.stdout)[0] if found.returncode == 0 else {}
+
+
+def test_each_network_is_a_26_of_the_pool_not_dockers_default_pools(stack, erin, bob):
+    subnets = [network_of(stack, user)["IPAM"]["Config"][0]["Subnet"] for user in ("erin", "bob")]
+    assert all(ipaddress.ip_network(s).subnet_of(POOL) for s in subnets), subnets
+    assert all(s.endswith("/26") for s in subnets) and subnets[0] != subnets[1]
+
+
+def test_a_stopped_servers_network_stays_for_the_next_start_with_the_members_alone(stack, bob):
+    before = network_of(stack, "bob")
     bob.stop_server()
-    wait_for(
-        lambda: docker("network", "inspect", network, check=False).returncode != 0,
-        30,
-        "bob's network removed with his server",
-    )
+    wait_for(lambda: not container_exists(stack.container_of("bob")), 60, "bob's container gone")
+    after = network_of(stack, "bob")
+    assert after["Id"] == before["Id"]
+    names = {c["Name"] for c in after["Containers"].values()}
+    assert stack.container_of("bob") not in names
+    assert names == {c["Name"] for c in before["Containers"].values()} - {stack.container_of("bob")}
+
+
+def test_deleting_an_engineer_removes_their_network(stack, bob):
+    alice = signed_in(stack, "alice")
+    assert alice.api("DELETE", "/users/bob").status_code == 204
+    wait_for(lambda: not network_of(stack, "bob"), 30, "bob's network removed with bob")
+
+
+def container_exists(name: str) -> bool:
+    return docker("container", "inspect", name, check=False).returncode == 0

@@ -124,6 +124,7 @@ NOT_READ_ON_KUBERNETES = {
     "CULL_IDLE_TIMEOUT": "cull.timeout",
     "CULL_EVERY": "cull.every",
     "ENGINEER_NETWORK_EGRESS": "Docker only (singleuser.networkPolicy on Kubernetes)",
+    "ENGINEER_NETWORK_POOL": "Docker only (pods take the cluster's pod network)",
     "CONTAINER_PREFIX": "Docker only",
     "RUNBOOKS_HOST_PATH": "singleuser.initContainers (the library image)",
     "ANSIBLE_HOST_PATH": "singleuser.initContainers (the library image)",

@@ -120,6 +120,7 @@ def test_engineer_container_home_library_limits_and_no_privileges(config):
     # No shared network: each server's own (opsbook_hub.networks), internal by default.
     assert "network_name" not in spawner
     assert config.OpsbookDockerSpawner.network_internal is True
+    assert config.OpsbookDockerSpawner.network_pool == "10.99.0.0/16"
     assert spawner.use_internal_ip is True
 
 

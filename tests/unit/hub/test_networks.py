@@ -5,9 +5,11 @@ network with active endpoints)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import docker.errors
@@ -42,6 +44,8 @@ class FakeDocker:
         self.lock = threading.Lock()
         self.removing = {}  # network id -> refusals left ("active endpoints")
         self.event_batches = []
+        self.volumes_ = []
+        self.taken_by_others = []  # subnets another deployment takes just before each create
 
     def run(self, name, labels=None, running=True) -> str:
         cid = f"c{next(self.ids)}"
@@ -57,19 +61,27 @@ class FakeDocker:
         labels = {nets.MEMBER_LABEL: prefix, nets.SERVICE_LABEL: service}
         return self.run(f"{prefix}_{service}_1", labels)
 
-    def network(self, name, engineer, created=LONG_AGO) -> str:
+    def network(self, name, engineer, created=LONG_AGO, subnet=None) -> str:
         nid = f"n{next(self.ids)}"
-        labels = {nets.NETWORK_LABEL: PREFIX, nets.ENGINEER_LABEL: engineer}
+        labels = {nets.NETWORK_LABEL: PREFIX, nets.ENGINEER_LABEL: engineer} if engineer else {}
         self.networks_[nid] = {
             "Id": nid,
             "Name": name,
             "Labels": labels,
             "Created": created,
             "Internal": True,
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": subnet}] if subnet else []},
             "Containers": {},
             "Aliases": {},
         }
         return nid
+
+    def subnets(self):
+        return [
+            ipaddress.ip_network(c["Subnet"])
+            for n in self.networks_.values()
+            for c in n["IPAM"]["Config"]
+        ]
 
     # --- docker.APIClient ---
 
@@ -81,19 +93,29 @@ class FakeDocker:
         return [dict(c) for c in found]
 
     def networks(self, filters=None):
-        key, value = filters["label"].split("=", 1)
+        key, value = filters["label"].split("=", 1) if filters else (None, None)
         return [
             {k: v for k, v in n.items() if k != "Containers"}
             for n in self.networks_.values()
-            if n["Labels"].get(key) == value
+            if key is None or n["Labels"].get(key) == value
         ]
+
+    def volumes(self):
+        return {"Volumes": [{"Name": name} for name in self.volumes_], "Warnings": None}
 
     def inspect_network(self, nid):
         return {**self.networks_[nid], "Containers": dict(self.networks_[nid]["Containers"])}
 
-    def create_network(self, name, driver, internal, check_duplicate, options, labels):
+    def create_network(self, name, driver, internal, check_duplicate, options, labels, ipam):
         assert driver == "bridge" and check_duplicate is True
-        nid = self.network(name, labels[nets.ENGINEER_LABEL], created="2999-01-01T00:00:00Z")
+        if self.taken_by_others:
+            self.network("other", None, subnet=self.taken_by_others.pop(0))
+        subnet = ipam["Config"][0]["Subnet"] if ipam else None
+        if subnet and any(ipaddress.ip_network(subnet).overlaps(t) for t in self.subnets()):
+            raise APIError("Pool overlaps with other one on this address space")
+        nid = self.network(
+            name, labels[nets.ENGINEER_LABEL], created="2999-01-01T00:00:00Z", subnet=subnet
+        )
         self.networks_[nid].update(Internal=internal, Options=options, Labels=labels)
         return {"Id": nid, "Warning": ""}
 
@@ -120,7 +142,8 @@ class FakeDocker:
         assert not self.networks_[nid]["Containers"], "Docker refuses while endpoints remain"
         del self.networks_[nid]
 
-    def events(self, decode, since, filters):
+    def events(self, decode, since, until, filters):
+        assert until - since == nets.RECONCILE_EVERY_SECONDS
         assert filters["label"] == f"{nets.MEMBER_LABEL}={PREFIX}"
         assert filters["event"] == "start"
         if not self.event_batches:
@@ -150,6 +173,13 @@ def engine():
 
 
 MEMBERS = ["db-1", "hub", "pkgrepo", "prometheus", "proxy", "runs", "web-1"]
+POOL = ipaddress.IPv4Network("10.99.0.0/16")
+
+
+def prepare(networks: EngineerNetworks, name: str, engineer: str) -> tuple[str, int]:
+    """What the spawner does: the network, then its members."""
+    network_id = networks.ensure(name, engineer)
+    return network_id, networks.connect_missing(network_id)
 
 
 def test_names_are_the_deployments_and_bridges_fit_linux():
@@ -160,7 +190,7 @@ def test_names_are_the_deployments_and_bridges_fit_linux():
 
 
 def test_prepare_makes_an_internal_network_of_the_members_alone(engine):
-    network_id, connected = EngineerNetworks(engine, PREFIX).prepare("opsbook-net-erin", "erin")
+    network_id, connected = prepare(EngineerNetworks(engine, PREFIX), "opsbook-net-erin", "erin")
     network = engine.networks_[network_id]
     assert network["Internal"] is True
     assert network["Labels"] == {nets.NETWORK_LABEL: PREFIX, nets.ENGINEER_LABEL: "erin"}
@@ -173,7 +203,7 @@ def test_prepare_makes_an_internal_network_of_the_members_alone(engine):
 
 def test_prepare_again_connects_only_what_is_missing(engine):
     networks = EngineerNetworks(engine, PREFIX)
-    first, _ = networks.prepare("opsbook-net-erin", "erin")
+    first, _ = prepare(networks, "opsbook-net-erin", "erin")
     # A fleet host recreated while erin's network exists: a new container, not on it yet.
     engine.containers_.pop(next(c for c, v in engine.containers_.items() if "web-1" in str(v)))
     engine.networks_[first]["Containers"] = {
@@ -182,16 +212,70 @@ def test_prepare_again_connects_only_what_is_missing(engine):
         if cid in engine.containers_
     }
     engine.member("web-1")
-    again, connected = networks.prepare("opsbook-net-erin", "erin")
+    again, connected = prepare(networks, "opsbook-net-erin", "erin")
     assert (again, connected) == (first, 1)
     assert len([n for n in engine.networks_.values() if n["Name"] == "opsbook-net-erin"]) == 1
 
 
 def test_an_endpoint_that_already_exists_is_no_failure(engine):
     networks = EngineerNetworks(engine, PREFIX)
-    network_id, _ = networks.prepare("opsbook-net-erin", "erin")
+    network_id, _ = prepare(networks, "opsbook-net-erin", "erin")
     hub = next(m for m in networks.members() if m.alias == "hub")
     networks.connect(hub, network_id)  # Docker says "already exists": fine
+
+
+def test_the_hub_is_connected_first_the_server_asks_it_as_it_starts(engine):
+    members = EngineerNetworks(engine, PREFIX).members()
+    order = [m.alias for m in nets.missing_members(members, [])]
+    assert order[:2] == ["proxy", "hub"] and sorted(order) == MEMBERS
+
+
+# --- subnets: a /26 each from ENGINEER_NETWORK_POOL, not Docker's default pools ---
+
+
+def test_free_subnet_is_the_first_26_that_overlaps_nothing():
+    taken = [
+        ipaddress.ip_network("10.99.0.0/26"),  # an engineer's
+        ipaddress.ip_network("10.99.0.64/28"),  # smaller, inside the second /26
+        ipaddress.ip_network("10.98.0.0/15"),  # 10.98.0.0-10.99.255.255: the whole pool
+        ipaddress.ip_network("fd00::/64"),  # IPv6: another address space
+        ipaddress.ip_network("172.17.0.0/16"),
+    ]
+    assert nets.free_subnet(POOL, taken[:2] + taken[3:]) == ipaddress.ip_network("10.99.0.128/26")
+    with pytest.raises(RuntimeError, match=r"ENGINEER_NETWORK_POOL 10\.99\.0\.0/16 is full"):
+        nets.free_subnet(POOL, taken)  # the /15 covers the whole pool
+    wide = [ipaddress.ip_network("10.99.0.0/24"), ipaddress.ip_network("10.99.1.5/32")]
+    assert nets.free_subnet(POOL, wide) == ipaddress.ip_network("10.99.1.64/26")
+
+
+def test_a_full_pool_names_the_setting():
+    small = ipaddress.IPv4Network("10.99.0.0/25")
+    with pytest.raises(RuntimeError, match=r"all 2 networks of /26 are in use"):
+        nets.free_subnet(small, [small])
+
+
+def test_each_engineer_gets_a_subnet_of_the_pool_and_other_networks_are_avoided(engine):
+    engine.network("opsbook_default", None, subnet="10.99.0.0/26")  # a network someone made
+    networks = EngineerNetworks(engine, PREFIX, pool=POOL)
+    erin, _ = prepare(networks, "opsbook-net-erin", "erin")
+    bob, _ = prepare(networks, "opsbook-net-bob", "bob")
+    assert engine.networks_[erin]["IPAM"]["Config"] == [{"Subnet": "10.99.0.64/26"}]
+    assert engine.networks_[bob]["IPAM"]["Config"] == [{"Subnet": "10.99.0.128/26"}]
+
+
+def test_a_subnet_another_deployment_took_meanwhile_is_chosen_again(engine):
+    engine.taken_by_others = ["10.99.0.0/26", "10.99.0.64/26"]  # twice in a row
+    network_id = EngineerNetworks(engine, PREFIX, pool=POOL).ensure("opsbook-net-erin", "erin")
+    assert engine.networks_[network_id]["IPAM"]["Config"] == [{"Subnet": "10.99.0.128/26"}]
+
+
+def test_concurrent_spawns_of_one_hub_never_choose_the_same_subnet(engine):
+    networks = EngineerNetworks(engine, PREFIX, pool=POOL)
+    names = [f"e{n}" for n in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda e: networks.ensure(f"opsbook-net-{e}", e), names))
+    subnets = [str(s) for s in engine.subnets()]
+    assert len(set(subnets)) == len(names)
 
 
 def test_another_docker_error_fails_the_spawn(engine):
@@ -200,11 +284,11 @@ def test_another_docker_error_fails_the_spawn(engine):
 
     engine.connect_container_to_network = refuse
     with pytest.raises(APIError, match="no space left"):
-        EngineerNetworks(engine, PREFIX).prepare("opsbook-net-erin", "erin")
+        prepare(EngineerNetworks(engine, PREFIX), "opsbook-net-erin", "erin")
 
 
 def test_routed_networks_are_not_internal(engine):
-    network_id, _ = EngineerNetworks(engine, PREFIX, internal=False).prepare("opsbook-net-e", "e")
+    network_id, _ = prepare(EngineerNetworks(engine, PREFIX, internal=False), "opsbook-net-e", "e")
     assert engine.networks_[network_id]["Internal"] is False
 
 
@@ -213,14 +297,14 @@ def test_members_are_connected_concurrently():
     for n in range(8):
         engine.member(f"web-{n}")
     began = time.monotonic()
-    EngineerNetworks(engine, PREFIX).prepare("opsbook-net-erin", "erin")
+    prepare(EngineerNetworks(engine, PREFIX), "opsbook-net-erin", "erin")
     assert engine.most_in_flight > 1
     assert time.monotonic() - began < 8 * 0.3 / 2
 
 
 def test_remove_disconnects_everything_and_waits_out_a_container_being_removed(engine):
     networks = EngineerNetworks(engine, PREFIX)
-    network_id, _ = networks.prepare("opsbook-net-erin", "erin")
+    network_id, _ = prepare(networks, "opsbook-net-erin", "erin")
     engine.removing[network_id] = 3  # Docker still removing erin's container, three times
     assert networks.remove("opsbook-net-erin", timeout=10) is True
     assert network_id not in engine.networks_
@@ -229,7 +313,7 @@ def test_remove_disconnects_everything_and_waits_out_a_container_being_removed(e
 
 def test_remove_gives_up_at_its_deadline_and_says_so(engine, caplog):
     networks = EngineerNetworks(engine, PREFIX)
-    network_id, _ = networks.prepare("opsbook-net-erin", "erin")
+    network_id, _ = prepare(networks, "opsbook-net-erin", "erin")
     engine.removing[network_id] = 10**6
     assert networks.remove("opsbook-net-erin", timeout=0.5) is False
     assert "opsbook-net-erin not removed yet" in caplog.text
@@ -240,17 +324,21 @@ def test_reconcile_connects_recreated_members_and_removes_leftovers(engine):
     now = time.time()
     engine.run("opsbook-erin")  # erin's server: her network stays
     erin = engine.network("opsbook-net-erin", "erin")
-    # A hub that died between removing carol's container and her network; dana's just made.
+    # carol was deleted outside the hub (container and home volume gone); dana's network was
+    # just made; frank's server is stopped (his home volume stays, and so does his network).
     carol = engine.network("opsbook-net-carol", "carol")
     engine.networks_[carol]["Containers"] = {"c2": {}}
     dana = engine.network("opsbook-net-dana", "dana", created="2999-01-01T00:00:00Z")
+    frank = engine.network("opsbook-net-frank", "frank")
+    engine.volumes_ = ["opsbook-home-frank", "opsbook-test-home-carol"]
     networks.reconcile(now=now)
     assert engine.aliases_on("opsbook-net-erin") == MEMBERS
+    assert engine.aliases_on("opsbook-net-frank") == MEMBERS
     assert carol not in engine.networks_
-    assert dana in engine.networks_ and erin in engine.networks_
+    assert {dana, erin, frank} <= set(engine.networks_)
 
 
-def test_leftovers_spare_young_networks_and_engineers_with_containers():
+def test_leftovers_spare_young_networks_and_engineers_present():
     now = nets.docker_time("2026-11-29T12:00:00Z")
     made = {
         "old-gone": ("2026-11-29T11:00:00.5Z", "a"),
@@ -276,7 +364,7 @@ def test_the_keeper_connects_a_member_that_starts_to_every_network(engine, monke
     networks = EngineerNetworks(engine, PREFIX)
     for user in ("erin", "bob"):
         engine.run(f"opsbook-{user}")
-        networks.prepare(f"opsbook-net-{user}", user)
+        prepare(networks, f"opsbook-net-{user}", user)
     recreated = engine.member("runs")
     started = {
         "id": recreated,
@@ -308,7 +396,7 @@ def test_a_member_is_named_by_its_service_else_its_container():
     assert nets.member_of(other) == Member("2", "gateway")
 
 
-# --- the spawner: the network before the server, removed after it ---
+# --- the spawner: the network while the server starts, kept between servers ---
 
 
 def spawner(engine) -> OpsbookDockerSpawner:
@@ -317,7 +405,7 @@ def spawner(engine) -> OpsbookDockerSpawner:
     made = OpsbookDockerSpawner(
         config=config, user=SimpleNamespace(name="erin", url="/user/erin/"), _mock=True
     )
-    made.engineer_networks = lambda: EngineerNetworks(engine, PREFIX)
+    made.engineer_networks = lambda: EngineerNetworks(engine, PREFIX, pool=POOL)
     return made
 
 
@@ -325,36 +413,46 @@ def test_the_spawner_runs_each_server_on_its_own_network(engine, monkeypatch):
     order = []
 
     async def started(self):
-        order.append(("server started", sorted(engine.by_name(self.network_name)["Containers"])))
+        order.append(("server started", [n["Name"] for n in engine.networks_.values()]))
         return "10.0.0.2", 8888
 
     async def stopped(self, now=False):
         order.append(("server stopped", None))
 
+    async def listening(*args) -> bool:
+        members = engine.by_name("opsbook-net-erin")["Containers"]
+        order.append(("checked", len(members)))
+        return True
+
     monkeypatch.setattr(DockerSpawner, "start", started)
     monkeypatch.setattr(DockerSpawner, "stop", stopped)
-    monkeypatch.setattr(nets, "REMOVE_TIMEOUT_SECONDS", 1)
+    monkeypatch.setattr("opsbook_hub.spawner.wait_listening", listening)
     erin = spawner(engine)
-    erin.remove = True
     assert erin.network_name == "opsbook-net-erin"
-    monkeypatch.setattr("opsbook_hub.spawner.wait_listening", _listening)
 
-    async def start_stop_start() -> None:
+    async def start_stop_start_delete() -> None:
         assert await erin.start() == ("10.0.0.2", 8888)
-        assert order[0][0] == "server started" and len(order[0][1]) == len(MEMBERS)
+        # The network exists before the container; every member is on it before the check.
+        assert order[:2] == [("server started", ["opsbook-net-erin"]), ("checked", len(MEMBERS))]
         await erin.stop()
-        # The stop is answered before the network is gone; a new start waits for it.
-        assert order[-1] == ("server stopped", None)
-        assert "opsbook-net-erin" in OpsbookDockerSpawner._network_removals
-        await erin.network_removed()
-        assert not [n for n in engine.networks_.values() if n["Name"] == "opsbook-net-erin"]
-        assert "opsbook-net-erin" not in OpsbookDockerSpawner._network_removals
-        await erin.stop()
+        assert engine.by_name("opsbook-net-erin")  # kept for her next start
         assert await erin.start() == ("10.0.0.2", 8888)
-        assert len(order[-1][1]) == len(MEMBERS)
+        assert len(engine.networks_) == 1 and order[-1] == ("checked", len(MEMBERS))
+        await erin.stop()
+        await erin.delete_forever()
+        assert engine.networks_ == {}
 
-    asyncio.run(start_stop_start())
+    asyncio.run(start_stop_start_delete())
 
 
-async def _listening(*args) -> bool:
-    return True
+def test_a_member_that_cannot_be_connected_fails_the_start(engine, monkeypatch):
+    async def started(self):
+        return "10.0.0.2", 8888
+
+    def refuse(*args, **kwargs):
+        raise APIError("could not attach to network: no space left")
+
+    monkeypatch.setattr(DockerSpawner, "start", started)
+    engine.connect_container_to_network = refuse
+    with pytest.raises(APIError, match="no space left"):
+        asyncio.run(spawner(engine).start())
