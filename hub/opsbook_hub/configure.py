@@ -176,6 +176,9 @@ def configure_spawner(c: Config, s: Settings) -> None:
     c.OpsbookDockerSpawner.network_internal = s["ENGINEER_NETWORK_EGRESS"] == "none"
     c.OpsbookDockerSpawner.network_pool = str(s["ENGINEER_NETWORK_POOL"])
     spawner.use_internal_ip = True
+    # Room in the Docker client's connection pool (10 by default) for the spawner's API threads
+    # and the network connections made beside them.
+    spawner.client_kwargs = {"max_pool_size": 32}
     spawner.remove = True
     spawner.prefix = s["CONTAINER_PREFIX"]
     spawner.name_template = "{prefix}-{username}"

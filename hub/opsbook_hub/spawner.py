@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 from dockerspawner import DockerSpawner
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 
 from .networks import EngineerNetworks, network_name
 
@@ -71,6 +73,26 @@ class OpsbookDockerSpawner(DockerSpawner):
         config=True,
         help="The private range engineers' networks take a /26 each from (ENGINEER_NETWORK_POOL).",
     )
+
+    docker_api_workers = Integer(
+        8,
+        config=True,
+        help="Docker API calls of all spawns in flight at once. DockerSpawner makes them in one "
+        "thread for the whole hub, so engineers starting together waited in line for each "
+        "other's create, start and inspect, which the engine runs side by side.",
+    )
+
+    # One pool for the whole hub, as DockerSpawner's own executor (docker_api_workers threads).
+    _api_executor: ClassVar[ThreadPoolExecutor | None] = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        cls = OpsbookDockerSpawner
+        if cls._api_executor is None:
+            cls._api_executor = ThreadPoolExecutor(
+                self.docker_api_workers, thread_name_prefix="docker-api"
+            )
+        return cls._api_executor
 
     @default("network_name")
     def _network_of_its_own(self) -> str:

@@ -1,9 +1,13 @@
-"""The spawner's own wait for a started server's port, on real sockets (no Docker)."""
+"""The spawner's own wait for a started server's port, on real sockets, and its Docker calls'
+concurrency (no Docker)."""
 
 import asyncio
 import socket
+import threading
+import time
+from types import SimpleNamespace
 
-from opsbook_hub.spawner import port_open, wait_listening
+from opsbook_hub.spawner import OpsbookDockerSpawner, port_open, wait_listening
 
 
 def free_port() -> int:
@@ -33,3 +37,33 @@ def test_gives_up_after_its_timeout_when_nothing_listens():
     port = free_port()
     assert asyncio.run(wait_listening("127.0.0.1", port, timeout=0.3, interval=0.05)) is False
     assert asyncio.run(port_open("127.0.0.1", port)) is False
+
+
+def test_docker_calls_of_concurrent_spawns_run_side_by_side(monkeypatch):
+    """DockerSpawner's own executor has one thread for the whole hub: ten engineers starting
+    together would wait in line for each other's create, start and inspect."""
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    class SlowEngine:
+        def start(self, container: str) -> str:
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            time.sleep(0.2)
+            with lock:
+                in_flight[0] -= 1
+            return container
+
+    monkeypatch.setattr(OpsbookDockerSpawner, "_client", SlowEngine())
+    spawners = [
+        OpsbookDockerSpawner(user=SimpleNamespace(name=name, url=f"/user/{name}/"))
+        for name in ("erin", "bob", "carol", "dave")
+    ]
+
+    async def together() -> list[str]:
+        return await asyncio.gather(*(s.docker("start", s.user.name) for s in spawners))
+
+    assert asyncio.run(together()) == ["erin", "bob", "carol", "dave"]
+    assert most[0] == 4
+    assert spawners[0].executor is spawners[3].executor  # one pool for the whole hub
