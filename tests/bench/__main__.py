@@ -3,14 +3,21 @@ back, remove everything the bench made, time the image builds, write docs/benchm
 
     python -m tests.bench [--skip-builds] [--report-only] [--only spawn,login,...]
 
---only measures some figures (spawn spawn10 storm login gate certs approval runs patch images) into
-build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md is only written
-from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
+--only measures some figures (spawn spawn10 storm login gate certs approval runs patch noisy
+images) into build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md is
+only written from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
+
+The bench stack is the compose project opsbook-bench, on host ports 28000 (hub), 29000 (provider)
+and 29090 (Prometheus). OPSBOOK_BENCH_PROJECT names another project, with OPSBOOK_BENCH_HUB_PORT,
+OPSBOOK_BENCH_IDP_PORT and OPSBOOK_BENCH_PROMETHEUS_PORT for other ports, so that a second checkout
+or engineer measures on a stack of its own without touching this one: its containers, volumes and
+networks are named after it, and its results go to build/<project>-stack/ instead.
 
 Settings (environment): BENCH_QUIET_TIMEOUT (s to wait for a quiet machine, 2700), BENCH_BUSY_OK=1
 (measure even if it never got quiet, saying so), BENCH_SPAWNS (5), BENCH_TEN_ROUNDS (3),
 BENCH_STORM (30), BENCH_LOGINS (20), BENCH_GATES (20), BENCH_EVENTS (10000), BENCH_PAGES (20),
-BENCH_PATCH_PAIRS (3).
+BENCH_PATCH_PAIRS (3), BENCH_NOISY_IDLE (40 idle rounds of the probes before each drill),
+BENCH_NOISY_ANSWERS (40 answers of each probe at the fork bomb's limit), BENCH_NOISY_HOGS (3).
 """
 
 from __future__ import annotations
@@ -105,7 +112,7 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
     def wanted(key: str) -> bool:
         return only is None or key in only
 
-    log("bringing up the bench stack (compose project opsbook-bench)")
+    log(f"bringing up the bench stack (compose project {BENCH.project})")
     stack = stacks.up(BENCH)
     done: list[Figure] = []
     try:
@@ -127,10 +134,10 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
             done.append(
                 timed(lambda: figures.approval_round_trip(stack, setting("BENCH_APPROVALS", 10)))
             )
-        if not any(wanted(key) for key in ("memory", "gate", "runs", "patch", "certs")):
+        if not any(wanted(key) for key in ("memory", "gate", "runs", "patch", "certs", "noisy")):
             return done
 
-        log("erin's server for the gate, the runs service and the patch")
+        log("erin's server for the gate, the runs service, the patch and the noisy neighbours")
         erin = figures.signed_in(stack, "erin")
         token = erin.new_token("bench: runs pages")
         spawn = figures.HubSpawn(stack, erin, erin.new_token("bench: erin"))
@@ -169,6 +176,20 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
                     )
                 )
             )
+        if wanted("noisy"):
+            # Last: the drills load the machine (the load average stays up for minutes after
+            # them), and restart erin's server (it answers again afterwards).
+            done.append(
+                timed(
+                    lambda: figures.noisy_neighbours(
+                        stack,
+                        spawn,
+                        setting("BENCH_NOISY_IDLE", 40),
+                        setting("BENCH_NOISY_ANSWERS", 40),
+                        setting("BENCH_NOISY_HOGS", 3),
+                    )
+                )
+            )
     finally:
         if os.environ.get("OPSBOOK_KEEP_STACK") != "1":
             log("removing the bench stack, its servers and volumes")
@@ -188,6 +209,7 @@ def order(figs: list[Figure]) -> list[Figure]:
         "gate",
         "runs",
         "memory",
+        "noisy",
         "images",
     ]
     return sorted(figs, key=lambda f: wanted.index(f.key) if f.key in wanted else 99)

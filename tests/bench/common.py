@@ -19,9 +19,14 @@ from tests.e2e.stack import ROOT, StackConfig, compose, docker, engineer_account
 BENCH_ACCOUNTS = engineer_accounts("bench", 30)
 BENCH_ENGINEERS = tuple(account["username"] for account in BENCH_ACCOUNTS)
 
+# Another project (OPSBOOK_BENCH_PROJECT, with other ports) lets a second checkout, or a second
+# engineer, run a bench stack of its own beside this one: its containers, volumes and networks are
+# named after it, and its folder is build/<project>-stack.
+PROJECT = os.environ.get("OPSBOOK_BENCH_PROJECT", "opsbook-bench")
+STACK_DIR = "bench-stack" if PROJECT == "opsbook-bench" else f"{PROJECT}-stack"
 BENCH = StackConfig(
-    project="opsbook-bench",
-    stack_dir=ROOT / "build" / "bench-stack",
+    project=PROJECT,
+    stack_dir=ROOT / "build" / STACK_DIR,
     hub_port=int(os.environ.get("OPSBOOK_BENCH_HUB_PORT", "28000")),
     idp_port=int(os.environ.get("OPSBOOK_BENCH_IDP_PORT", "29000")),
     prometheus_port=int(os.environ.get("OPSBOOK_BENCH_PROMETHEUS_PORT", "29090")),

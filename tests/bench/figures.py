@@ -28,7 +28,7 @@ from dockerspawner import DockerSpawner
 from opsbook import runs as runs_module
 from opsbook.contract import wire
 from opsbook.runsclient import RunsClient
-from tests.e2e import storm
+from tests.e2e import drills, storm
 from tests.e2e.hubclient import HubUser
 from tests.e2e.stack import ROOT, Stack, docker, reset_fleet, wait_for
 
@@ -44,6 +44,7 @@ from .common import (
     log,
     median,
     memory_samples,
+    p95,
     service_container,
     verdict,
 )
@@ -243,16 +244,10 @@ class HubSpawn:
         posted = time.perf_counter() - t0
         if answer.status_code not in (201, 202):
             raise RuntimeError(f"spawn of {self.user.name}: {answer.status_code} {answer.text}")
-        status = f"{self.stack.hub_url}/user/{self.user.name}/api/status"
-        headers = {"Authorization": f"token {self.token}"}
         checked = time.monotonic()
         while True:
-            try:
-                reply = self.session.get(status, headers=headers, timeout=5, allow_redirects=False)
-                if reply.status_code == 200:
-                    return time.perf_counter() - t0, posted
-            except requests.RequestException:
-                pass
+            if self.answers():
+                return time.perf_counter() - t0, posted
             if time.monotonic() - checked > 2:  # a spawn that failed is not waited for
                 checked = time.monotonic()
                 if not self.server():
@@ -260,6 +255,19 @@ class HubSpawn:
             if time.perf_counter() - t0 > 300:
                 raise TimeoutError(f"{self.user.name}'s server did not answer in 300 s")
             time.sleep(POLL)
+
+    def answers(self, timeout: float = 5) -> bool:
+        """Whether the server answers 200 at /user/<name>/api/status through the proxy."""
+        try:
+            reply = self.session.get(
+                f"{self.stack.hub_url}/user/{self.user.name}/api/status",
+                headers={"Authorization": f"token {self.token}"},
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException:
+            return False
+        return reply.status_code == 200
 
     def server(self) -> dict[str, Any]:
         """The hub's model of the user's default server ({} when there is none)."""
@@ -1233,6 +1241,148 @@ def patch_overhead(stack: Stack, container: str, token: str, rounds: int) -> Fig
     figure.context["plain_steps"] = plain_steps
     figure.context["handwritten_steps"] = handwritten_steps
     figure.context["fixed_costs"] = fixed
+    figure.context["after"] = Quiet.now().__dict__
+    return figure
+
+
+# --- noisy neighbours -----------------------------------------------------------------------------
+
+TIMES_IDLE = 3.0  # the target: a probe's p95 during a drill at most this many times its idle p95
+
+
+def asks(count: int) -> str:
+    return f"{count} ask" if count == 1 else f"{count} asks"
+
+
+def noisy_neighbours(
+    stack: Stack, erin: HubSpawn, idle_rounds: int, answers: int, hogs: int
+) -> Figure:
+    """Issue 14's benchmark: what the others see while one engineer's processes run away (the
+    drills of tests/e2e/test_noisy_neighbours.py, from tests/e2e/drills.py). erin's server must
+    be running (`erin`); it is running and answering again afterwards."""
+    figure = Figure(
+        "noisy",
+        "Noisy neighbours",
+        "erin (group ops) runs a fork bomb, then a memory hog, in her own container (`docker "
+        "exec` as her uid: her cgroup and limits, as from her terminal; tests/e2e/drills.py, "
+        "the e2e tests' drills). Meanwhile three probes with bob's token, from this machine "
+        "through the proxy, each request on a new connection, are asked in rounds (each once, "
+        f"then a {drills.PAUSE * 1000:.0f} ms pause): the hub's API (`GET /hub/api/users/bob`), "
+        "the runs service (`GET /services/runs/api/runs`) and bob's own server (`GET "
+        f"/user/bob/api/contents`). Right before each drill, {idle_rounds} rounds with nothing "
+        "running are its idle baseline. The fork bomb is measured from its start until it "
+        f"holds erin's container at its process limit ({drills.PIDS_LIMIT}) and each probe has "
+        f"answered {answers} more times; a bomb never ends by itself, so her server is then "
+        "stopped and started again through the hub. The memory hog (32 MiB at a time, every "
+        f"page touched) runs {hogs} times one after the other, each until the kernel kills it "
+        f"at her limit ({drills.MEM_LIMIT_MIB} MiB, no swap); her server must answer "
+        "afterwards (if not, it is restarted through the hub, and said so). The target compares "
+        "p95s: a probe's p95 during the drill against its own idle p95 just before. A failed "
+        "ask (an error, no answer within 10 s, or an answer other than 200) is no latency: it "
+        "is counted in a note below, and a probe that failed during a drill misses its target.",
+    )
+    figure.context["before"] = Quiet.now().__dict__
+    bob_user = signed_in(stack, "bob")
+    bob = HubSpawn(stack, bob_user, bob_user.new_token("bench: bob"))
+    log("noisy neighbours: bob's server")
+    bob.start()
+    neighbours = drills.neighbour_probes(
+        stack.hub_url, bob_user.new_token("bench: noisy neighbours")
+    )
+    measured: dict[str, tuple[list[drills.Probe], list[drills.Probe]]] = {}
+    try:
+        log(f"noisy neighbours: {idle_rounds} idle rounds, then erin's fork bomb")
+        idle = drills.idle_samples(neighbours(), idle_rounds)
+        started = time.perf_counter()
+        try:
+            with drills.Watch(neighbours()) as watch:
+                seen = drills.fork_bomb(erin.container, watch, answers)
+        finally:
+            bombed = time.perf_counter() - started
+            log("noisy neighbours: erin's server stopped and started again through the hub")
+            erin.stop()
+            restart = erin.start()[0]
+        measured["fork bomb"] = (idle, watch.probes)
+        figure.context["fork_bomb"] = {
+            "seconds": bombed,
+            "pids_max": max(seen),
+            "pids_limit": drills.PIDS_LIMIT,
+            "restart_s": restart,
+        }
+        figure.notes.append(
+            f"The fork bomb ran {bombed:.0f} s and held erin's container at up to {max(seen)} "
+            f"processes of its {drills.PIDS_LIMIT}; her server was then stopped and started "
+            f"again through the hub, answering {restart:.1f} s after it was asked for."
+        )
+
+        log(f"noisy neighbours: {idle_rounds} idle rounds, then erin's memory hog x {hogs}")
+        idle = drills.idle_samples(neighbours(), idle_rounds)
+        started = time.perf_counter()
+        with drills.Watch(neighbours()) as watch:
+            ended = [drills.memory_hog(erin.container) for _ in range(hogs)]
+        hogged = time.perf_counter() - started
+        measured["memory hog"] = (idle, watch.probes)
+        restarted = not erin.answers(timeout=10)
+        if restarted:
+            log("noisy neighbours: erin's server did not answer after the hog; restarting it")
+            if erin.server():
+                erin.stop()
+            erin.start()
+        figure.context["memory_hog"] = {
+            "seconds": hogged,
+            "returncodes": [hog.returncode for hog in ended],
+            "reached_mib": [hog.most for hog in ended],
+            "mem_limit_mib": drills.MEM_LIMIT_MIB,
+            "restarted": restarted,
+        }
+        codes = ", ".join(str(hog.returncode) for hog in ended)
+        reached = ", ".join(str(hog.most) for hog in ended)
+        figure.notes.append(
+            f"The memory hogs ran {hogged:.0f} s in all; they ended with exit status {codes} "
+            "(137: killed by the kernel's OOM killer) after reaching "
+            f"{reached} MiB of erin's {drills.MEM_LIMIT_MIB} MiB. Her server "
+            + (
+                "did not answer afterwards and was restarted through the hub."
+                if restarted
+                else "answered afterwards without a restart."
+            )
+        )
+    finally:
+        bob.stop()
+
+    failed = []
+    for drill, (idle, during) in measured.items():
+        for before, now in zip(idle, during, strict=True):
+            idle_ms = [1000 * s for s in before.latencies] or [float("nan")]
+            during_ms = [1000 * s for s in now.latencies] or [float("nan")]
+            ratio = p95(during_ms) / p95(idle_ms)
+            figure.rows += [
+                Row(f"{now.name}, idle before the {drill}", idle_ms, "ms"),
+                Row(f"{now.name}, during the {drill}", during_ms, "ms"),
+                Row(
+                    f"{now.name}: p95 during / p95 idle, {drill}",
+                    [ratio],
+                    "x",
+                    f"≤ {TIMES_IDLE:g} x",
+                    verdict(ratio <= TIMES_IDLE and not now.failures),
+                    f"{asks(len(now.failures))} failed" if now.failures else "",
+                ),
+            ]
+            for when, probe in ((f"idle before the {drill}", before), (f"during the {drill}", now)):
+                if probe.failures:
+                    asked = len(probe.latencies) + sum(
+                        not failure.startswith("HTTP") for failure in probe.failures
+                    )
+                    shown = "; ".join(list(dict.fromkeys(probe.failures))[:3])
+                    failed.append(
+                        f"- **{probe.name}, {when}: {len(probe.failures)} of {asks(asked)} "
+                        f"failed**: {shown}"
+                    )
+    if failed:
+        # The empty note ends the list: what the page says next is not part of its last item.
+        figure.notes += ["Failed asks (the first three distinct errors of each):", *failed, ""]
+    else:
+        figure.notes.append("No probe failed, idle or during either drill.")
     figure.context["after"] = Quiet.now().__dict__
     return figure
 

@@ -4,8 +4,10 @@ erin (group ops) runs a fork bomb, then a memory hog, in her own container, as a
 terminal would (`docker exec` as her uid: the same container, cgroup and limits as her terminal).
 During each drill the hub's API, the runs service and bob's server keep answering; only erin's
 container is held at its limits (PIDS_LIMIT; MEM_LIMIT with no swap beyond it; CPU_LIMIT); after
-each, her server recovers by itself or is restarted cleanly through the hub. Latencies are
-printed (pytest -s) for the benchmark's comparison with idle; no test asserts a time.
+each, her server recovers by itself or is restarted cleanly through the hub. The drills
+themselves are in drills.py, shared with the benchmark's figure `noisy` (python -m tests.bench
+--only noisy), which compares the latencies with idle; here they are only printed (pytest -s),
+and no test asserts a time.
 
 The container's root is read-only and /tmp a sized tmpfs, and JupyterLab still works on it.
 """
@@ -13,32 +15,24 @@ The container's root is read-only and /tmp a sized tmpfs, and JupyterLab still w
 from __future__ import annotations
 
 import statistics
-import subprocess
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 import requests
 
+from .drills import (
+    MEM_LIMIT_MIB,
+    PIDS_LIMIT,
+    Probe,
+    Watch,
+    fork_bomb,
+    idle_samples,
+    memory_hog,
+    neighbour_probes,
+    pids,
+)
 from .hubclient import ServerClient, signed_in
 from .stack import docker, wait_for
-
-# .env.example's defaults, which the test stack keeps.
-PIDS_LIMIT = 512
-MEM_LIMIT_MIB = 2048
-FORK_BOMB = ":(){ :|:& };:"
-# Touches every page it allocates (b"\x01" * n, unlike bytearray(n), is not left to the kernel's
-# zero pages), 32 MiB at a time, and says how far it got.
-MEMORY_HOG = """
-import time
-chunks = []
-while True:
-    chunks.append(b"\\x01" * (32 << 20))
-    print(len(chunks) * 32, flush=True)
-    time.sleep(0.05)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -51,67 +45,10 @@ def bob(stack):
     return signed_in(stack, "bob", server=True)
 
 
-@dataclass
-class Probe:
-    """One thing another engineer relies on, asked over HTTP as they would ask it."""
-
-    name: str
-    ask: Callable[[], requests.Response]
-    latencies: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-
-    def once(self) -> None:
-        started = time.monotonic()
-        try:
-            answer = self.ask()
-        except requests.RequestException as error:
-            self.failures.append(repr(error))
-            return
-        self.latencies.append(time.monotonic() - started)
-        if answer.status_code != 200:
-            self.failures.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
-
-
 @pytest.fixture(scope="module")
 def neighbours(stack, bob) -> Callable[[], list[Probe]]:
     """Fresh probes of the hub's API, the runs service and bob's server, with bob's token."""
-    token = bob.new_token("noisy neighbours")
-    headers = {"Authorization": f"token {token}"}
-
-    def get(path: str) -> Callable[[], requests.Response]:
-        return lambda: requests.get(f"{stack.hub_url}{path}", headers=headers, timeout=10)
-
-    def probes() -> list[Probe]:
-        return [
-            Probe("hub API", get("/hub/api/users/bob")),
-            Probe("runs service", get("/services/runs/api/runs")),
-            Probe("bob's server", get("/user/bob/api/contents")),
-        ]
-
-    return probes
-
-
-class Watch:
-    """Asks every probe in turn, in a thread, from start() until stop()."""
-
-    def __init__(self, probes: list[Probe]) -> None:
-        self.probes = probes
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for probe in self.probes:
-                probe.once()
-            time.sleep(0.2)
-
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    return neighbour_probes(stack.hub_url, bob.new_token("noisy neighbours"))
 
 
 def report(drill: str, idle: list[Probe], during: list[Probe]) -> None:
@@ -133,18 +70,9 @@ def all_answered(probes: list[Probe], at_least: int) -> None:
 
 
 def idle_baseline(neighbours: Callable[[], list[Probe]], rounds: int = 10) -> list[Probe]:
-    idle = neighbours()
-    for _ in range(rounds):
-        for probe in idle:
-            probe.once()
+    idle = idle_samples(neighbours(), rounds)
     all_answered(idle, rounds)
     return idle
-
-
-def pids(container: str) -> int:
-    """Processes in the container, from the engine's side (nothing can fork inside it)."""
-    shown = docker("stats", "--no-stream", "--format", "{{.PIDs}}", container).stdout.strip()
-    return int(shown)
 
 
 def host_config(container: str, field_name: str) -> str:
@@ -164,28 +92,10 @@ def test_the_limits_are_set_on_erins_container(stack, erin):
 def test_a_fork_bomb_in_erins_container_leaves_the_others_answering(stack, erin, neighbours):
     name = stack.container_of("erin")
     idle = idle_baseline(neighbours)
-    seen: list[int] = []
-
-    def processes() -> int:
-        seen.append(pids(name))
-        return seen[-1]
-
     with Watch(neighbours()) as watch:
-        docker("exec", "-d", "-u", "1000", name, "bash", "-c", FORK_BOMB)
-        # Held at its process limit: it reaches it (a few short of it: processes come and go),
-        # and never goes past it, while each neighbour answers ten more times.
-        wait_for(lambda: processes() >= PIDS_LIMIT - 8, 120, "erin's fork bomb at her limit")
-        before = [len(p.latencies) for p in watch.probes]
-        wait_for(
-            lambda: (
-                processes() > 0
-                and all(
-                    len(p.latencies) >= n + 10 for p, n in zip(watch.probes, before, strict=True)
-                )
-            ),
-            180,
-            "ten answers of each neighbour while the bomb runs",
-        )
+        # Held at its process limit: it reaches it, and never goes past it, while each neighbour
+        # answers ten more times.
+        seen = fork_bomb(name, watch, answers=10)
     assert max(seen) <= PIDS_LIMIT
     all_answered(watch.probes, 10)
     report("fork bomb", idle, watch.probes)
@@ -205,20 +115,14 @@ def test_a_memory_hog_in_erins_container_is_killed_at_her_limit_alone(stack, eri
     name = stack.container_of("erin")
     idle = idle_baseline(neighbours)
     with Watch(neighbours()) as watch:
-        hog = subprocess.run(
-            ["docker", "exec", "-u", "1000", name, "python3", "-c", MEMORY_HOG],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        hog = memory_hog(name)
     # The kernel's OOM killer ends the hog (SIGKILL: 137) before it holds MEM_LIMIT; with no
     # swap allowed, nothing of it went to the machine's disk first.
-    reached = [int(line) for line in hog.stdout.split()]
     assert hog.returncode == 137, (hog.returncode, hog.stderr[-500:])
-    assert 0 < max(reached) < MEM_LIMIT_MIB
+    assert 0 < hog.most < MEM_LIMIT_MIB
     all_answered(watch.probes, 1)
     report("memory hog", idle, watch.probes)
-    print(f"[memory hog] killed after {max(reached)} MiB of {MEM_LIMIT_MIB}")
+    print(f"[memory hog] killed after {hog.most} MiB of {MEM_LIMIT_MIB}")
 
     # Only the hog died: erin's container and server carry on by themselves.
     assert stack.container_running("erin")
