@@ -21,7 +21,7 @@ from typing import ClassVar
 from dockerspawner import DockerSpawner
 from traitlets import Bool, Float, Integer, Unicode, default
 
-from .networks import EngineerNetworks, network_name
+from .networks import CONNECTIONS, EngineerNetworks, network_name
 
 # Seconds of waiting for the port between two checks that the container still runs (one more
 # Docker API call each): a server that starts normally is never checked.
@@ -110,18 +110,23 @@ class OpsbookDockerSpawner(DockerSpawner):
         began = time.monotonic()
         networks = self.engineer_networks()
         network_id = await asyncio.to_thread(networks.ensure, self.network_name, self.escaped_name)
-        # Members are connected while the container starts (the hub first, which the server asks
-        # for its version as it starts); the hub checks the server only once all are on.
-        connecting = asyncio.ensure_future(asyncio.to_thread(networks.connect_missing, network_id))
+        missing = await asyncio.to_thread(networks.missing, network_id)
+        # Members are connected while the container starts; the hub checks the server only once
+        # all are on. A member that cannot be connected fails the start: a server that cannot
+        # reach the hub would not start anyway, and one that reached less than it should would
+        # fail later, less clearly.
+        connecting = asyncio.gather(
+            *(asyncio.wrap_future(CONNECTIONS.submit(networks, m, network_id)) for m in missing)
+        )
         try:
             ip, port = await super().start()
         finally:
-            connected = await connecting
+            await connecting
         self.log.info(
             "Network %s ready for %s: %d members connected in %.2f s",
             self.network_name,
             self.user.name,
-            connected,
+            len(missing),
             time.monotonic() - began,
         )
         # A server that dies at start is left to the hub's own handling at once, not after

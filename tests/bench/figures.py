@@ -52,6 +52,10 @@ from .common import (
 SPAWN_METRIC = "jupyterhub_server_spawn_duration_seconds"
 PROXY_METRIC = "jupyterhub_proxy_add_duration_seconds"
 POLL = 0.05  # seconds between polls of a starting server, the same for the hub and the floor
+# Issue 14's targets: one spawn at most 1.15 x the floor, ten at once at most 1.10 x ten
+# `docker run` of the same image (medians of the ratios of samples taken side by side).
+SPAWN_TARGET = 1.15
+TEN_TARGET = 1.10
 HOME = "/home/jovyan"
 # The demo's hosts are containers: their load is the whole machine's (see tests/e2e).
 MACHINE_LOAD_BAR = 50.0
@@ -348,8 +352,8 @@ def spawn_one(stack: Stack, samples: int) -> Figure:
             "spawn / floor (per pair)",
             ratios,
             "x",
-            "≤ 1.5 x",
-            verdict(median(ratios) <= 1.5),
+            f"≤ {SPAWN_TARGET:g} x",
+            verdict(median(ratios) <= SPAWN_TARGET),
         ),
         Row("first spawn of erin (new home volume), not counted", [first_hub], "s"),
         Row("first floor (new volume), not counted", [first_floor], "s"),
@@ -449,16 +453,16 @@ def spawn_ten(stack: Stack, rounds: int) -> tuple[Figure, dict[str, Any]]:
         )
     after = hub_metrics(stack)
     figure.rows = [
-        Row(
-            "ten servers, until the last answers",
-            totals,
-            "s",
-            "< 12 s",
-            verdict(median(totals) < 12),
-        ),
+        Row("ten servers, until the last answers", totals, "s"),
         Row("each engineer's own wait (all rounds)", per_engineer, "s"),
         Row("floor: ten `docker run` of the same image, until the last answers", floor_totals, "s"),
-        Row("ten through the hub / ten by `docker run` (per round)", ratios, "x"),
+        Row(
+            "ten through the hub / ten by `docker run` (per round)",
+            ratios,
+            "x",
+            f"≤ {TEN_TARGET:g} x",
+            verdict(median(ratios) <= TEN_TARGET),
+        ),
         Row("warm-up round (ten new home volumes), not counted", [first], "s"),
         Row("warm-up floor round (ten new volumes), not counted", [first_floor], "s"),
     ]
@@ -532,7 +536,13 @@ def login_storm(stack: Stack, count: int) -> Figure:
             "all < 60 s",
             verdict(within and not errors),
         ),
-        Row("engineers who saw an error (5xx or no server)", [float(len(errors))], "count", "0"),
+        Row(
+            "engineers who saw an error (5xx or no server)",
+            [float(len(errors))],
+            "count",
+            "0",
+            verdict(not errors),
+        ),
     ]
     if waits:
         figure.rows.insert(1, Row("slowest wait", [max(waits)], "s"))
