@@ -3,9 +3,9 @@ back, remove everything the bench made, time the image builds, write docs/benchm
 
     python -m tests.bench [--skip-builds] [--report-only] [--only spawn,login,...]
 
---only measures some figures (spawn spawn10 storm login gate certs approval runs patch noisy
-images) into build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md is
-only written from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
+--only measures some figures (spawn spawn10 spawn-runs storm login gate certs approval runs patch
+noisy images) into build/bench-stack/partial.json, for working on the harness; docs/benchmarks.md
+is only written from a whole run. OPSBOOK_KEEP_STACK=1 keeps the bench stack up afterwards.
 
 The bench stack is the compose project opsbook-bench, on host ports 28000 (hub), 29000 (provider)
 and 29090 (Prometheus). OPSBOOK_BENCH_PROJECT names another project, with OPSBOOK_BENCH_HUB_PORT,
@@ -17,7 +17,8 @@ Settings (environment): BENCH_QUIET_TIMEOUT (s to wait for a quiet machine, 2700
 (measure even if it never got quiet, saying so), BENCH_SPAWNS (5), BENCH_TEN_ROUNDS (3),
 BENCH_STORM (30), BENCH_LOGINS (20), BENCH_GATES (20), BENCH_EVENTS (10000), BENCH_PAGES (20),
 BENCH_PATCH_PAIRS (3), BENCH_NOISY_IDLE (40 idle rounds of the probes before each drill),
-BENCH_NOISY_ANSWERS (40 answers of each probe at the fork bomb's limit), BENCH_NOISY_HOGS (3).
+BENCH_NOISY_ANSWERS (40 answers of each probe at the fork bomb's limit), BENCH_NOISY_HOGS (3),
+BENCH_SPAWN_RUNS (3: how many times the two spawn figures are measured in one bench).
 """
 
 from __future__ import annotations
@@ -117,14 +118,15 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
     done: list[Figure] = []
     try:
         results["settled_after_up"] = wait_until_quiet(180)
-        if wanted("spawn"):
-            done.append(timed(lambda: figures.spawn_one(stack, setting("BENCH_SPAWNS", 5))))
+        spawns, rounds = setting("BENCH_SPAWNS", 5), setting("BENCH_TEN_ROUNDS", 3)
+        one = ten = None
+        if wanted("spawn") or wanted("spawn-runs"):
+            one = timed(lambda: figures.spawn_one(stack, spawns))
+            done.append(one)
         hub_idle = figures.services_memory()["hub"]
         ten_memory = None
-        if wanted("spawn10") or wanted("memory"):
-            ten, ten_memory = timed(
-                lambda: figures.spawn_ten(stack, setting("BENCH_TEN_ROUNDS", 3))
-            )
+        if wanted("spawn10") or wanted("memory") or wanted("spawn-runs"):
+            ten, ten_memory = timed(lambda: figures.spawn_ten(stack, rounds))
             done.append(ten)
         if wanted("storm"):
             done.append(timed(lambda: figures.login_storm(stack, setting("BENCH_STORM", 30))))
@@ -133,6 +135,14 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
         if wanted("approval"):
             done.append(
                 timed(lambda: figures.approval_round_trip(stack, setting("BENCH_APPROVALS", 10)))
+            )
+        if wanted("spawn-runs") and one is not None and ten is not None:
+            done.append(
+                timed(
+                    lambda: figures.spawn_runs(
+                        stack, (one, ten), setting("BENCH_SPAWN_RUNS", 3), spawns, rounds
+                    )
+                )
             )
         if not any(wanted(key) for key in ("memory", "gate", "runs", "patch", "certs", "noisy")):
             return done
@@ -201,6 +211,7 @@ def order(figs: list[Figure]) -> list[Figure]:
     wanted = [
         "spawn",
         "spawn10",
+        "spawn-runs",
         "storm",
         "login",
         "patch",
