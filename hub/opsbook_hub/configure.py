@@ -33,6 +33,11 @@ RUNTIME_TMPFS = "size=1m,mode=0700,uid=1000,gid=100"
 # in memory (charged to MEM_LIMIT, bounded by its size; Docker's noexec, nosuid, nodev).
 TMP_DIR = "/tmp"
 TMP_TMPFS = "size=256m,mode=1777"
+# Engineers' containers' CPU weight against Docker's default of 1024 (the hub, the proxy, the runs
+# service, Prometheus): on a busy machine the services everyone depends on come first, four to
+# one, and engineers share what is left equally. It weighs only when the cores are contended:
+# an engineer alone on an idle machine still gets their whole CPU_LIMIT.
+ENGINEER_CPU_SHARES = 256
 
 
 def group_policy(s: Settings) -> GroupPolicy:
@@ -197,6 +202,7 @@ def configure_spawner(c: Config, s: Settings) -> None:
     # (no fleet key is mounted anywhere: each container makes its own key and asks the runs
     # service for a short-lived certificate).
     spawner.extra_host_config = {
+        "cpu_shares": ENGINEER_CPU_SHARES,
         "pids_limit": s["PIDS_LIMIT"],
         "memswap_limit": s["MEM_LIMIT"],
         "cap_drop": ["ALL"],

@@ -86,6 +86,7 @@ def test_the_limits_are_set_on_erins_container(stack, erin):
     assert int(host_config(name, "MemorySwap")) == memory  # memory plus swap: no swap
     assert int(host_config(name, "PidsLimit")) == PIDS_LIMIT
     assert int(host_config(name, "CpuQuota")) == 100_000  # one core of a 100 ms period
+    assert int(host_config(name, "CpuShares")) == 256  # the services come first when contended
     assert host_config(name, "ReadonlyRootfs").strip() == "true"
 
 

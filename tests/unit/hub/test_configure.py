@@ -106,6 +106,7 @@ def test_engineer_container_home_library_limits_and_no_privileges(config):
     assert spawner.mem_limit == "2G"
     assert spawner.cpu_limit == 1.0
     assert spawner.extra_host_config == {
+        "cpu_shares": 256,  # the services' weight is Docker's default, 1024
         "pids_limit": 512,
         "memswap_limit": "2G",  # memory plus swap: no swap at all
         "cap_drop": ["ALL"],
