@@ -1,4 +1,4 @@
-"""DockerSpawner, returning as soon as the engineer's server listens.
+"""DockerSpawner, returning as soon as the engineer's server listens, and built for a storm.
 
 After a spawner's `start()` the hub waits for the server with `wait_for_http_server`, whose
 exponential backoff (0.2 s doubling, with jitter) polls a server that needs about two seconds to
@@ -7,7 +7,11 @@ more than the server needed (docs/benchmarks.md). Waiting for the port ourselves
 `listen_poll_interval`, makes the hub's first check the one that succeeds.
 
 Each engineer's server runs on a network of their own (opsbook_hub.networks): created at their
-first start, made ready while the container starts, kept between servers, removed with them.
+first start, kept between servers, removed with them.
+
+When a team starts its servers together, the Docker calls of all spawns go out side by side
+(`docker_api_workers`; DockerSpawner makes them in one thread), and the servers themselves start
+a few at a time in the order asked (StartQueue).
 """
 
 from __future__ import annotations
@@ -169,18 +173,15 @@ class OpsbookDockerSpawner(DockerSpawner):
         networks = self.engineer_networks()
         network_id = await asyncio.to_thread(networks.ensure, self.network_name, self.escaped_name)
         missing = await asyncio.to_thread(networks.missing, network_id)
-        # Members are connected while the container starts; the hub checks the server only once
-        # all are on. A member that cannot be connected fails the start: a server that cannot
-        # reach the hub would not start anyway, and one that reached less than it should would
-        # fail later, less clearly.
-        connecting = asyncio.gather(
+        # Every member on before the server starts: it asks the hub for its version as it starts,
+        # and its engineer may ssh to the fleet at once. Only a first start has any to connect.
+        # A member that cannot be connected fails the start: a server that cannot reach the hub
+        # would not start anyway, and one that reached less than it should would fail later,
+        # less clearly.
+        await asyncio.gather(
             *(asyncio.wrap_future(CONNECTIONS.submit(networks, m, network_id)) for m in missing)
         )
-        async with self.start_queue().slot():
-            try:
-                ip, port = await super().start()
-            finally:
-                await connecting
+        if missing:
             self.log.info(
                 "Network %s ready for %s: %d members connected in %.2f s",
                 self.network_name,
@@ -188,6 +189,8 @@ class OpsbookDockerSpawner(DockerSpawner):
                 len(missing),
                 time.monotonic() - began,
             )
+        async with self.start_queue().slot():
+            ip, port = await super().start()
             # A server that dies at start is left to the hub's own handling at once, not after
             # http_timeout: every ALIVE_CHECK_EVERY seconds without an answer, is it still running?
             deadline = time.monotonic() + self.http_timeout
