@@ -28,6 +28,7 @@ from typing import ClassVar
 from dockerspawner import DockerSpawner
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from .configure import HOME_VOLUME_TEMPLATE
 from .networks import CONNECTIONS, EngineerNetworks, network_name
 
 # Seconds of waiting for the port between two checks that the container still runs (one more
@@ -171,6 +172,11 @@ class OpsbookDockerSpawner(DockerSpawner):
     async def start(self) -> tuple[str, int]:
         began = time.monotonic()
         networks = self.engineer_networks()
+        # The home volume first (Docker would create it with the container): from now on the
+        # engineer is present for the network keeper, which never removes their network under
+        # a start waiting for its slot.
+        home = HOME_VOLUME_TEMPLATE.format(prefix=self.prefix, username=self.escaped_name)
+        await self.docker("create_volume", home)
         network_id = await asyncio.to_thread(networks.ensure, self.network_name, self.escaped_name)
         missing = await asyncio.to_thread(networks.missing, network_id)
         # Every member on before the server starts: it asks the hub for its version as it starts,

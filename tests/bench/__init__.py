@@ -1,7 +1,7 @@
 """Benchmarks of Opsbook on the real stack: `make bench` (python -m tests.bench).
 
 A compose project of its own (opsbook-bench, ports 28000/29000/29090, build/bench-stack/; another
-with OPSBOOK_BENCH_PROJECT and the OPSBOOK_BENCH_*_PORT settings), the demo accounts plus thirty
+with OPSBOOK_BENCH_PROJECT and the OPSBOOK_BENCH_*_PORT settings), the demo accounts plus forty
 bench engineers; figures measured back to back once the machine is quiet; every comparison a
 ratio of samples taken side by side in the same run; docs/benchmarks.md written from the results.
 Nothing here is a test: no time is asserted anywhere.

@@ -11,6 +11,8 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin, urlparse
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from opsbook.runsclient import RunsClient
 
@@ -69,6 +71,12 @@ class HubUser:
         self.hub_url = hub_url
         self.name = username
         self.session = requests.Session()
+        # A kept-alive connection the proxy closed while the session sat idle (its keep-alive
+        # timeout is 5 s) fails the next request with "Remote end closed connection": a browser
+        # asks again on a new connection, and so does this session, for idempotent methods.
+        again = Retry(total=2, connect=2, read=2, status=0, redirect=0, raise_on_redirect=False)
+        self.session.mount("https://", HTTPAdapter(max_retries=again))
+        self.session.mount("http://", HTTPAdapter(max_retries=again))
 
     # --- signing in ---
 

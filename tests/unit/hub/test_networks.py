@@ -100,6 +100,11 @@ class FakeDocker:
             if key is None or n["Labels"].get(key) == value
         ]
 
+    def create_volume(self, name):
+        if name not in self.volumes_:
+            self.volumes_.append(name)
+        return {"Name": name}
+
     def volumes(self):
         return {"Volumes": [{"Name": name} for name in self.volumes_], "Warnings": None}
 
@@ -431,7 +436,8 @@ def test_a_member_is_named_by_its_service_else_its_container():
 # --- the spawner: the network while the server starts, kept between servers ---
 
 
-def spawner(engine) -> OpsbookDockerSpawner:
+def spawner(engine, monkeypatch) -> OpsbookDockerSpawner:
+    monkeypatch.setattr(OpsbookDockerSpawner, "_client", engine)
     config = Config()
     config.DockerSpawner.prefix = PREFIX
     made = OpsbookDockerSpawner(
@@ -460,12 +466,13 @@ def test_the_spawner_runs_each_server_on_its_own_network(engine, monkeypatch):
     monkeypatch.setattr(DockerSpawner, "start", started)
     monkeypatch.setattr(DockerSpawner, "stop", stopped)
     monkeypatch.setattr("opsbook_hub.spawner.wait_listening", listening)
-    erin = spawner(engine)
+    erin = spawner(engine, monkeypatch)
     assert erin.network_name == "opsbook-net-erin"
 
     async def start_stop_start_delete() -> None:
         assert await erin.start() == ("10.0.0.2", 8888)
-        # Every member is on the engineer's network before the container starts.
+        # Her home volume, then every member on her network, before the container starts.
+        assert engine.volumes_ == ["opsbook-home-erin"]
         assert order[:2] == [("server started", len(MEMBERS)), ("checked", len(MEMBERS))]
         await erin.stop()
         assert engine.by_name("opsbook-net-erin")  # kept for her next start
@@ -488,4 +495,4 @@ def test_a_member_that_cannot_be_connected_fails_the_start(engine, monkeypatch):
     monkeypatch.setattr(DockerSpawner, "start", started)
     engine.connect_container_to_network = refuse
     with pytest.raises(APIError, match="no space left"):
-        asyncio.run(spawner(engine).start())
+        asyncio.run(spawner(engine, monkeypatch).start())
