@@ -108,10 +108,22 @@ def timed(measure: Callable[[], Any]) -> Any:
 
 
 def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure]:
-    """Every figure that needs the stack, back to back; the stack is removed afterwards."""
+    """Every figure that needs the stack, back to back; the stack is removed afterwards. A figure
+    that fails is said in the page's "Not measured" (with its error) and the others go on."""
 
     def wanted(key: str) -> bool:
         return only is None or key in only
+
+    def measure(key: str, how: Callable[[], Any]) -> Any:
+        """`how`'s result, timed, its figure kept; None if it failed."""
+        try:
+            result = timed(how)
+        except Exception as error:
+            log(f"{key}: failed ({error!r}); going on with the other figures")
+            results["not_measured"].append(f"{key}: the measurement failed ({error})")
+            return None
+        done.append(result[0] if isinstance(result, tuple) else result)
+        return result
 
     log(f"bringing up the bench stack (compose project {BENCH.project})")
     stack = stacks.up(BENCH)
@@ -119,30 +131,30 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
     try:
         results["settled_after_up"] = wait_until_quiet(180)
         spawns, rounds = setting("BENCH_SPAWNS", 5), setting("BENCH_TEN_ROUNDS", 3)
-        one = ten = None
+        one = ten = ten_memory = None
         if wanted("spawn") or wanted("spawn-runs"):
-            one = timed(lambda: figures.spawn_one(stack, spawns))
-            done.append(one)
+            one = measure("spawn", lambda: figures.spawn_one(stack, spawns))
         hub_idle = figures.services_memory()["hub"]
-        ten_memory = None
         if wanted("spawn10") or wanted("memory") or wanted("spawn-runs"):
-            ten, ten_memory = timed(lambda: figures.spawn_ten(stack, rounds))
-            done.append(ten)
+            ten, ten_memory = measure("spawn10", lambda: figures.spawn_ten(stack, rounds)) or (
+                None,
+                None,
+            )
         if wanted("storm"):
-            done.append(timed(lambda: figures.login_storm(stack, setting("BENCH_STORM", 30))))
+            measure("storm", lambda: figures.login_storm(stack, setting("BENCH_STORM", 30)))
         if wanted("login"):
-            done.append(timed(lambda: figures.login(stack, setting("BENCH_LOGINS", 20))))
+            measure("login", lambda: figures.login(stack, setting("BENCH_LOGINS", 20)))
         if wanted("approval"):
-            done.append(
-                timed(lambda: figures.approval_round_trip(stack, setting("BENCH_APPROVALS", 10)))
+            measure(
+                "approval",
+                lambda: figures.approval_round_trip(stack, setting("BENCH_APPROVALS", 10)),
             )
         if wanted("spawn-runs") and one is not None and ten is not None:
-            done.append(
-                timed(
-                    lambda: figures.spawn_runs(
-                        stack, (one, ten), setting("BENCH_SPAWN_RUNS", 3), spawns, rounds
-                    )
-                )
+            measure(
+                "spawn-runs",
+                lambda: figures.spawn_runs(
+                    stack, (one, ten), setting("BENCH_SPAWN_RUNS", 3), spawns, rounds
+                ),
             )
         if not any(wanted(key) for key in ("memory", "gate", "runs", "patch", "certs", "noisy")):
             return done
@@ -154,51 +166,48 @@ def measure_stack(results: dict[str, Any], only: set[str] | None) -> list[Figure
         spawn.start()
         alone = figures.idle_memory(spawn.container) if wanted("memory") else None
         if wanted("gate"):
-            done.append(
-                timed(
-                    lambda: figures.health_gate(stack, spawn.container, setting("BENCH_GATES", 20))
-                )
+            measure(
+                "gate",
+                lambda: figures.health_gate(stack, spawn.container, setting("BENCH_GATES", 20)),
             )
         if wanted("certs"):
-            done.append(
-                timed(lambda: figures.certificates(spawn.container, setting("BENCH_CERTS", 50)))
+            measure(
+                "certs",
+                lambda: figures.certificates(spawn.container, setting("BENCH_CERTS", 50)),
             )
         if wanted("runs") or wanted("memory"):
-            done.append(
-                timed(
-                    lambda: figures.runs_service(
-                        stack,
-                        spawn.container,
-                        token,
-                        setting("BENCH_EVENTS", 10000),
-                        setting("BENCH_PAGES", 20),
-                    )
-                )
+            ran = measure(
+                "runs",
+                lambda: figures.runs_service(
+                    stack,
+                    spawn.container,
+                    token,
+                    setting("BENCH_EVENTS", 10000),
+                    setting("BENCH_PAGES", 20),
+                ),
             )
-            after_events = figures.services_memory()
-            if ten_memory is not None and alone is not None:
+            if ran is not None and ten_memory is not None and alone is not None:
+                after_events = figures.services_memory()
                 done.append(figures.memory_figure(alone, ten_memory, hub_idle, after_events))
         if wanted("patch"):
-            done.append(
-                timed(
-                    lambda: figures.patch_overhead(
-                        stack, spawn.container, token, setting("BENCH_PATCH_PAIRS", 3)
-                    )
-                )
+            measure(
+                "patch",
+                lambda: figures.patch_overhead(
+                    stack, spawn.container, token, setting("BENCH_PATCH_PAIRS", 3)
+                ),
             )
         if wanted("noisy"):
             # Last: the drills load the machine (the load average stays up for minutes after
             # them), and restart erin's server (it answers again afterwards).
-            done.append(
-                timed(
-                    lambda: figures.noisy_neighbours(
-                        stack,
-                        spawn,
-                        setting("BENCH_NOISY_IDLE", 40),
-                        setting("BENCH_NOISY_ANSWERS", 40),
-                        setting("BENCH_NOISY_HOGS", 3),
-                    )
-                )
+            measure(
+                "noisy",
+                lambda: figures.noisy_neighbours(
+                    stack,
+                    spawn,
+                    setting("BENCH_NOISY_IDLE", 40),
+                    setting("BENCH_NOISY_ANSWERS", 40),
+                    setting("BENCH_NOISY_HOGS", 3),
+                ),
             )
     finally:
         if os.environ.get("OPSBOOK_KEEP_STACK") != "1":

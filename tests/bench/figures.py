@@ -1109,7 +1109,8 @@ def handwritten_phases(text: str) -> list[dict[str, float]]:
 
 
 def approved_errata(notebook: dict[str, Any]) -> list[dict[str, str]]:
-    match = re.search(r"^approved for web: (.+)$", notebook_text(notebook), re.M)
+    # The runbook's line: "approved for web (staging): pkg=1.1, ..." (or "... : nothing").
+    match = re.search(r"^approved for web(?: \([^)]*\))?: (.+)$", notebook_text(notebook), re.M)
     if not match or match.group(1).strip() == "nothing":
         raise RuntimeError("the runbook approved no errata: nothing to compare")
     specs = [spec.strip() for spec in match.group(1).split(",")]
