@@ -24,6 +24,7 @@ from typing import Any
 
 import requests
 from dockerspawner import DockerSpawner
+from opsbook_hub.configure import ENGINEER_CPU_SHARES
 
 from opsbook import runs as runs_module
 from opsbook.contract import wire
@@ -191,6 +192,8 @@ class Floor:
             BENCH.project,
             "--cpus",
             "1.0",
+            "--cpu-shares",
+            str(ENGINEER_CPU_SHARES),
             "--memory",
             "2g",
             "--pids-limit",
@@ -304,7 +307,8 @@ def spawn_one(stack: Stack, samples: int) -> Figure:
         "browser session) and polls `GET /user/erin/api/status` through the proxy with her token "
         f"every {POLL * 1000:.0f} ms until it answers 200; then the server is stopped and "
         "removed. The floor: the same image started with `docker run` on the same network, with "
-        "the same CPU, memory and process limits, dropped capabilities and mounts (a home volume, "
+        "the same CPU limit and weight, memory and process limits, dropped capabilities and "
+        "mounts (a home volume, "
         "the runbooks and playbooks read-only), running `jupyter server` with the image's config "
         "(the same server extensions), polled directly on its container address at the same "
         "interval, from before `docker run` to the first 200 (the `docker` CLI and a `docker "

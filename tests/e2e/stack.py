@@ -324,6 +324,32 @@ def reset_fleet(config: StackConfig = TEST) -> None:
     compose("up", "-d", "pkgrepo", *FLEET_HOSTS, config=config)
     wait_for(lambda: all_healthy(config), 120, "the fleet recreated and healthy")
     wait_for(lambda: fleet_scraped_since(started, config), 60, "Prometheus scraping the new fleet")
+    wait_for(
+        lambda: fleet_on_engineers_networks(config),
+        60,
+        "the hub's network keeper connecting the new fleet to engineers' networks",
+    )
+
+
+def fleet_on_engineers_networks(config: StackConfig = TEST) -> bool:
+    """Every recreated fleet host and pkgrepo on every engineer's network of the stack (the
+    keeper connects them as they start: a server's plays must not race it)."""
+    listing = docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+    networks = [n for n in listing if n.startswith(f"{config.project}-net-")]
+    if not networks:
+        return True
+    found = docker(
+        "network",
+        "inspect",
+        "--format",
+        "{{range $id, $endpoint := .Containers}}{{$id}} {{end}}",
+        *networks,
+        check=False,
+    )
+    wanted = set(compose("ps", "-q", "pkgrepo", *FLEET_HOSTS, config=config).stdout.split())
+    return found.returncode == 0 and all(
+        wanted <= set(line.split()) for line in found.stdout.splitlines()
+    )
 
 
 def fleet_scraped_since(moment: float, config: StackConfig = TEST) -> bool:
