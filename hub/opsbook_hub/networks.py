@@ -107,7 +107,7 @@ class ConnectionQueue:
 
     The engine makes network connections one after the other, however many are asked at once. In
     a storm of thirty first starts, each asking for its eleven members at once, every engineer
-    waited 36.8 to 37.0 s (docs/benchmarks.md): all connections ended together, at the end.
+    waited 36.8 to 37.0 s (tests/bench/notes.md): all connections ended together, at the end.
     Queued first come first served, the first engineer waits for their own eleven and the last
     for everybody's. CONNECT_FIRST members have a queue of their own, so that no starting server
     waits behind other engineers' fleet hosts for the hub it asks for its version.

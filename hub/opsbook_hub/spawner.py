@@ -69,8 +69,8 @@ class StartQueue:
     A server's start is about a CPU-second of Python imports. Thirty started at once on two cores
     share them evenly, so every one of them finishes at about the end: in the bench's storm of
     thirty, all waited 27 to 34 s for their server (the hub's own spawn times). Started a core's
-    worth at a time, in the order asked, the first engineers of an incident get theirs in seconds
-    and the last no later than before.
+    worth at a time, in the order asked, the first engineers of an incident get theirs in seconds;
+    the last waited as long or longer in the bench's storms (tests/bench/notes.md).
     """
 
     def __init__(self, slots: int, hold_at_most: float) -> None:
