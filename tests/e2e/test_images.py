@@ -34,6 +34,22 @@ def test_singleuser_runs_as_a_plain_user_with_the_toolkit(singleuser):
     assert singleuser.run("sudo -n true").rc != 0  # no sudo, no way up
 
 
+def test_the_server_command_is_jupyterhub_singleuser_without_the_hubs_orm(singleuser):
+    """opsbook-singleuser (the image's CMD) starts the same server; importing that server leaves
+    the hub's ORM, page handlers and Alembic out (opsbook/singleuser.py). Fails when a JupyterHub
+    upgrade uses them at import time again."""
+    assert singleuser.run("opsbook-singleuser --version").stdout.strip() == "5.5.4"
+    hub_only = ["alembic", "sqlalchemy.orm", "jupyterhub.objects", "jupyterhub.handlers.base"]
+    script = (
+        "import sys; from opsbook import singleuser; singleuser.install(); "
+        "import jupyterhub.singleuser.extension; "
+        f"print([m for m in {hub_only!r} if m in sys.modules])"
+    )
+    loaded = singleuser.run(f'python -c "{script}"')
+    assert loaded.rc == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_the_library_mount_points_exist_in_the_image(singleuser):
     for folder in ("/home/jovyan/runbooks", "/home/jovyan/ansible"):
         assert singleuser.file(folder).is_directory

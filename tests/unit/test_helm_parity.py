@@ -146,6 +146,16 @@ def test_the_same_server_settings(compose, k8s, pods):
     assert env["JUPYTERHUB_DEFAULT_URL"] == "/lab"
 
 
+def test_the_same_server_command(compose, pods):
+    """compose's DockerSpawner runs the image's CMD (opsbook-singleuser); the chart's default
+    (jupyterhub-singleuser) would start the same server with the hub's ORM in it."""
+    dockerfile = (ROOT / "images" / "singleuser" / "Dockerfile").read_text()
+    image_cmd = yaml.safe_load(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))
+    assert image_cmd == ["opsbook-singleuser"]
+    assert not compose.DockerSpawner.get("cmd")
+    assert notebook(pods["erin"])["args"][: len(image_cmd)] == image_cmd
+
+
 def test_the_same_landing_pages(compose, k8s):
     hub = SimpleNamespace(base_url="/hub/")
 
