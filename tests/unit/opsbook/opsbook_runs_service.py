@@ -106,6 +106,8 @@ class Service:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/services/runs"
         self._thread: threading.Thread | None = None
+        # Set when anyone asks the service for the on-call group (GET api/oncall, a decision).
+        self.oncall_asked = threading.Event()
         # The package repository the service promotes errata on (a FakeFleet); None: none.
         self.repository: Promoter | None = None
 
@@ -118,7 +120,7 @@ class Service:
             ctx = Context(
                 self.store,
                 StandInHub(),
-                StaticOncall(self.oncall),
+                ObservedOncall(self.oncall, self.oncall_asked),
                 Notifier(""),
                 ssh_ca=self.ca,
                 promoter=RepositoryOfTheMoment(self),
@@ -140,6 +142,18 @@ class Service:
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class ObservedOncall(StaticOncall):
+    """The fixed on-call group, setting `asked` when the service looks it up."""
+
+    def __init__(self, users: list[str], asked: threading.Event) -> None:
+        super().__init__(users)
+        self.asked = asked
+
+    async def members(self) -> list[str]:
+        self.asked.set()
+        return await super().members()
 
 
 class RepositoryOfTheMoment:

@@ -337,10 +337,13 @@ def test_a_production_run_that_is_rejected_stops_the_runbook_with_the_reason(
     bob = RunsClient(runs_service.url, "bob-token", retry_for=10)
 
     def reject_when_asked() -> None:
+        # Once the runbook has asked who is on call (to say who may approve), not before: a
+        # rejection that came first would be what the runbook says instead.
+        runs_service.oncall_asked.clear()
         deadline = time.monotonic() + CELL_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             waiting = [r for r in bob.runs() if r.state.value == "awaiting_approval"]
-            if waiting:
+            if waiting and runs_service.oncall_asked.is_set():
                 bob.reject(waiting[0].id, "change freeze until Monday")
                 return
             time.sleep(0.2)
