@@ -41,8 +41,9 @@ class Deferred(types.ModuleType):
     """A module whose real import waits until one of its attributes is read."""
 
     def __getattr__(self, name: str) -> Any:
-        # Called only for what the stand-in lacks: __spec__, __path__ (for a package) and the
-        # like are its own, so the import system's own checks do not load the module.
+        # Called only for names the stand-in lacks. Its own __spec__, __name__ and __file__ (and
+        # a package's __path__) answer the import system; a plain module's missing __path__,
+        # which the import system asks for too, must not load it.
         if name == "__path__":
             raise AttributeError(name)
         return getattr(FINDER.load(self.__name__), name)
@@ -67,7 +68,9 @@ class DeferringFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.stand_in_classes = stand_in_classes
         self.lock = threading.RLock()
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in self.deferred:
             return None
         real = importlib.machinery.PathFinder.find_spec(fullname, path)
