@@ -24,7 +24,13 @@ from typing import Any
 
 import requests
 from dockerspawner import DockerSpawner
-from opsbook_hub.configure import ENGINEER_CPU_SHARES
+from opsbook_hub.configure import (
+    ENGINEER_CPU_SHARES,
+    RUNTIME_DIR,
+    RUNTIME_TMPFS,
+    TMP_DIR,
+    TMP_TMPFS,
+)
 
 from opsbook import runs as runs_module
 from opsbook.contract import wire
@@ -202,6 +208,11 @@ class Floor:
             "ALL",
             "--security-opt",
             "no-new-privileges",
+            "--read-only",
+            "--tmpfs",
+            f"{RUNTIME_DIR}:{RUNTIME_TMPFS}",
+            "--tmpfs",
+            f"{TMP_DIR}:{TMP_TMPFS}",
             "-v",
             f"{self.volume}:{HOME}",
             "-v",
@@ -308,8 +319,9 @@ def spawn_one(stack: Stack, samples: int) -> Figure:
         f"every {POLL * 1000:.0f} ms until it answers 200; then the server is stopped and "
         "removed. The floor: the same image started with `docker run` on the same network, with "
         "the same CPU limit and weight, memory and process limits, dropped capabilities and "
-        "mounts (a home volume, "
-        "the runbooks and playbooks read-only), running `jupyter server` with the image's config "
+        "mounts (a home volume, the runbooks and playbooks read-only, a read-only root with the "
+        "same tmpfs on /tmp and /run/opsbook, where the image's start script makes the SSH key "
+        "pair), running `jupyter server` with the image's config "
         "(the same server extensions), polled directly on its container address at the same "
         "interval, from before `docker run` to the first 200 (the `docker` CLI and a `docker "
         "inspect` for the address are in it, as DockerSpawner's API calls are in the hub's). "
