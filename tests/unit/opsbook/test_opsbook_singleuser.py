@@ -13,10 +13,11 @@ import subprocess
 import sys
 import textwrap
 
+from opsbook.singleuser import KEPT_OUT
+
 # What jupyterhub-singleuser imports from the hub (jupyterhub/singleuser/mixins.py, extension.py).
 SERVER_IMPORTS = "import jupyterhub.log, jupyterhub.services.auth, jupyterhub.utils"
-# What comes with the hub's ORM and page handlers, and only with them.
-HUB_ONLY = ["alembic", "sqlalchemy.orm", "jupyterhub.objects", "jupyterhub.handlers.base"]
+HUB_ONLY = list(KEPT_OUT)
 
 
 def run(script: str) -> dict:
