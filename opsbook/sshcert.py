@@ -20,7 +20,8 @@ off (only for a fleet whose hosts take no certificate: the unit tests' fake flee
 local; see opsbook.config).
 
 `opsbook-cert` (main) renews by hand in a terminal and prints the principals and the expiry,
-never the key.
+never the key. ssh runs it too, quietly, before a connection when the container holds no valid
+certificate (images/singleuser/opsbook-ssh-ready, from the image's ssh config).
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         help="give up after this long if the runs service does not answer (default 20)",
     )
     parser.add_argument(
-        "--quiet", action="store_true", help="print only problems (the start script's way)"
+        "--quiet", action="store_true", help="print only problems (ssh's way: opsbook-ssh-ready)"
     )
     options = parser.parse_args(argv)
     try:

@@ -20,6 +20,7 @@ from .hubclient import HubUser, runs_client, signed_in
 from .stack import IMAGE_TAG, as_engineer, compose, docker, reset_fleet, wait_for
 
 SSH_DIR = "/run/opsbook/ssh"
+CERTIFICATE = f"{SSH_DIR}/id_ed25519-cert.pub"
 # A certificate is valid from a minute before it is issued to RUNS_SSH_CERT_MINUTES after.
 VALIDITY = 60
 ENDS_WITHIN = VALIDITY + 60  # seconds: the validity, and room for a slow machine
@@ -31,21 +32,12 @@ def fresh_fleet(stack):
 
 
 def started(stack, name: str) -> str:
-    """`name`'s server, started afresh, with the certificate its start asks for. An earlier
-    module may have started it long ago, and the test stack's certificates last a minute."""
+    """`name`'s server, started afresh (an earlier module may have started it long ago)."""
     user = signed_in(stack, name)
     if user.server_ready():
         user.stop_server()
     user.start_server()
-    container = stack.container_of(name)
-    wait_for(
-        lambda: (
-            as_engineer(container, "test", "-s", f"{SSH_DIR}/id_ed25519-cert.pub").returncode == 0
-        ),
-        30,
-        f"{name}'s certificate, asked for at the server's start",
-    )
-    return container
+    return stack.container_of(name)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +86,37 @@ def sshd_log(host: str) -> str:
 
 def client_of(stack, name: str) -> RunsClient:
     return runs_client(stack, name, f"ssh test {name}")
+
+
+def serial(container: str) -> str:
+    """The serial of the certificate in the container ("" when there is none)."""
+    listing = as_engineer(container, "ssh-keygen", "-L", "-f", CERTIFICATE).stdout
+    return next((line.split()[-1] for line in listing.splitlines() if "Serial:" in line), "")
+
+
+def test_ssh_asks_for_a_certificate_when_there_is_none(erin):
+    """The server's start asks for none; erin's first ssh does, before it connects."""
+    as_engineer(erin, "rm", "-f", CERTIFICATE)
+    first = ssh(erin, "web-1")
+    assert first.returncode == 0, first.stderr
+    assert serial(erin), "ssh should have left the certificate it asked for"
+    assert first.stderr.strip() == "", "asking is quiet when it works"
+
+
+def test_without_the_runs_service_ssh_says_why_and_the_host_refuses(erin):
+    """Fail closed, with the reason where erin looks: ssh's own error output."""
+    as_engineer(erin, "rm", "-f", CERTIFICATE)
+    refused = as_engineer(
+        erin,
+        "env",
+        "OPSBOOK_RUNS_URL=http://127.0.0.1:9/services/runs/",
+        "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "web-1", "true",
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "opsbook-cert:" in refused.stderr and "Permission denied" in refused.stderr, (
+        refused.stderr
+    )
+    assert not serial(erin)
 
 
 def test_erin_reaches_staging_with_her_certificate_and_ansible_works_with_it(erin):
@@ -213,6 +236,11 @@ def test_a_key_and_certificate_copied_out_stop_working_after_the_validity(stack,
         )  # fmt: skip
 
     assert from_elsewhere().returncode == 0, "the copy should work while the certificate is valid"
+    copied = serial(erin)
     wait_for(
         lambda: from_elsewhere().returncode != 0, ENDS_WITHIN, "the copied certificate to expire"
     )
+    # In her container, ssh replaces her own expired certificate before it connects.
+    again = ssh(erin, "web-1")
+    assert again.returncode == 0, again.stderr
+    assert serial(erin) not in ("", copied)
