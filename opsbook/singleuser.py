@@ -2,25 +2,34 @@
 
 The engineer's container runs this instead of `jupyterhub-singleuser`, with the same arguments;
 it runs that same server, unchanged. Why: jupyterhub-singleuser imports `jupyterhub.log`, which
-imports the hub's page handlers, and with them `jupyterhub.orm`: SQLAlchemy's ORM and Alembic.
-In the singleuser image, at one CPU, that was 0.2 s of every server start (0.31 s of imports, of
-which SQLAlchemy's core, 0.09 s, stays: JupyterHub's utilities need it) for code that only the
-hub runs; it was most of what made a spawn slower than `docker run` of the same image
-(tests/bench/notes.md). The upstream fix is for JupyterHub to import them where it uses them.
+imports the hub's page handlers, and with them `jupyterhub.orm`: SQLAlchemy (its core and its
+ORM) and Alembic. In the singleuser image, at one CPU, that was 0.3 s of every server start for
+code that only the hub runs; it was most of what made a spawn slower than `docker run` of the
+same image (tests/bench/notes.md). The upstream fix is for JupyterHub to import them where it
+uses them.
 
-How: `jupyterhub.orm` and `jupyterhub.handlers` (and its `pages`) are imported as stand-ins,
-`Deferred` modules that import the real module at the first use of any of their attributes and
-hand it over. A single-user server never uses them, so they never load; anything that does use
-them gets the real thing, only later. The one name taken from them at import time, `from
-.handlers.pages import HealthCheckHandler` (the request log lowers health checks to debug), is
-a stand-in class that no object is an instance of while the real handlers are not loaded (none
-can be), and that asks the real class once they are. Nothing else changes. A JupyterHub upgrade
-that starts using these modules at import time loads them as before, only as slowly as before;
+How, in two ways:
+- `jupyterhub.orm`, `jupyterhub.roles` and `jupyterhub.handlers` (and its `pages`) are imported
+  as stand-ins, `Deferred` modules that import the real module at the first use of any of their
+  attributes and hand it over. The one name taken from them at import time, `from
+  .handlers.pages import HealthCheckHandler` (the request log lowers health checks to debug), is
+  a stand-in class that no object is an instance of while the real handlers are not loaded (none
+  can be), and that asks the real class once they are.
+- Two modules the server does use import SQLAlchemy for the hub's sake: `jupyterhub.scopes` the
+  package (for its queries), `jupyterhub.utils` its base error (for a decorator of the hub's
+  app). Each is lent a `Lent` module of its own: a stand-in exception class, and the real module
+  at the first use of anything else. When SQLAlchemy is loaded, their globals get the real
+  module and class, so an `except` clause catches the real error. SQLAlchemy itself is never
+  touched: replacing its package broke its own circular imports (tests/bench/notes.md).
+A single-user server never uses any of it, so none of it loads; anything that does use it gets
+the real thing, only later. Nothing else changes. A JupyterHub upgrade that starts using these
+modules at import time loads them as before, only as slowly as before;
 tests/unit/opsbook/test_opsbook_singleuser.py fails then, saying which.
 """
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -32,11 +41,30 @@ from collections.abc import Sequence
 from typing import Any
 
 # The hub's own modules that a single-user server imports but never uses.
-DEFERRED = ("jupyterhub.orm", "jupyterhub.handlers", "jupyterhub.handlers.pages")
+DEFERRED = (
+    "jupyterhub.orm",
+    "jupyterhub.roles",
+    "jupyterhub.handlers",
+    "jupyterhub.handlers.pages",
+)
 # What comes with the deferred modules and only with them: the tests check it stays out.
-KEPT_OUT = ("alembic", "sqlalchemy.orm", "jupyterhub.objects", "jupyterhub.handlers.base")
+KEPT_OUT = (
+    "alembic",
+    "sqlalchemy",
+    "sqlalchemy.orm",
+    "jupyterhub.objects",
+    "jupyterhub.handlers.base",
+)
 # Names read from a deferred module while others are imported: module -> class names.
 STAND_IN_CLASSES = {"jupyterhub.handlers.pages": ("HealthCheckHandler",)}
+# Modules the server needs that import SQLAlchemy, which only the hub uses (its core is 0.09 s
+# of a start): importer -> (the module it imports, the exception classes it takes from it).
+# jupyterhub.utils takes SQLAlchemy's base error for `catch_db_error`, a decorator of the hub's
+# app; jupyterhub.scopes imports the package for its database queries.
+BORROWED = {
+    "jupyterhub.utils": ("sqlalchemy.exc", ("SQLAlchemyError",)),
+    "jupyterhub.scopes": ("sqlalchemy", ()),
+}
 
 
 class Deferred(types.ModuleType):
@@ -110,13 +138,104 @@ def _within(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
+class Lent(types.ModuleType):
+    """What one importer gets for a module in place of the real one: its exception classes are
+    stand-ins (an `except` clause names them at import time); any other attribute read imports
+    the real module and hands it over."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+class BorrowingFinder(importlib.abc.MetaPathFinder):
+    """Gives each importer of `borrowed` a Lent module while the real one is not loaded; when
+    it is, the importer's globals get the real module and the real classes.
+
+    A stand-in exception class is one no code raises: nothing can raise the real class before
+    its module is loaded. Rebinding the importer's globals then makes its `except` clauses catch
+    the real class, which an instance check alone could not (`except` asks no metaclass)."""
+
+    def __init__(self, borrowed: dict[str, tuple[str, Sequence[str]]]) -> None:
+        self.borrowed = borrowed
+        self.lenders = {module: importer for importer, (module, _) in borrowed.items()}
+        self.lent: dict[str, Lent] = {}
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname in self.borrowed:
+            hook = self._lend
+        elif fullname in self.lenders:
+            hook = self._give_back
+        else:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _Hooked(spec.loader, hook)
+        return spec
+
+    def _lend(self, importer: types.ModuleType, executing: bool) -> None:
+        """Before the importer runs: its `import` statements get the Lent module."""
+        if not executing:
+            return
+        module, classes = self.borrowed[importer.__name__]
+        lent = self.lent[importer.__name__] = Lent(module)
+        for name in classes:
+            setattr(lent, name, _StandInClass(name, (Exception,), {"__module__": module}))
+
+        def borrowing_import(wanted: str, *args: Any, **kwargs: Any) -> types.ModuleType:
+            if wanted == module and module not in sys.modules:
+                return lent
+            return builtins.__import__(wanted, *args, **kwargs)
+
+        importer.__builtins__ = {**builtins.__dict__, "__import__": borrowing_import}
+
+    def _give_back(self, real: types.ModuleType, executing: bool) -> None:
+        """After the real module ran: the importer's globals that held what was lent hold the
+        real module and classes."""
+        if executing:
+            return
+        importer_name = self.lenders[real.__name__]
+        importer, lent = sys.modules.get(importer_name), self.lent.get(importer_name)
+        if importer is None or lent is None:
+            return
+        for name, value in list(vars(importer).items()):
+            if value is lent:
+                setattr(importer, name, real)
+            elif isinstance(value, _StandInClass) and getattr(lent, value.__name__, None) is value:
+                setattr(importer, name, getattr(real, value.__name__))
+
+
+class _Hooked(importlib.abc.Loader):
+    """A module's own loader, with `hook(module, executing)` called before and after it runs."""
+
+    def __init__(self, loader: Any, hook: Any) -> None:
+        self.loader = loader
+        self.hook = hook
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self.hook(module, True)
+        self.loader.exec_module(module)
+        self.hook(module, False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)  # get_source for tracebacks, and the rest
+
+
 FINDER = DeferringFinder(DEFERRED, STAND_IN_CLASSES)
+BORROWER = BorrowingFinder(BORROWED)
 
 
 def install() -> None:
     """Defer the hub's modules in this interpreter (before anything imports jupyterhub)."""
-    if FINDER not in sys.meta_path:
-        sys.meta_path.insert(0, FINDER)
+    for finder in (BORROWER, FINDER):
+        if finder not in sys.meta_path:
+            sys.meta_path.insert(0, finder)
 
 
 def main() -> int | None:

@@ -104,3 +104,67 @@ def test_the_health_check_stand_in_matches_what_the_real_class_matches():
         "root": False,
         "base": "jupyterhub.handlers.base",
     }
+
+
+def test_sqlalchemy_is_lent_to_the_hub_modules_until_used_then_they_hold_the_real_one():
+    """jupyterhub.scopes imports the package, jupyterhub.utils its base error: both get stand-ins
+    until SQLAlchemy is used, then the real module and class, in their own globals."""
+    result = run(
+        f"""
+        import json, sys
+        from opsbook import singleuser
+        singleuser.install()
+        {SERVER_IMPORTS}
+        import jupyterhub.scopes as scopes, jupyterhub.utils as utils
+        stand_in = utils.SQLAlchemyError
+        before = [type(scopes.sa).__name__, "sqlalchemy" in sys.modules,
+                  isinstance(Exception(), stand_in)]
+        scopes.sa.inspect  # the first use
+        import sqlalchemy, sqlalchemy.exc
+        error = sqlalchemy.exc.OperationalError("SELECT 1", {{}}, Exception("gone"))
+        print(json.dumps({{
+            "before": before,
+            "module": scopes.sa is sqlalchemy,
+            "class": utils.SQLAlchemyError is sqlalchemy.exc.SQLAlchemyError,
+            "instance": isinstance(error, stand_in),
+        }}))
+        """
+    )
+    assert result == {
+        "before": ["Lent", False, False],
+        "module": True,
+        "class": True,
+        "instance": True,
+    }
+
+
+def test_the_hubs_database_errors_are_caught_as_before_once_sqlalchemy_is_loaded():
+    """`catch_db_error` (jupyterhub.utils) names the stand-in in its `except` until SQLAlchemy
+    loads; from then on it catches a real SQLAlchemy error and rolls back."""
+    result = run(
+        f"""
+        import asyncio, json, logging
+        from opsbook import singleuser
+        singleuser.install()
+        {SERVER_IMPORTS}
+        from jupyterhub.utils import catch_db_error
+        import sqlalchemy.exc
+
+        class Handler:
+            log = logging.getLogger("test")
+            rolled_back = False
+
+            class db:
+                @staticmethod
+                def rollback():
+                    Handler.rolled_back = True
+
+            @catch_db_error
+            def query(self):
+                raise sqlalchemy.exc.OperationalError("SELECT 1", {{}}, Exception("gone"))
+
+        asyncio.run(Handler().query())
+        print(json.dumps({{"rolled_back": Handler.rolled_back}}))
+        """
+    )
+    assert result == {"rolled_back": True}
