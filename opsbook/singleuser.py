@@ -37,7 +37,7 @@ import importlib.util
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # The hub's own modules that a single-user server imports but never uses.
@@ -159,7 +159,9 @@ class BorrowingFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self, borrowed: dict[str, tuple[str, Sequence[str]]]) -> None:
         self.borrowed = borrowed
-        self.lenders = {module: importer for importer, (module, _) in borrowed.items()}
+        self.lenders: dict[str, list[str]] = {}
+        for importer, (module, _) in borrowed.items():
+            self.lenders.setdefault(module, []).append(importer)
         self.lent: dict[str, Lent] = {}
 
     def find_spec(
@@ -185,10 +187,19 @@ class BorrowingFinder(importlib.abc.MetaPathFinder):
         for name in classes:
             setattr(lent, name, _StandInClass(name, (Exception,), {"__module__": module}))
 
-        def borrowing_import(wanted: str, *args: Any, **kwargs: Any) -> types.ModuleType:
-            if wanted == module and module not in sys.modules:
+        def borrowing_import(
+            name: str,
+            globals: dict[str, Any] | None = None,
+            locals: dict[str, Any] | None = None,
+            fromlist: Sequence[str] | None = (),
+            level: int = 0,
+        ) -> types.ModuleType:
+            # `from <module> import ...` or `import <module> [as x]` (a package), while it is
+            # not loaded; `import a.b` binds `a`, so it is not lent.
+            lend = name == module and level == 0 and (fromlist or "." not in name)
+            if lend and module not in sys.modules:
                 return lent
-            return builtins.__import__(wanted, *args, **kwargs)
+            return builtins.__import__(name, globals, locals, fromlist, level)
 
         importer.__builtins__ = {**builtins.__dict__, "__import__": borrowing_import}
 
@@ -197,21 +208,21 @@ class BorrowingFinder(importlib.abc.MetaPathFinder):
         real module and classes."""
         if executing:
             return
-        importer_name = self.lenders[real.__name__]
-        importer, lent = sys.modules.get(importer_name), self.lent.get(importer_name)
-        if importer is None or lent is None:
-            return
-        for name, value in list(vars(importer).items()):
-            if value is lent:
-                setattr(importer, name, real)
-            elif isinstance(value, _StandInClass) and getattr(lent, value.__name__, None) is value:
-                setattr(importer, name, getattr(real, value.__name__))
+        for importer_name in self.lenders[real.__name__]:
+            importer, lent = sys.modules.get(importer_name), self.lent.get(importer_name)
+            if importer is None or lent is None:
+                continue
+            for name, value in list(vars(importer).items()):
+                if value is lent:
+                    setattr(importer, name, real)
+                elif vars(lent).get(getattr(value, "__name__", "")) is value:  # a stand-in class
+                    setattr(importer, name, getattr(real, value.__name__))
 
 
 class _Hooked(importlib.abc.Loader):
     """A module's own loader, with `hook(module, executing)` called before and after it runs."""
 
-    def __init__(self, loader: Any, hook: Any) -> None:
+    def __init__(self, loader: Any, hook: Callable[[types.ModuleType, bool], None]) -> None:
         self.loader = loader
         self.hook = hook
 
