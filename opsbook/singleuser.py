@@ -167,21 +167,18 @@ class BorrowingFinder(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: Any = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname in self.borrowed:
-            hook = self._lend
-        elif fullname in self.lenders:
-            hook = self._give_back
-        else:
+        if fullname not in self.borrowed and fullname not in self.lenders:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
-            spec.loader = _Hooked(spec.loader, hook)
+            if fullname in self.borrowed:
+                spec.loader = _Hooked(spec.loader, before=self._lend)
+            else:
+                spec.loader = _Hooked(spec.loader, after=self._give_back)
         return spec
 
-    def _lend(self, importer: types.ModuleType, executing: bool) -> None:
+    def _lend(self, importer: types.ModuleType) -> None:
         """Before the importer runs: its `import` statements get the Lent module."""
-        if not executing:
-            return
         module, classes = self.borrowed[importer.__name__]
         lent = self.lent[importer.__name__] = Lent(module)
         for name in classes:
@@ -203,11 +200,9 @@ class BorrowingFinder(importlib.abc.MetaPathFinder):
 
         importer.__builtins__ = {**builtins.__dict__, "__import__": borrowing_import}
 
-    def _give_back(self, real: types.ModuleType, executing: bool) -> None:
+    def _give_back(self, real: types.ModuleType) -> None:
         """After the real module ran: the importer's globals that held what was lent hold the
         real module and classes."""
-        if executing:
-            return
         for importer_name in self.lenders[real.__name__]:
             importer, lent = sys.modules.get(importer_name), self.lent.get(importer_name)
             if importer is None or lent is None:
@@ -220,19 +215,27 @@ class BorrowingFinder(importlib.abc.MetaPathFinder):
 
 
 class _Hooked(importlib.abc.Loader):
-    """A module's own loader, with `hook(module, executing)` called before and after it runs."""
+    """A module's own loader, with `before(module)` and `after(module)` around its run."""
 
-    def __init__(self, loader: Any, hook: Callable[[types.ModuleType, bool], None]) -> None:
+    def __init__(
+        self,
+        loader: Any,
+        before: Callable[[types.ModuleType], None] | None = None,
+        after: Callable[[types.ModuleType], None] | None = None,
+    ) -> None:
         self.loader = loader
-        self.hook = hook
+        self.before = before
+        self.after = after
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return self.loader.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
-        self.hook(module, True)
+        if self.before is not None:
+            self.before(module)
         self.loader.exec_module(module)
-        self.hook(module, False)
+        if self.after is not None:
+            self.after(module)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)  # get_source for tracebacks, and the rest
