@@ -101,9 +101,11 @@ class OpsbookDockerSpawner(DockerSpawner):
     """Configured as `c.DockerSpawner` (traitlets applies a parent's section to subclasses)."""
 
     listen_poll_interval = Float(
-        0.05,
+        0.02,
         config=True,
-        help="Seconds between checks that a started server listens, before the hub's own check.",
+        help="Seconds between checks that a started server listens, before the hub's own check. "
+        "Half of it is added to an average start; a refused connection costs the hub about a "
+        "tenth of a millisecond.",
     )
 
     network_internal = Bool(

@@ -61,6 +61,6 @@ LABEL org.opencontainers.image.title="opsbook/fleet-$STACK" \
       org.opencontainers.image.description="Opsbook demo fleet host, stack $STACK"
 EXPOSE 22 9100
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/sbin/opsbook-healthcheck", "pid:/run/sshd.pid", "http://127.0.0.1:9100/metrics"]
+  CMD ["/usr/local/sbin/opsbook-healthcheck", "9100", "/"]
 ENTRYPOINT ["tini", "-g", "--"]
 CMD ["/usr/local/sbin/opsbook-fleet-start"]

@@ -52,6 +52,6 @@ LABEL org.opencontainers.image.title="opsbook/pkgrepo" \
       org.opencontainers.image.description="Opsbook demo fleet package repository"
 EXPOSE 22 80
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/sbin/opsbook-healthcheck", "pid:/run/sshd.pid", "http://127.0.0.1/debian/dists/incoming/InRelease"]
+  CMD ["/usr/local/sbin/opsbook-healthcheck", "80", "/debian/dists/incoming/InRelease"]
 ENTRYPOINT ["tini", "-g", "--"]
 CMD ["/usr/local/sbin/opsbook-repo-start"]

@@ -1,5 +1,6 @@
 """The images themselves, checked from inside with pytest-testinfra (docker backend)."""
 
+import json
 import subprocess
 import uuid
 
@@ -111,3 +112,39 @@ def test_the_runs_image_holds_the_service_and_the_contract_not_the_toolkit(stack
     for module in ("opsbook.rolling", "opsbook.runs", "opsbook.inventory", "opsbook.widgets"):
         assert runs.run(f"python -c 'import {module}'").rc != 0, f"{module} is in the runs image"
     assert runs.run("ansible-inventory --version").rc == 0
+
+
+def test_every_health_check_is_an_http_get_without_an_interpreter(stack):
+    """Docker runs each check every 5 or 10 s: a Python or Node.js start per check cost the idle
+    stack 0.1-0.24 CPU-s each, in bursts that landed on engineers' spawns."""
+    checked = set()
+    for container in compose("ps", "-q").stdout.split():
+        test = json.loads(
+            docker("inspect", "--format", "{{json .Config.Healthcheck}}", container).stdout
+        )
+        if not test:
+            continue
+        labels = "{{json .Config.Labels}}"
+        service = json.loads(docker("inspect", "--format", labels, container).stdout)[
+            "com.docker.compose.service"
+        ]
+        program = test["Test"][1].split()[0]
+        if program != "pg_isready":  # PostgreSQL's own client: a C program
+            assert program in ("http-check", "/usr/local/sbin/opsbook-healthcheck"), (service, test)
+            path = docker("exec", container, "bash", "-c", f"command -v {program}").stdout
+            shebang = docker("exec", container, "head", "-n1", path.strip()).stdout
+            assert shebang.strip() == "#!/bin/bash", (service, shebang)
+        status = docker("inspect", "--format", "{{.State.Health.Status}}", container).stdout
+        assert status.strip() == "healthy", service
+        checked.add(service)
+    assert {"hub", "runs", "idp", "prometheus", "alertmanager", "pkgrepo", "web-1"} <= checked
+
+
+def test_the_idps_plain_http_health_listener_answers_on_loopback_only(stack):
+    """Its health check's listener speaks plain HTTP, so no other container may reach it."""
+    idp = service_host("idp")
+    assert idp.run("http-check 9001 /healthz").rc == 0
+    assert idp.run("http-check 9001 /.well-known/openid-configuration").rc == 1
+    from_hub = service_host("hub").run("bash -c 'exec 3<>/dev/tcp/idp/9001'")
+    assert from_hub.rc != 0
+    assert "refused" in from_hub.stderr

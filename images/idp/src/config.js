@@ -6,6 +6,10 @@ import { readFileSync } from 'node:fs';
 
 export class SettingError extends Error {}
 
+// Where /healthz also answers, in plain HTTP on loopback only: the image's HEALTHCHECK (http-check,
+// bash) asks there, since it speaks no TLS and starting Node.js for each check cost 0.24 CPU-s.
+export const HEALTH_PORT = 9001;
+
 const UNRESERVED = /^[A-Za-z0-9._~-]+$/;
 
 function quote(value) {
@@ -102,6 +106,7 @@ export function loadSettings(env = process.env) {
   const settings = {};
   settings.issuer = issuer(env);
   settings.port = integer(env, 'IDP_PORT', 9000, 1, 65535, 'a TCP port number');
+  if (settings.port === HEALTH_PORT) fail('IDP_PORT', `a TCP port number other than ${HEALTH_PORT} (the health check's)`, HEALTH_PORT);
 
   const clientIdExpected = 'a non-empty client id of A-Z a-z 0-9 - . _ ~';
   settings.clientId = required(env, 'OAUTH_CLIENT_ID', clientIdExpected);

@@ -8,7 +8,7 @@ import https from 'node:https';
 import Provider from 'oidc-provider';
 
 import { AccountStore, AccountsError } from './accounts.js';
-import { SettingError, loadSettings } from './config.js';
+import { HEALTH_PORT, SettingError, loadSettings } from './config.js';
 import MemoryStore from './store.js';
 import {
   consentPage, errorPage, layout, loginPage,
@@ -385,6 +385,13 @@ async function handleInteraction(req, res, uid) {
 const providerCallback = provider.callback();
 const INTERACTION_PATH = /^\/interaction\/([A-Za-z0-9_-]{1,64})\/?$/;
 
+function answerHealthy(req, res) {
+  res.statusCode = 200;
+  res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+  res.setHeader('Cache-Control', 'no-store');
+  res.end(req.method === 'HEAD' ? undefined : 'ok');
+}
+
 function handle(req, res) {
   const started = process.hrtime.bigint();
   const path = (req.url || '/').split('?')[0];
@@ -395,10 +402,7 @@ function handle(req, res) {
     });
   }
   if (path === '/healthz') {
-    res.statusCode = 200;
-    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-    res.setHeader('Cache-Control', 'no-store');
-    res.end(req.method === 'HEAD' ? undefined : 'ok');
+    answerHealthy(req, res);
     return;
   }
   const match = INTERACTION_PATH.exec(path);
@@ -417,6 +421,21 @@ server.on('error', (err) => {
   process.exit(1);
 });
 
+// The health check's listener: /healthz only, plain HTTP, loopback only (see HEALTH_PORT).
+const healthServer = http.createServer((req, res) => {
+  if ((req.url || '/').split('?')[0] === '/healthz') {
+    answerHealthy(req, res);
+  } else {
+    res.statusCode = 404;
+    res.end();
+  }
+});
+healthServer.on('error', (err) => {
+  process.stderr.write(`idp: cannot listen on 127.0.0.1:${HEALTH_PORT} for the health check (${err.code || err.message})\n`);
+  process.exit(1);
+});
+healthServer.listen(HEALTH_PORT, '127.0.0.1');
+
 server.listen(settings.port, '0.0.0.0', () => {
   log.info(`opsbook idp: issuer ${settings.issuer}, listening on 0.0.0.0:${settings.port} (${settings.tls ? 'https' : 'http'}), `
     + `client ${settings.clientId} -> ${settings.callbackUrl}, ${accounts.accounts.size} accounts from ${settings.accountsFile}, `
@@ -427,6 +446,7 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {
     log.info(`${signal}: stopping`);
     server.close();
+    healthServer.close();
     server.closeAllConnections?.();
     process.exit(0);
   });

@@ -203,7 +203,7 @@ def test_engineers_servers_come_from_our_docker_spawner(config):
 
     spawner_class = import_item(config.JupyterHub.spawner_class)
     assert spawner_class.__mro__[1].__name__ == "DockerSpawner"  # its settings: c.DockerSpawner
-    assert spawner_class().listen_poll_interval == 0.05
+    assert spawner_class().listen_poll_interval == 0.02
 
 
 def test_admins_manage_users_and_servers_but_nobody_holds_the_builtin_admin_role(config):
