@@ -272,7 +272,8 @@ def main() -> int:
     quiet = wait_until_quiet(setting("BENCH_QUIET_TIMEOUT", 2700))
     if not quiet["quiet"] and os.environ.get("BENCH_BUSY_OK") != "1":
         log(
-            f"the machine did not get quiet in {quiet['waited_s']} s (load {quiet['load1']}, "
+            f"the machine did not get quiet in {quiet['waited_s']} s (CPUs "
+            f"{quiet['busy']:.0%} busy, load {quiet['load1']}, "
             f"{quiet.get('test_containers', 0)} opsbook-test containers): nothing measured. "
             "BENCH_BUSY_OK=1 measures anyway (and says so in the page)."
         )

@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .common import Figure, Row
+from .common import QUIET_BUSY, Figure, Row
 
 NOTES = Path(__file__).with_name("notes.md")
 
@@ -245,13 +245,15 @@ def render(results: dict[str, Any]) -> str:
     if quiet["quiet"]:
         lines.append(
             f"Before measuring, the harness waited {quiet['waited_s']} s until no test stack ran "
-            f"and the 1-minute load was under 1.5 ({quiet['load1']:.2f}). "
+            f"and the CPUs were under {QUIET_BUSY:.0%} busy over 10 s "
+            f"({quiet.get('busy', 0):.0%}; 1-minute load {quiet['load1']:.2f}). "
             "The figures were then measured back to back; each says the load it met."
         )
     else:
         lines.append(
-            f"**The machine did not get quiet** within {quiet['waited_s']} s (load "
-            f"{quiet['load1']:.2f}, {quiet.get('test_containers', 0)} test containers): the "
+            f"**The machine did not get quiet** within {quiet['waited_s']} s (CPUs "
+            f"{quiet.get('busy', 0):.0%} busy, load {quiet['load1']:.2f}, "
+            f"{quiet.get('test_containers', 0)} test containers): the "
             "figures below were measured on a busy machine."
         )
     lines += ["", "## Summary", "", *summary(figures)]
