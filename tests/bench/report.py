@@ -220,7 +220,7 @@ def render(results: dict[str, Any]) -> str:
         f"Written by `make bench` (tests/bench/) from the run of {results['date']}; rerun it "
         "rather than editing. How each figure is measured is said under it; the harness is "
         "the reference. Medians and nearest-rank 95th percentiles; n is the number of samples. "
-        "Comparisons are ratios of samples taken one right after the other in the same run, "
+        "Comparisons are ratios of samples taken side by side (seconds apart) in the same run, "
         "since absolute times drift on a shared machine.",
         "",
         "## The machine",
