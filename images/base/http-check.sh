@@ -2,7 +2,7 @@
 # http-check PORT PATH: exit 0 if http://127.0.0.1:PORT/PATH answers 200, else print the status
 # line and exit 1. Every image's HEALTHCHECK (it is in opsbook/base): bash's /dev/tcp needs no curl
 # or wget, and a check costs a few milliseconds of CPU where starting Python or Node.js costs about
-# a tenth of a second (measured on the demo stack: hub 0.1 s, runs 0.1 s, idp 0.24 s per check).
+# a tenth of a second (measured on the demo stack: hub and runs 0.1 CPU-s, idp 0.24 CPU-s per check).
 set -u
 port=$1 path=$2
 exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1

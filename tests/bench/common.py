@@ -86,6 +86,7 @@ class Quiet:
 # 1-minute load, used before, lags: it let a measurement start 18 s after the stack came up, while
 # its services were still starting. The idle bench stack keeps the machine about 7 % busy.
 QUIET_BUSY = 0.25
+QUIET_WINDOW = 10.0  # seconds
 
 
 def cpu_busy(seconds: float) -> float:
@@ -103,7 +104,7 @@ def cpu_busy(seconds: float) -> float:
     return (busy_after - busy_before) / max(total_after - total_before, 1)
 
 
-def wait_until_quiet(timeout: float, every: float = 10.0) -> dict[str, Any]:
+def wait_until_quiet(timeout: float, every: float = QUIET_WINDOW) -> dict[str, Any]:
     """Until no test stack runs and the CPUs were under QUIET_BUSY busy over the last `every`
     seconds, or `timeout` s.
 

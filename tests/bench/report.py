@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .common import QUIET_BUSY, Figure, Row
+from .common import QUIET_BUSY, QUIET_WINDOW, Figure, Row
 
 NOTES = Path(__file__).with_name("notes.md")
 
@@ -245,7 +245,7 @@ def render(results: dict[str, Any]) -> str:
     if quiet["quiet"]:
         lines.append(
             f"Before measuring, the harness waited {quiet['waited_s']} s until no test stack ran "
-            f"and the CPUs were under {QUIET_BUSY:.0%} busy over 10 s "
+            f"and the CPUs were under {QUIET_BUSY:.0%} busy over {QUIET_WINDOW:g} s "
             f"({quiet.get('busy', 0):.0%}; 1-minute load {quiet['load1']:.2f}). "
             "The figures were then measured back to back; each says the load it met."
         )

@@ -119,23 +119,18 @@ def test_every_health_check_is_an_http_get_without_an_interpreter(stack):
     stack 0.1-0.24 CPU-s each, in bursts that landed on engineers' spawns."""
     checked = set()
     for container in compose("ps", "-q").stdout.split():
-        test = json.loads(
-            docker("inspect", "--format", "{{json .Config.Healthcheck}}", container).stdout
-        )
+        inspected = json.loads(docker("inspect", container).stdout)[0]
+        test = inspected["Config"].get("Healthcheck")
         if not test:
             continue
-        labels = "{{json .Config.Labels}}"
-        service = json.loads(docker("inspect", "--format", labels, container).stdout)[
-            "com.docker.compose.service"
-        ]
+        service = inspected["Config"]["Labels"]["com.docker.compose.service"]
         program = test["Test"][1].split()[0]
         if program != "pg_isready":  # PostgreSQL's own client: a C program
             assert program in ("http-check", "/usr/local/sbin/opsbook-healthcheck"), (service, test)
             path = docker("exec", container, "bash", "-c", f"command -v {program}").stdout
             shebang = docker("exec", container, "head", "-n1", path.strip()).stdout
             assert shebang.strip() == "#!/bin/bash", (service, shebang)
-        status = docker("inspect", "--format", "{{.State.Health.Status}}", container).stdout
-        assert status.strip() == "healthy", service
+        assert inspected["State"]["Health"]["Status"] == "healthy", service
         checked.add(service)
     assert {"hub", "runs", "idp", "prometheus", "alertmanager", "pkgrepo", "web-1"} <= checked
 

@@ -385,6 +385,10 @@ async function handleInteraction(req, res, uid) {
 const providerCallback = provider.callback();
 const INTERACTION_PATH = /^\/interaction\/([A-Za-z0-9_-]{1,64})\/?$/;
 
+function pathOf(req) {
+  return (req.url || '/').split('?')[0];
+}
+
 function answerHealthy(req, res) {
   res.statusCode = 200;
   res.setHeader('Content-Type', 'text/plain; charset=utf-8');
@@ -394,7 +398,7 @@ function answerHealthy(req, res) {
 
 function handle(req, res) {
   const started = process.hrtime.bigint();
-  const path = (req.url || '/').split('?')[0];
+  const path = pathOf(req);
   if (path !== '/healthz') {
     res.on('finish', () => {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -423,7 +427,7 @@ server.on('error', (err) => {
 
 // The health check's listener: /healthz only, plain HTTP, loopback only (see HEALTH_PORT).
 const healthServer = http.createServer((req, res) => {
-  if ((req.url || '/').split('?')[0] === '/healthz') {
+  if (pathOf(req) === '/healthz') {
     answerHealthy(req, res);
   } else {
     res.statusCode = 404;
