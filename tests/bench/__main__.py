@@ -43,6 +43,8 @@ from . import builds, figures, report
 from .common import BENCH, RESULTS_FILE, Figure, log, wait_until_quiet
 
 DOC = ROOT / "docs" / "benchmarks.md"
+# One line per whole run (its summary), so that the page shows whether figures hold across reruns.
+HISTORY = ROOT / "docs" / "bench-history.jsonl"
 
 
 def setting(name: str, default: int) -> int:
@@ -235,7 +237,15 @@ def order(figs: list[Figure]) -> list[Figure]:
     return sorted(figs, key=lambda f: wanted.index(f.key) if f.key in wanted else 99)
 
 
-def write(results: dict[str, Any], partial: bool = False) -> None:
+def history() -> list[dict[str, Any]]:
+    if not HISTORY.exists():
+        return []
+    return [json.loads(line) for line in HISTORY.read_text().splitlines() if line.strip()]
+
+
+def write(results: dict[str, Any], partial: bool = False, measured: bool = False) -> None:
+    """The results, and from a whole run the page; a run `measured` just now joins the history
+    (rendering an earlier run again does not)."""
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     if partial:
         path = RESULTS_FILE.with_name("partial.json")
@@ -243,7 +253,10 @@ def write(results: dict[str, Any], partial: bool = False) -> None:
         log(f"wrote {path.relative_to(ROOT)}; preview: python -m tests.bench --report-only {path}")
         return
     RESULTS_FILE.write_text(json.dumps(results, indent=1))
-    DOC.write_text(report.render(results))
+    if measured:
+        with HISTORY.open("a") as lines:
+            lines.write(json.dumps(report.history_entry(results), ensure_ascii=False) + "\n")
+    DOC.write_text(report.render(results, history()))
     log(f"wrote {DOC.relative_to(ROOT)} (raw results: {RESULTS_FILE.relative_to(ROOT)})")
 
 
@@ -264,7 +277,7 @@ def main() -> int:
         if Path(arguments.report_only) == RESULTS_FILE:
             write(results)
         else:
-            print(report.render(results))
+            print(report.render(results, history()))
         return 0
     only = set(arguments.only.split(",")) if arguments.only else None
 
@@ -302,7 +315,7 @@ def main() -> int:
             figs.append(builds.sizes_figure())
     results["figures"] = [f.to_dict() for f in order(figs)]
     results["seconds"] = time.monotonic() - started
-    write(results, partial=only is not None)
+    write(results, partial=only is not None, measured=True)
     return 0
 
 

@@ -391,6 +391,29 @@ def down(config: StackConfig = TEST) -> None:
     listing = docker("network", "ls", "--format", "{{.Name}}").stdout
     networks = [config.project, *_names_with_prefix(listing, config.project)]
     docker("network", "rm", *networks, check=False)
+    _remove_stale_networks(config.project)
+
+
+def _remove_stale_networks(project: str) -> None:
+    """A network Docker would not remove: its endpoints disconnected by force, then removed; if
+    Docker still refuses, said on stderr. Docker 20.10 can keep a removed container's endpoint
+    ("has active endpoints" with no container), which once left a bench network behind silently."""
+    names = docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+    for network in [name for name in names if name == project] + _names_with_prefix(
+        " ".join(names), project
+    ):
+        inspected = docker(
+            "network", "inspect", "--format", "{{json .Containers}}", network, check=False
+        )
+        for endpoint in (json.loads(inspected.stdout or "null") or {}).values():
+            docker("network", "disconnect", "-f", network, endpoint["Name"], check=False)
+        removed = docker("network", "rm", network, check=False)
+        if removed.returncode:
+            print(
+                f"stack: network {network} is left: {removed.stderr.strip()}. Docker holds a "
+                f"stale endpoint; after restarting dockerd, `docker network rm {network}`.",
+                file=sys.stderr,
+            )
 
 
 def _names_with_prefix(listing: str, project: str = PROJECT) -> list[str]:

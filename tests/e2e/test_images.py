@@ -143,3 +143,22 @@ def test_the_idps_plain_http_health_listener_answers_on_loopback_only(stack):
     from_hub = service_host("hub").run("bash -c 'exec 3<>/dev/tcp/idp/9001'")
     assert from_hub.rc != 0
     assert "refused" in from_hub.stderr
+
+
+def test_the_idp_refuses_its_health_ports_number_as_its_own_port(stack):
+    """Both listeners cannot share 9001: the idp says so at start, naming IDP_PORT, instead of
+    failing its health check forever. With 9000, the same settings get past IDP_PORT (and stop
+    at the next, the missing client id), so the refusal is the guard's."""
+
+    def start(port: str) -> subprocess.CompletedProcess:
+        return docker(
+            "run", "--rm", "-e", "IDP_ISSUER=http://idp:9000", "-e", f"IDP_PORT={port}",
+            f"opsbook/idp:{IMAGE_TAG}", check=False,
+        )  # fmt: skip
+
+    refused = start("9001")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "IDP_PORT: expected a TCP port number other than 9001 (the health check's), got 9001"
+    )
+    assert start("9000").stderr.startswith("OAUTH_CLIENT_ID: ")
