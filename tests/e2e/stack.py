@@ -391,13 +391,14 @@ def down(config: StackConfig = TEST) -> None:
     listing = docker("network", "ls", "--format", "{{.Name}}").stdout
     networks = [config.project, *_names_with_prefix(listing, config.project)]
     docker("network", "rm", *networks, check=False)
-    _remove_stale_networks(config.project)
+    _remove_leftover_networks(config.project)
 
 
-def _remove_stale_networks(project: str) -> None:
+def _remove_leftover_networks(project: str) -> None:
     """A network Docker would not remove: its endpoints disconnected by force, then removed; if
-    Docker still refuses, said on stderr. Docker 20.10 can keep a removed container's endpoint
-    ("has active endpoints" with no container), which once left a bench network behind silently."""
+    Docker still refuses, said on stderr. Docker 20.10 can miscount a network's endpoints after
+    many starts and removals ("has active endpoints" with none on it: moby/moby#42119), which
+    left bench networks behind silently; dockerd corrects the count when it restarts."""
     names = docker("network", "ls", "--format", "{{.Name}}").stdout.split()
     for network in [name for name in names if name == project] + _names_with_prefix(
         " ".join(names), project
@@ -410,8 +411,9 @@ def _remove_stale_networks(project: str) -> None:
         removed = docker("network", "rm", network, check=False)
         if removed.returncode:
             print(
-                f"stack: network {network} is left: {removed.stderr.strip()}. Docker holds a "
-                f"stale endpoint; after restarting dockerd, `docker network rm {network}`.",
+                f"stack: network {network} is left: {removed.stderr.strip()}. If nothing is on "
+                "it, Docker miscounted its endpoints (moby/moby#42119): restart dockerd, which "
+                f"corrects the count, then `docker network rm {network}`.",
                 file=sys.stderr,
             )
 

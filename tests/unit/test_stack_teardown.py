@@ -33,7 +33,7 @@ class FakeDocker:
 def test_a_network_left_with_endpoints_is_disconnected_by_force_and_removed(monkeypatch):
     fake = FakeDocker({"opsbook-bench-03": ["ghost"], "opsbook-test-01": ["kept"]}, set())
     monkeypatch.setattr(stack, "docker", fake)
-    stack._remove_stale_networks("opsbook-bench")
+    stack._remove_leftover_networks("opsbook-bench")
     assert ("network", "disconnect", "-f", "opsbook-bench-03", "ghost") in fake.calls
     assert list(fake.networks) == ["opsbook-test-01"]  # another stack's network is not touched
 
@@ -41,7 +41,7 @@ def test_a_network_left_with_endpoints_is_disconnected_by_force_and_removed(monk
 def test_a_network_docker_still_refuses_is_said_on_stderr(monkeypatch, capsys):
     fake = FakeDocker({"opsbook-bench-03": [], "opsbook-bench": []}, {"opsbook-bench-03"})
     monkeypatch.setattr(stack, "docker", fake)
-    stack._remove_stale_networks("opsbook-bench")
+    stack._remove_leftover_networks("opsbook-bench")
     warning = capsys.readouterr().err
     assert "network opsbook-bench-03 is left" in warning
     assert "has active endpoints" in warning
@@ -53,5 +53,5 @@ def test_a_network_docker_still_refuses_is_said_on_stderr(monkeypatch, capsys):
 def test_names_that_only_look_alike_are_not_removed(monkeypatch, name):
     fake = FakeDocker({name: []}, set())
     monkeypatch.setattr(stack, "docker", fake)
-    stack._remove_stale_networks("opsbook-bench")
+    stack._remove_leftover_networks("opsbook-bench")
     assert list(fake.networks) == [name]
