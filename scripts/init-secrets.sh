@@ -22,7 +22,8 @@
 # Run again, it makes only what is missing, and re-signs a host certificate that is missing or was
 # signed by another host CA (e.g. host_ca was deleted and made anew). To rotate a CA, delete its two
 # files and run `make up` (then restart the fleet and the runs service). Made with ssh-keygen from
-# the singleuser image (as root, to set the owners), so this machine needs no OpenSSH.
+# the singleuser image (as root, to set the owners; its entrypoint, the engineer's start script,
+# is bypassed), so this machine needs no OpenSSH.
 # secrets/tls/ (TLS_MODE self-signed or files; README "HTTPS"):
 #   ca.key, ca.crt                      the demo certificate authority (ECDSA P-256, ten years; the
 #                                       key root's alone, 0400). Browsers are told to trust ca.crt.
@@ -103,8 +104,9 @@ if [ -f "$repo_cert" ] && ! cut -d" " -f2 "$repo_cert" | base64 -d | grep -qa pk
 fi
 if $missing; then
   install -d -m 0755 "$secrets" "$ssh_dir"
-  docker run --rm --user 0 --network none -v "$ssh_dir:/out" "opsbook/singleuser:${tag:-0.1.0}" \
-    sh -c "$keygen" opsbook-secrets /out "$host_validity" "$runs_uid" "${hosts[@]}" |
+  docker run --rm --user 0 --network none --entrypoint sh -v "$ssh_dir:/out" \
+    "opsbook/singleuser:${tag:-0.1.0}" \
+    -c "$keygen" opsbook-secrets /out "$host_validity" "$runs_uid" "${hosts[@]}" |
     sed "s|^|init-secrets: $ssh_dir: |"
 fi
 
@@ -207,6 +209,6 @@ else
   cat /etc/ssl/certs/ca-certificates.crt ca.crt >trust/bundle.pem && chmod 0444 trust/bundle.pem
 fi'
 # shellcheck disable=SC2086 # the names, one argument each
-docker run --rm --user 0 --network none -v "$tls_dir:/out" "${team[@]}" \
-  "opsbook/singleuser:${tag:-0.1.0}" sh -c "$tlsgen" opsbook-tls /out "$mode" $names |
+docker run --rm --user 0 --network none --entrypoint sh -v "$tls_dir:/out" "${team[@]}" \
+  "opsbook/singleuser:${tag:-0.1.0}" -c "$tlsgen" opsbook-tls /out "$mode" $names |
   sed "s|^|init-secrets: $tls_dir: |"
