@@ -399,10 +399,9 @@ def _remove_leftover_networks(project: str) -> None:
     Docker still refuses, said on stderr. Docker 20.10 can miscount a network's endpoints after
     many starts and removals ("has active endpoints" with none on it: moby/moby#42119), which
     left bench networks behind silently; dockerd corrects the count when it restarts."""
-    names = docker("network", "ls", "--format", "{{.Name}}").stdout.split()
-    for network in [name for name in names if name == project] + _names_with_prefix(
-        " ".join(names), project
-    ):
+    listing = docker("network", "ls", "--format", "{{.Name}}").stdout
+    left = [name for name in listing.split() if name == project]
+    for network in left + _names_with_prefix(listing, project):
         inspected = docker(
             "network", "inspect", "--format", "{{json .Containers}}", network, check=False
         )
